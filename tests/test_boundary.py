@@ -1,0 +1,100 @@
+"""pdeconv.boundary: padding as a boundary condition."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from pdeconv import boundary as B
+from pdeconv import stencil as S
+
+
+def test_table_and_unknown_names():
+    assert B.BOUNDARY_CONDITIONS == {
+        "dirichlet": "zeros",
+        "neumann": "reflect",
+        "periodic": "circular",
+        "replicate": "replicate",
+    }
+    with pytest.raises(ValueError, match="valid ones: dirichlet, neumann, periodic, replicate"):
+        B.padding_mode("robin")
+    with pytest.raises(ValueError, match="valid ones"):
+        B.set_boundary(nn.Conv2d(1, 1, 3, padding=1), "reflect")  # a padding mode is not a BC name
+
+
+def test_set_boundary_on_resnet18_changes_exactly_the_padded_convs():
+    model = torchvision.models.resnet18(weights=None)
+    spatial = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1]
+    pointwise = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] == 1]
+    assert len(spatial) == 17 and len(pointwise) == 3  # 7×7 stem + 16 3×3; 3 downsample 1×1
+    assert B.set_boundary(model, "neumann") == len(spatial)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            assert m.padding_mode == ("reflect" if name in spatial else "zeros"), name
+            assert B.boundary_of(m) == ("neumann" if name in spatial else "dirichlet")
+    torch.manual_seed(0)
+    out = model.eval()(torch.randn(1, 3, 64, 48))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+    # switching back removes the reflect guard and restores the original behaviour
+    assert B.set_boundary(model, "dirichlet") == len(spatial)
+    assert all(not m._forward_pre_hooks for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_set_boundary_only():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 1))
+    assert B.set_boundary(model, "periodic", only=["1"]) == 1
+    assert [m.padding_mode for m in model] == ["zeros", "circular", "zeros"]
+    assert B.set_boundary(model, "replicate", only=lambda name, m: m.out_channels == 2) == 2
+    with pytest.raises(ValueError, match="no modules named"):
+        B.set_boundary(model, "neumann", only=["nope"])
+
+
+def test_reflect_on_too_small_input_is_a_clear_error():
+    conv = nn.Conv2d(1, 1, 7, padding=3)
+    B.set_boundary(conv, "neumann")
+    with pytest.raises(ValueError, match=r"input is 3×9 \(H×W\)"):
+        conv(torch.zeros(1, 1, 3, 9))
+    with pytest.raises(ValueError, match="larger than the padding"):
+        B.pad(torch.zeros(1, 1, 2, 2), 2, "neumann")
+
+
+def test_neumann_keeps_a_constant_image_constant_under_the_laplacian():
+    u = torch.full((1, 1, 6, 9), 2.5, dtype=torch.float64)
+    lap = S.laplacian(dtype=torch.float64)
+    assert torch.equal(B.convolve(u, lap, "neumann"), torch.zeros_like(u))
+    assert torch.equal(B.convolve(u, lap, "periodic"), torch.zeros_like(u))
+    assert B.convolve(u, lap, "dirichlet").abs().max() > 0  # zero padding leaks at the boundary
+
+
+def test_neumann_is_the_mirror_about_the_boundary_sample():
+    u = torch.arange(5.0).reshape(1, 1, 1, 5)
+    assert B.pad(u, (2, 2, 0, 0), "neumann").flatten().tolist() == [2, 1, 0, 1, 2, 3, 4, 3, 2]
+    assert B.pad(u, (2, 2, 0, 0), "replicate").flatten().tolist() == [0, 0, 0, 1, 2, 3, 4, 4, 4]
+    assert B.pad(u, (2, 2, 0, 0), "periodic").flatten().tolist() == [3, 4, 0, 1, 2, 3, 4, 0, 1]
+    assert B.pad(u, (2, 2, 0, 0), "dirichlet").flatten().tolist() == [0, 0, 0, 1, 2, 3, 4, 0, 0]
+    # the central difference vanishes at the boundary node: ∂u/∂n = 0
+    du = B.convolve(torch.rand(1, 1, 4, 6, dtype=torch.float64), S.dx(dtype=torch.float64), "neumann")
+    assert torch.equal(du[..., 0], torch.zeros_like(du[..., 0])) and torch.equal(du[..., -1], du[..., 0])
+
+
+def test_periodic_shift_commutes_with_convolution():
+    torch.manual_seed(3)
+    conv = nn.Conv2d(2, 3, 3, padding=1).double()
+    B.set_boundary(conv, "periodic")
+    u = torch.randn(1, 2, 7, 10, dtype=torch.float64)
+    shift = lambda t: torch.roll(t, shifts=(2, -3), dims=(-2, -1))  # noqa: E731
+    assert torch.allclose(conv(shift(u)), shift(conv(u)), atol=1e-12)
+    conv0 = nn.Conv2d(2, 3, 3, padding=1).double()  # dirichlet does not commute
+    assert not torch.allclose(conv0(shift(u)), shift(conv0(u)), atol=1e-6)
+
+
+def test_convolve_matches_conv2d_and_keeps_2d_inputs_2d():
+    torch.manual_seed(4)
+    u = torch.randn(5, 8, dtype=torch.float64)
+    k = torch.randn(3, 3, dtype=torch.float64)
+    ref = torch.nn.functional.conv2d(u[None, None], k[None, None], padding=1)[0, 0]
+    assert torch.allclose(B.convolve(u, k), ref)
+    w = torch.randn(4, 1, 3, 3, dtype=torch.float64)
+    x = torch.randn(2, 2, 6, 5, dtype=torch.float64)
+    ref = torch.nn.functional.conv2d(x, w, padding=1, stride=2, groups=2)
+    assert torch.allclose(B.convolve(x, w, stride=2, groups=2), ref)
