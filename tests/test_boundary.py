@@ -98,3 +98,15 @@ def test_convolve_matches_conv2d_and_keeps_2d_inputs_2d():
     x = torch.randn(2, 2, 6, 5, dtype=torch.float64)
     ref = torch.nn.functional.conv2d(x, w, padding=1, stride=2, groups=2)
     assert torch.allclose(B.convolve(x, w, stride=2, groups=2), ref)
+
+
+def test_set_boundary_switches_pdeconv_layers_by_name():
+    from pdeconv.layers import DifferentialConv2d
+
+    model = nn.Sequential(DifferentialConv2d(2, 2, mix=False), nn.Conv2d(4, 4, 3, padding=1))
+    assert B.set_boundary(model, "neumann") == 2
+    assert model[0].bc == "neumann" and model[1].padding_mode == "reflect"
+    u = torch.ones(1, 2, 5, 7)
+    with torch.no_grad():
+        model[0].weight.copy_(S.laplacian().expand(4, 1, 3, 3))
+    assert torch.equal(model[0](u), torch.zeros(1, 4, 5, 7))  # a constant is harmonic under neumann

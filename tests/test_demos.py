@@ -1,6 +1,7 @@
 """The demos run fast, write their files and measure what they promise."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from pdeconv import demos
 from pdeconv.cli import main
 
 
-@pytest.mark.parametrize("name", ["translation", "heat", "boundary"])
+@pytest.mark.parametrize("name", ["translation", "heat", "boundary", "rotation", "dilation"])
 def test_demo_cli_writes_files(name, tmp_path, capsys):
     assert main(["demo", name, "--out", str(tmp_path), "--size", "24", "--steps", "6"]) == 0
     printed = capsys.readouterr().out
@@ -19,7 +20,7 @@ def test_demo_cli_writes_files(name, tmp_path, capsys):
 
 
 def _number_after(text: str, key: str) -> float:
-    return float(text.split(key)[1].split()[0])
+    return float(re.search(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?", text.split(key)[1]).group())
 
 
 def test_translation_upwind_is_an_exact_shift(tmp_path):
@@ -60,3 +61,22 @@ def test_unknown_demo_is_a_usage_error(capsys):
     assert e.value.code == 2
     assert main(["demo", "heat", "--size", "4"]) == 2
     assert "at least 8" in capsys.readouterr().err
+
+
+def test_rotation_turns_a_quarter(tmp_path):
+    summary = demos.rotation(tmp_path, size=32, steps=24).summary
+    rotated, original = _number_after(summary, "rotated picture"), _number_after(summary, "the original")
+    assert rotated > original + 0.3
+    assert _number_after(summary, "total") == pytest.approx(90, abs=4)
+    assert (tmp_path / "rotation.gif").exists()
+
+
+def test_rotation_direction_matches_rot90_clockwise():
+    u0 = demos._disc_image(24)
+    assert torch.allclose(demos._rotate(u0, math.pi / 2), torch.rot90(u0, -1, dims=(-2, -1)), atol=1e-12)
+
+
+def test_dilation_scale_within_5_percent(tmp_path):
+    summary = demos.dilation(tmp_path, size=32, steps=10).summary
+    assert _number_after(summary, "error") < 5.0
+    assert _number_after(summary, "exact e^Δt =") > 1.0

@@ -123,9 +123,11 @@ def set_boundary(
 ) -> int:
     """Switch every ``nn.Conv2d`` with non-zero padding in ``model`` to boundary condition ``bc``.
 
-    Works on any model (torchvision, timm, pdeconv). ``only`` restricts the change to the named modules
-    (an iterable of names from ``model.named_modules()``) or to those for which ``only(name, module)`` is
-    true. Returns how many convolutions were changed. Weights are untouched.
+    Works on any model (torchvision, timm, pdeconv). Modules that carry their boundary condition by name in
+    a string attribute ``bc`` (pdeconv's ``DifferentialConv2d``, ...) get ``bc`` set instead. ``only``
+    restricts the change to the named modules (an iterable of names from ``model.named_modules()``) or to
+    those for which ``only(name, module)`` is true. Returns how many modules were changed. Weights are
+    untouched.
     """
     mode = padding_mode(bc)
     if only is not None and not callable(only):
@@ -137,9 +139,13 @@ def set_boundary(
         only = lambda name, m, names=names: name in names  # noqa: E731
     changed = 0
     for name, m in model.named_modules():
-        if not isinstance(m, nn.Conv2d) or not any(m._reversed_padding_repeated_twice):
+        named_bc = isinstance(getattr(m, "bc", None), str) and m.bc in BOUNDARY_CONDITIONS
+        padded_conv = isinstance(m, nn.Conv2d) and any(m._reversed_padding_repeated_twice)
+        if not (named_bc or padded_conv) or (only is not None and not only(name, m)):
             continue
-        if only is not None and not only(name, m):
+        if named_bc:
+            m.bc = bc  # pdeconv's own layers (DifferentialConv2d, ...) pad through pad() by name
+            changed += 1
             continue
         m.padding_mode = mode
         guards = [k for k, hook in m._forward_pre_hooks.items() if hook is _reflect_guard]

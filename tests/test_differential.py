@@ -1,0 +1,165 @@
+"""pdeconv.layers.differential: the essay's depthwise ×m differential convolution."""
+
+import pytest
+import torch
+from torch import nn
+
+from pdeconv import boundary
+from pdeconv import stencil as S
+from pdeconv.layers import DifferentialConv2d
+
+NAMES = ["1", "∂x", "∂y", "∂x²", "∂x∂y", "∂y²"]
+
+
+def _high_moments(kernel, order):
+    M = S.moments(kernel.detach().double())
+    a, b = torch.meshgrid(torch.arange(3), torch.arange(3), indexing="ij")
+    return M[..., a + b > order]
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+def test_constrained_kernels_have_no_moments_above_their_order_also_after_a_step(order):
+    torch.manual_seed(0)
+    layer = DifferentialConv2d(3, 4, order=order, bc="neumann")
+    assert layer.coefficients.shape == (12, len(S.multi_indices(order, size=3)))
+    assert list(layer.operators()) == [S.operator_name(ab) for ab in S.multi_indices(order, size=3)]
+    assert _high_moments(layer.kernel, order).abs().max() < 1e-6
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    layer(torch.randn(2, 3, 5, 8)).square().sum().backward()
+    opt.step()
+    assert _high_moments(layer.kernel, order).abs().max() < 1e-6
+
+
+def test_free_kernels_do_have_high_moments():  # so that the test above can fail
+    torch.manual_seed(0)
+    assert _high_moments(DifferentialConv2d(3, 4).kernel, 2).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("C, c_out", [(8, 8), (6, 10)])
+def test_parameter_counts_match_the_essays_block(C, c_out):
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    depthwise = nn.Conv2d(C, C * 4, 3, padding=1, groups=C, bias=False)
+    essay = nn.Sequential(depthwise, nn.Conv2d(C * 4, c_out, 1, bias=False))
+    assert count(DifferentialConv2d(C, 4, out_channels=c_out)) == count(essay) == C * 4 * 9 + C * 4 * c_out
+    assert count(DifferentialConv2d(C, 4, order=2, out_channels=c_out)) == C * 4 * 6 + C * 4 * c_out
+    assert count(DifferentialConv2d(C, 4, mix=False)) == C * 4 * 9
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_free_unmixed_layer_is_the_essays_grouped_conv3x3(stride):
+    torch.manual_seed(1)
+    C = 3
+    conv = nn.Conv2d(C, C * 4, 3, stride=stride, padding=1, groups=C, bias=False)  # conv3x3(w, w*4, s, w)
+    layer = DifferentialConv2d(C, 4, mix=False, stride=stride)
+    layer.load_state_dict(conv.state_dict())  # the same key: "weight"
+    assert list(layer.state_dict()) == ["weight"] and layer.weight.shape == (C * 4, 1, 3, 3)
+    u = torch.randn(2, C, 5, 8)
+    assert torch.equal(layer.eval()(u), conv(u))
+
+
+def test_default_init_is_nn_conv2d_init_in_the_same_rng_order():
+    torch.manual_seed(2)
+    ref = nn.Sequential(nn.Conv2d(3, 12, 3, groups=3, bias=False), nn.Conv2d(12, 5, 1, bias=False))
+    torch.manual_seed(2)
+    layer = DifferentialConv2d(3, 4, out_channels=5)
+    assert torch.equal(layer.weight, ref[0].weight) and torch.equal(layer.pointwise.weight, ref[1].weight)
+    layer.reset_parameters()
+    assert not torch.equal(layer.weight, ref[0].weight)
+
+
+def test_constrained_init_matches_the_free_kernel_norm():
+    torch.manual_seed(3)
+    free = DifferentialConv2d(1000, 4).kernel.square().sum((1, 2, 3)).mean()
+    for order in (1, 2):
+        constrained = DifferentialConv2d(1000, 4, order=order).kernel.square().sum((1, 2, 3)).mean()
+        assert abs(constrained / free - 1) < 0.05, order
+    assert abs(free - 9 / 27) < 0.01  # kaiming-uniform with fan-in 9: U(-1/3, 1/3)
+
+
+def test_channel_c_feeds_outputs_c_times_m_to_c_times_m_plus_m():
+    torch.manual_seed(4)
+    layer = DifferentialConv2d(3, 4, mix=False)
+    u = torch.zeros(1, 3, 5, 8)
+    u[:, 1] = torch.randn(5, 8)
+    live = layer(u).abs().sum((0, 2, 3)) > 0
+    assert live.tolist() == [False] * 4 + [True] * 4 + [False] * 4
+
+
+def test_laplacian_kills_constants_under_neumann_but_not_dirichlet():
+    layers = {bc: DifferentialConv2d(2, 1, order=2, bc=bc, mix=False) for bc in ("neumann", "periodic", "dirichlet")}
+    u = torch.full((1, 2, 5, 8), 3.0)
+    for layer in layers.values():
+        with torch.no_grad():
+            layer.coefficients.zero_()
+            layer.coefficients[:, [3, 5]] = 1.0  # ∂x² + ∂y²
+        assert torch.equal(layer.kernel[0, 0], S.laplacian(dtype=torch.float32))
+    assert torch.equal(layers["neumann"](u), torch.zeros_like(u))
+    assert torch.equal(layers["periodic"](u), torch.zeros_like(u))
+    out = layers["dirichlet"](u)
+    assert (out[..., 1:-1, 1:-1] == 0).all() and out[0, 0, 0, 0] == -6.0  # two zero ghosts at a corner
+
+
+@pytest.mark.parametrize("bc", ["dirichlet", "neumann", "periodic", "replicate"])
+@pytest.mark.parametrize("shape, strided", [((5, 8), (3, 4)), ((12, 20), (6, 10))])
+def test_non_square_shapes_and_stride(bc, shape, strided):
+    torch.manual_seed(5)
+    u = torch.randn(2, 3, *shape)
+    assert DifferentialConv2d(3, 4, bc=bc)(u).shape == (2, 3, *shape)
+    assert DifferentialConv2d(3, 4, order=2, bc=bc, stride=2, out_channels=7)(u).shape == (2, 7, *strided)
+    assert DifferentialConv2d(3, 2, bc=bc, mix=False)(u).shape == (2, 6, *shape)
+
+
+def test_boundary_condition_matches_boundary_convolve():
+    torch.manual_seed(6)
+    layer = DifferentialConv2d(3, 2, bc="neumann", mix=False, stride=2)
+    u = torch.randn(1, 3, 5, 8)
+    expected = boundary.convolve(u, layer.weight, "neumann", stride=2, groups=3)
+    assert torch.allclose(layer(u), expected)
+    assert not torch.allclose(DifferentialConv2d(3, 2, mix=False, stride=2).requires_grad_(False)(u), expected)
+
+
+def test_operators_read_back_a_known_stencil():
+    layer = DifferentialConv2d(2, 3, mix=False)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.weight[4, 0] = S.sobel_x()  # channel 1, kernel 1: 8·∂x + 2·∂x∂y² (order 3, left out)
+        layer.weight[2, 0] = S.gaussian()  # channel 0, kernel 2: 1 + ¼∂x² + ¼∂y² + ...
+    ops = layer.operators()
+    assert list(ops) == NAMES and all(v.shape == (2, 3) for v in ops.values())
+    expected = {name: torch.zeros(2, 3) for name in NAMES}
+    expected["∂x"][1, 1] = 8.0
+    expected["1"][0, 2] = 1.0
+    expected["∂x²"][0, 2] = expected["∂y²"][0, 2] = 0.25
+    for name in NAMES:
+        assert torch.allclose(ops[name], expected[name], atol=1e-6), name
+
+
+def test_operators_of_a_constrained_layer_are_its_coefficients_and_its_moments():
+    torch.manual_seed(7)
+    layer = DifferentialConv2d(2, 3, order=2)
+    ops = layer.operators()
+    assert list(ops) == NAMES
+    M = S.moments(layer.kernel[:, 0].detach())
+    for n, (a, b) in enumerate(S.multi_indices(2)):
+        assert torch.equal(ops[NAMES[n]], layer.coefficients[:, n].reshape(2, 3))
+        assert torch.allclose(M[:, a, b].reshape(2, 3), ops[NAMES[n]], atol=1e-6)
+    ops["∂x∂y"].sum().backward()
+    assert layer.coefficients.grad[:, 4].eq(1).all() and layer.coefficients.grad[:, :4].eq(0).all()
+
+
+def test_state_dict_keys_and_repr():
+    assert sorted(DifferentialConv2d(2, 4).state_dict()) == ["pointwise.weight", "weight"]
+    assert sorted(DifferentialConv2d(2, 4, order=2).state_dict()) == ["coefficients", "pointwise.weight"]
+    text = repr(DifferentialConv2d(2, 4, order=2, bc="neumann", stride=2))
+    assert "2, multiplier=4, order=2, bc='neumann', stride=2" in text and "pointwise" in text
+
+
+def test_user_errors():
+    with pytest.raises(ValueError, match="valid ones"):
+        DifferentialConv2d(2, bc="reflect")
+    with pytest.raises(ValueError, match="order must be"):
+        DifferentialConv2d(2, order=5)
+    with pytest.raises(ValueError, match="needs mix=True"):
+        DifferentialConv2d(2, mix=False, out_channels=3)
+    with pytest.raises(ValueError, match="must be ≥ 1"):
+        DifferentialConv2d(2, 0)
