@@ -18,6 +18,8 @@ _EXPORTS: dict[str, str] = {
     "EulerStep": "steppers",
     "Leapfrog": "steppers",
     "Verlet": "steppers",
+    "SymmetricConv": "steppers",
+    "conv_adjoint": "steppers",
     # symmetric hyperbolic systems
     "SymmetricHyperbolic2d": "hyperbolic",
     "maxwell_te": "hyperbolic",

@@ -1,0 +1,169 @@
+"""pdeconv.regularize: the hyperbolicity penalty and score of a model's convolutions."""
+
+import pytest
+import torch
+from torch import nn
+
+from pdeconv import stencil
+from pdeconv.regularize import hyperbolicity, hyperbolicity_penalty
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: extra intra-op threads only spin-wait on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _penalty(model: nn.Module, weights=(1.0, 1.0, 1.0)) -> float:
+    return hyperbolicity_penalty(model, weights).item()
+
+
+def _conv(weight: torch.Tensor, groups: int = 1) -> nn.Conv2d:
+    c_out, c_in_g, k, _ = weight.shape
+    conv = nn.Conv2d(c_in_g * groups, c_out, k, padding=k // 2, groups=groups).to(weight.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+    return conv
+
+
+def _kron(M: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    return M[..., None, None] * kernel.to(M)
+
+
+def _hyperbolic_weight(c: int, seed: int) -> torch.Tensor:
+    """A⊗Dx + B⊗Dy + C⊗1 with A, B symmetric and C skew: u_t = A u_x + B u_y + C u."""
+    g = torch.Generator().manual_seed(seed)
+    P, Q, R = torch.randn(3, c, c, dtype=F64, generator=g)
+    return _kron(P + P.T, stencil.dx()) + _kron(Q + Q.T, stencil.dy()) + _kron(R - R.T, stencil.identity())
+
+
+def test_symmetric_hyperbolic_kernel_has_zero_penalty_and_score_one():
+    conv = _conv(_hyperbolic_weight(4, 0))
+    assert _penalty(conv) < 1e-12
+    assert hyperbolicity(conv) == {"": pytest.approx(1.0, abs=1e-12)}
+
+
+def test_laplacian_is_purely_diffusive():
+    conv = _conv(_kron(torch.eye(3, dtype=F64), stencil.laplacian()))
+    assert _penalty(conv) == pytest.approx(1.0)
+    assert _penalty(conv, (1.0, 2.5, 1.0)) == pytest.approx(2.5)
+    assert _penalty(conv, {"diffusive": 0.0}) == 0.0
+    assert hyperbolicity(conv)[""] == pytest.approx(0.0, abs=1e-12) and hyperbolicity(conv)[""] < 1
+
+
+def test_each_term_is_its_share_of_the_moment_energy():
+    g = torch.Generator().manual_seed(1)
+    M, S = torch.randn(2, 3, 3, dtype=F64, generator=g)
+    skew = (M - M.T) / 2
+    # M·∂x (‖skew M‖² antisymmetric) + (S + Sᵀ)·1 (all zeroth-order energy is symmetric)
+    weight = _kron(M, stencil.dx()) + _kron(S + S.T, stencil.identity())
+    total = M.square().sum() + (S + S.T).square().sum()
+    conv = _conv(weight)
+    expected = {
+        (1, 0, 0): skew.square().sum() / total,
+        (0, 1, 0): 0.0,
+        (0, 0, 1): (S + S.T).square().sum() / total,
+    }
+    for w, value in expected.items():
+        assert _penalty(conv, w) == pytest.approx(float(value), abs=1e-12)
+    assert hyperbolicity(conv)[""] == pytest.approx(1 - float(sum(expected.values())))
+
+
+def test_penalty_is_scale_free():
+    conv = nn.Conv2d(5, 5, 3).double()
+    p = hyperbolicity_penalty(conv)
+    with torch.no_grad():
+        conv.weight.mul_(7.0)
+    torch.testing.assert_close(hyperbolicity_penalty(conv), p)
+
+
+def test_a_gradient_step_reduces_the_penalty():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 5))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    values = []
+    for _ in range(5):
+        opt.zero_grad()
+        penalty = hyperbolicity_penalty(model)
+        penalty.backward()
+        opt.step()
+        values.append(penalty.item())
+    assert all(b < a for a, b in zip(values, values[1:])), values
+    assert model[0].bias.grad is None or float(model[0].bias.grad.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_scores_of_random_convs_lie_in_the_unit_interval(seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(6, 6, 3), nn.Conv2d(6, 6, 3, groups=3), nn.Conv2d(6, 6, 5, groups=6))
+    scores = hyperbolicity(model)
+    assert list(scores) == ["0", "1", "2"]
+    assert all(0.0 < s < 1.0 for s in scores.values()), scores
+    assert 0.0 < _penalty(model) < 3.0
+
+
+@pytest.mark.parametrize("groups", [2, 6])
+def test_grouped_convs_are_read_as_block_diagonal_systems(groups):
+    torch.manual_seed(3)
+    grouped = nn.Conv2d(6, 6, 3, groups=groups).double()
+    dense = nn.Conv2d(6, 6, 3).double()
+    with torch.no_grad():  # the same operator with explicit zeros between the groups
+        dense.weight.zero_()
+        n = 6 // groups
+        for g in range(groups):
+            dense.weight[g * n:(g + 1) * n, g * n:(g + 1) * n] = grouped.weight[g * n:(g + 1) * n]
+    for w in [(1, 0, 0), (0, 1, 0), (0, 0, 1)]:
+        torch.testing.assert_close(hyperbolicity_penalty(grouped, w), hyperbolicity_penalty(dense, w))
+
+
+def test_depthwise_transport_is_hyperbolic():
+    """Per-channel speeds c_i·∂x + d_i·∂y: diagonal, hence symmetric, first-order matrices."""
+    speeds = torch.randn(2, 4, dtype=F64, generator=torch.Generator().manual_seed(4))
+    weight = speeds[0, :, None, None, None] * stencil.dx(dtype=F64) + speeds[1, :, None, None, None] * stencil.dy(
+        dtype=F64
+    )
+    conv = _conv(weight, groups=4)
+    assert _penalty(conv) < 1e-12
+    with torch.no_grad():  # + a decay term: zeroth order, symmetric, penalised
+        conv.weight[:, :, 1, 1] -= 0.1
+    assert _penalty(conv, (0, 0, 1)) > 1e-4
+
+
+def test_models_without_square_convs_give_a_zero_tensor():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1), nn.Linear(4, 4))
+    p = hyperbolicity_penalty(model)
+    assert p.shape == () and float(p) == 0.0 and p.device == model[0].weight.device
+    assert _penalty(nn.ReLU()) == 0.0
+    assert hyperbolicity(model) == {}
+
+
+def test_resnet18_scores_exactly_its_square_channel_3x3_convs():
+    from torchvision.models import resnet18
+
+    torch.manual_seed(5)
+    model = resnet18(weights=None)
+    expected = {
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and m.in_channels == m.out_channels
+    }
+    scores = hyperbolicity(model)
+    assert set(scores) == expected and len(expected) == 13
+    assert all(0.0 <= s <= 1.0 for s in scores.values())
+    hyperbolicity_penalty(model).backward()
+    with_grad = {n.rsplit(".", 1)[0] for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == expected
+
+
+def test_invalid_weights():
+    conv = nn.Conv2d(2, 2, 3)
+    with pytest.raises(ValueError, match="valid keys: antisymmetric, diffusive, zeroth"):
+        hyperbolicity_penalty(conv, {"dispersive": 1.0})
+    for bad in [(1.0, 1.0), (1.0, -1.0, 1.0)]:
+        with pytest.raises(ValueError, match="3 numbers ≥ 0"):
+            hyperbolicity_penalty(conv, bad)
