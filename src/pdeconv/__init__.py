@@ -14,4 +14,12 @@ except PackageNotFoundError:  # running from a source tree without installation
 from pdeconv import boundary, stencil  # noqa: E402
 from pdeconv.boundary import set_boundary  # noqa: E402
 
-__all__ = ["__version__", "boundary", "stencil", "set_boundary"]
+__all__ = ["__version__", "boundary", "stencil", "set_boundary", "convert"]
+
+
+def __getattr__(name: str):  # ``pdeconv.convert`` loads the models floor (torchvision) only when used
+    if name == "convert":
+        from pdeconv.models.convert import convert
+
+        return convert
+    raise AttributeError(f"module 'pdeconv' has no attribute {name!r}")

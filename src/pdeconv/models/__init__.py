@@ -1,0 +1,59 @@
+"""PDE-ResNets (floor 1): the essay's ideas as named variants of torchvision-compatible ResNets.
+
+* variants: :func:`variants` lists them, :func:`get_variant` parses ``"seed+neumann"``;
+* models: ``pde_resnet18/34/50/101/152`` (ImageNet), ``pde_resnet20/32/56`` and ``pde_resnet18_small``
+  (small images); :func:`create` by name, :func:`list_models`; registered with timm when it is installed;
+* :func:`convert` applies the ideas to a ConvNet you already have; :func:`profile` measures its cost;
+  :func:`load_torchvision_weights` initialises a PDE-ResNet from torchvision's weights.
+
+``pdeconv.models.profile`` is the function; its module is ``pdeconv.models.profile`` in ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+from pdeconv.models.blocks import BasicBlock, Bottleneck
+from pdeconv.models.convert import ConvertReport, ModulatedConv2d, convert
+from pdeconv.models.profile import Profile, profile
+from pdeconv.models.registry import MODELS, create, list_models, register_timm
+from pdeconv.models.resnet import PDEResNet, pde_resnet18, pde_resnet34, pde_resnet50, pde_resnet101, pde_resnet152
+from pdeconv.models.small import CifarResNet, pde_resnet18_small, pde_resnet20, pde_resnet32, pde_resnet56
+from pdeconv.models.variants import VARIANTS, VariantOptions, get_variant, variants
+from pdeconv.models.weights import LoadReport, load_torchvision_weights
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "CifarResNet",
+    "ConvertReport",
+    "LoadReport",
+    "MODELS",
+    "ModulatedConv2d",
+    "PDEResNet",
+    "Profile",
+    "VARIANTS",
+    "VariantOptions",
+    "convert",
+    "create",
+    "get_variant",
+    "list_models",
+    "load_torchvision_weights",
+    "pde_resnet18",
+    "pde_resnet34",
+    "pde_resnet50",
+    "pde_resnet101",
+    "pde_resnet152",
+    "pde_resnet20",
+    "pde_resnet32",
+    "pde_resnet56",
+    "pde_resnet18_small",
+    "profile",
+    "register_timm",
+    "variants",
+]
+
+try:  # timm is optional: register with it only where it is installed
+    import timm  # noqa: F401
+except ImportError:
+    pass
+else:
+    register_timm()
