@@ -28,6 +28,147 @@ class UsageError(ValueError):
     """An error in what the user asked for; printed as one line, exit code 2."""
 
 
+# -------------------------------------------------------------------------------------------------- train
+
+# TrainConfig fields the commands set themselves (or that compare sets per run)
+_ENGINE_SKIP = {"model", "variant", "penalty_weight", "out", "seed"}
+
+
+def _add_engine_options(p: argparse.ArgumentParser, *, skip: set[str]) -> None:
+    """One option per TrainConfig field, with its help and choices; default None = "not given"."""
+    import typing
+    from dataclasses import MISSING, fields
+
+    from pdeconv.engine import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = None if f.default is MISSING else f.default
+        help_ = f"{f.metadata.get('help', '')} (default: {default})"
+        if hints[f.name] is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            continue
+        kind = next((t for t in (int, float, str) if t in typing.get_args(hints[f.name]) or hints[f.name] is t), str)
+        p.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help_)
+
+
+def _given(args: argparse.Namespace, skip: set[str]) -> dict:
+    from dataclasses import fields
+
+    from pdeconv.engine import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+            if f.name not in skip and getattr(args, f.name, None) is not None}
+
+
+def _check_model(model: str, variant: str | None = None) -> None:
+    from pdeconv.models import get_variant, list_models
+
+    if model not in list_models():
+        raise UsageError(f"unknown model {model!r}; choose one of: {', '.join(list_models())}")
+    if variant is not None:
+        get_variant(variant)
+
+
+@command
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one model (single process, or DDP under torchrun)",
+        description="Train a pdeconv model on a dataset. Same command under "
+        "`torchrun --nproc_per_node=K -m pdeconv train ...` for DistributedDataParallel.",
+    )
+    p.add_argument("--model", default="pde_resnet20", help="model name (pdeconv.models.list_models())")
+    p.add_argument("--variant", default="baseline", help="variant, e.g. seed or seed+neumann")
+    p.add_argument("--penalty-weight", type=float, default=None,
+                   help="hyperbolicity penalty weight (default: the variant's own)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/MODEL-VARIANT-seedN)")
+    _add_engine_options(p, skip=_ENGINE_SKIP)
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pdeconv import engine, experiment
+
+    _check_model(args.model, args.variant)
+    regularizer, weight = experiment.regularizer_for(args.variant)
+    if args.penalty_weight is not None:
+        weight = args.penalty_weight
+        if weight > 0 and regularizer is None:
+            from pdeconv.regularize import hyperbolicity_penalty as regularizer
+    out = args.out or f"runs/{args.model}-{args.variant}-seed{args.seed}"
+    config = engine.TrainConfig(model=args.model, variant=args.variant, seed=args.seed, out=out,
+                                penalty_weight=weight, **_given(args, _ENGINE_SKIP))
+    summary = engine.train(
+        config,
+        lambda info: experiment.build_model(args.model, args.variant, info),
+        regularizer=regularizer if weight > 0 else None,
+    )
+    if summary.get("test_acc") is not None:
+        print(f"final test accuracy {summary['test_acc']:.2%} after {summary['epochs']} epochs; files in {out}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------- compare
+
+_PRESET_FIELDS = {"model", "dataset", "epochs", "batch_size", "lr", "schedule", "weight_decay", "label_smoothing",
+                  "train_subset", "tta_flip"}
+
+
+@command
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from pdeconv.experiment import PRESETS
+
+    p = sub.add_parser(
+        "compare",
+        help="the main job: train variants × seeds, write results.csv, report.md and plots",
+        description="An honest ablation of the essay's ideas. With no options: the quick preset ("
+        + PRESETS["quick"].description + "). Rerunning skips finished runs and resumes unfinished ones.",
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="settings bundle (default: quick)")
+    p.add_argument("--model", default=None, help="model name (default: the preset's)")
+    p.add_argument("--variants", default=None, help="comma-separated variants (default: the preset's)")
+    p.add_argument("--seeds", default=None, help="number of seeds N (seeds 0..N-1) or a list like 0,3,7")
+    p.add_argument("--out", default=None, help="experiment directory (default: runs/compare-PRESET)")
+    _add_engine_options(p, skip=_ENGINE_SKIP | {"resume"})
+    p.set_defaults(func=_compare)
+
+
+def _seeds(text: str | int) -> list[int]:
+    try:
+        if isinstance(text, int) or "," not in text:
+            n = int(text)
+            if n < 1:
+                raise ValueError
+            return list(range(n))
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds must be a positive count like 3 or a list like 0,1,2; got {text!r}") from None
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from pdeconv import engine, experiment
+
+    preset = experiment.PRESETS[args.preset]
+    settings = {k: v for k, v in asdict(preset).items() if k in _PRESET_FIELDS}
+    settings.update(_given(args, _ENGINE_SKIP | {"resume"}))
+    model = args.model or preset.model
+    variants = [v.strip() for v in (args.variants or preset.variants).split(",") if v.strip()]
+    for v in variants:
+        _check_model(model, v)
+    force = settings.pop("force", False)
+    base = engine.TrainConfig(model=model, **settings)
+    experiment.compare(variants, _seeds(args.seeds or preset.seeds), args.out or f"runs/compare-{args.preset}",
+                       base=base, force=force)
+    return 0
+
+
 # -------------------------------------------------------------------------------------------------- demo
 
 
@@ -47,11 +188,62 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: demos.run(a.name, out=a.out, size=a.size, steps=a.steps) and 0)
 
 
+# -------------------------------------------------------------------------------------------------- analyze
+
+
+@command
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="read the PDE a ConvNet has learned: order spectra, operators, hyperbolicity, depthwise spans",
+        description="Analyse each spatial convolution of a training run, a checkpoint, a pdeconv model "
+        "(random init) or a torchvision classifier (weights=None) as differential operators; writes "
+        "analysis.json, summary.md and PNG figures to --out and prints a table.",
+    )
+    p.add_argument(
+        "source", nargs="?", metavar="CHECKPOINT_OR_MODEL_NAME",
+        help="run directory or checkpoint of `pdeconv train`, or a pdeconv model name (e.g. pde_resnet20)",
+    )
+    p.add_argument("--torchvision", metavar="NAME", help="analyse this torchvision classifier instead")
+    p.add_argument("--variant", help="variant of a pdeconv model name, e.g. dw4 or seed+neumann")
+    p.add_argument("--in-chans", type=int, help="input channels of a pdeconv model name")
+    p.add_argument("--num-classes", type=int, help="classes of a pdeconv or torchvision model name")
+    p.add_argument("--layer", help="layer whose first-order matrices are drawn (default: first C→C 3×3 conv)")
+    p.add_argument("--h", type=float, default=1.0, help="grid spacing of the moments (default: 1, pixels)")
+    p.add_argument("--image-size", type=int, help="grid of the coefficient fields' samples (default: 32)")
+    p.add_argument("--out", default="runs/analyze", help="output directory (default: runs/analyze)")
+
+    def run(a: argparse.Namespace) -> int:
+        from pdeconv import analysis
+
+        model = analysis.load_model(
+            a.source,
+            torchvision=a.torchvision,
+            variant=a.variant,
+            in_chans=a.in_chans,
+            num_classes=a.num_classes,
+        )
+        result = analysis.analyze_model(model, h=a.h, image_size=a.image_size)
+        paths = analysis.write_report(result, model, a.out, layer=a.layer)
+        print(result.summary_table(short=True))
+        print(f"wrote {', '.join(path.name for path in paths)} to {a.out}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # -------------------------------------------------------------------------------------------------- main
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: what was wrong and where to look, no usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pdeconv",
         description="ConvNets from the PDE perspective: train, compare, analyze, discover, demo.",
     )

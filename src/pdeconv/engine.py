@@ -1,0 +1,573 @@
+"""One training loop for any ``nn.Module``: one process or torchrun DDP, AMP, exact resume, safe checkpoints.
+
+The engine knows datasets (:mod:`pdeconv.data`) but not models: the caller passes ``build_model(info)``.
+The objective is ``CE_ε(model(x), y) + penalty_weight · regularizer(model)`` (ε = label smoothing).
+
+A run directory holds (rank 0 writes, each file replaced atomically):
+
+- ``config.json``    every setting, pdeconv/torch versions, device, world size, parameter count
+- ``metrics.jsonl``  one JSON object per epoch: epoch, train_loss, train_acc, test_loss, test_acc, lr,
+  img_per_s (training images per second, all ranks), train_s, wall_s (and penalty when one is used)
+- ``checkpoint.pt``  model, optimizer, scheduler, grad scaler, RNG states, epoch and the metrics so far
+- ``events.out.tfevents.*``  TensorBoard scalars, one point per epoch
+
+Resume is exact: the data order and augmentation of an epoch are functions of (seed, epoch), and the
+global RNGs are restored, so a run stopped after epoch k and resumed ends bit-identical to an
+uninterrupted one (same device and settings). Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``)
+the same code runs DistributedDataParallel: gloo on CPU, NCCL on GPU; ``batch_size`` is the global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from pdeconv import __version__, _checkpoint
+from pdeconv._checkpoint import CheckpointError
+from pdeconv.data import DATASETS, DatasetInfo, build_loaders, dataset_info
+
+CHECKPOINT, METRICS, CONFIG = "checkpoint.pt", "metrics.jsonl", "config.json"
+LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check); syncing every step slows GPUs
+
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "METRICS",
+    "CheckpointError",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "evaluate",
+    "load_checkpoint",
+    "lr_factor",
+    "run_summary",
+    "summarize",
+    "train",
+]
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite; the run stopped before writing anything from it."""
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; ``fields(TrainConfig)`` metadata holds help and choices for a CLI."""
+
+    model: str = _opt("pde_resnet20", "model name (recorded; the caller builds the model)")
+    variant: str = _opt("baseline", "model variant (recorded; the caller builds the model)")
+    dataset: str = _opt("fashion-mnist", "dataset", tuple(sorted(DATASETS)))
+    data_dir: str | None = _opt(None, "folder searched first for the dataset")
+    train_subset: int | None = _opt(None, "train on a fixed subset of this many images (the same for every seed)")
+    epochs: int = _opt(10, "number of epochs")
+    batch_size: int = _opt(128, "global batch size, split evenly across processes")
+    lr: float = _opt(0.1, "peak learning rate")
+    optimizer: str = _opt("sgd", "optimizer", ("sgd", "adamw"))
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(True, "Nesterov momentum (SGD)")
+    weight_decay: float = _opt(5e-4, "weight decay (not applied to biases and normalisation weights)")
+    schedule: str = _opt("cosine", "learning-rate schedule after warmup", ("cosine", "onecycle"))
+    warmup_epochs: float | None = _opt(None, "linear warmup length (default: 0 for cosine, 0.3·epochs onecycle)")
+    label_smoothing: float = _opt(0.0, "label smoothing ε of the training cross-entropy")
+    penalty_weight: float = _opt(0.0, "weight of the regularizer(model) term added to the loss")
+    tta_flip: bool = _opt(False, "evaluate on the mean logits of the image and its mirror image")
+    seed: int = _opt(0, "random seed (initialisation, data order, augmentation)")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    amp: str = _opt("none", "mixed precision", ("none", "bf16", "fp16"))
+    channels_last: bool = _opt(False, "channels-last memory format (faster convolutions on GPUs)")
+    compile: bool = _opt(False, "torch.compile the model")
+    workers: int = _opt(2, "data-loading processes (image-folder datasets)")
+    out: str = _opt("runs/train", "run directory")
+    resume: bool = _opt(False, "continue the run in --out from its checkpoint")
+    force: bool = _opt(False, "overwrite a different run already in --out")
+    progress: bool = _opt(True, "show a progress bar (only on a terminal)")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            choices = f.metadata["choices"]
+            if choices and f.name != "dataset" and getattr(self, f.name) not in choices:
+                raise ValueError(f"unknown {f.name} {getattr(self, f.name)!r}; choose one of: {', '.join(choices)}")
+        self.dataset = dataset_info(self.dataset).name
+        for name in ("epochs", "batch_size", "train_subset"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.penalty_weight < 0 or self.weight_decay < 0:
+            raise ValueError("penalty_weight and weight_decay must not be negative")
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
+
+
+# Settings a resumed run may change: where and how fast it runs, not what it trains.
+_FREE_ON_RESUME = {"resume", "force", "progress", "workers", "data_dir", "out", "compile", "device"}
+
+
+# ------------------------------------------------------------------------------------------ pieces
+
+
+def lr_factor(step: int, *, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the peak lr at optimizer step ``step`` (0-based) of ``total``.
+
+    Linear warmup ``(step + 1) / warmup``, then with t ∈ [0, 1) the fraction of the remaining steps done:
+    cosine ½(1 + cos πt), or onecycle 1 − t (the triangular one-cycle of fast CIFAR recipes).
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * t)) if schedule == "cosine" else 1 - t
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW; weight decay on weight matrices/kernels only (not on biases and norm scales)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _autocast(amp: str, device: torch.device):
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    device: str | torch.device = "cpu",
+    amp: str = "none",
+    tta_flip: bool = False,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy over ``loader`` (summed over ranks when distributed).
+
+    With ``tta_flip`` the logits are the mean of those of the image and of its mirror image (x → W−1−x).
+    """
+    model.eval()
+    device = torch.device(device)
+    stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(amp, device):
+            logits = model(x)
+            if tta_flip:
+                logits = (logits + model(x.flip(-1))) / 2
+        stats[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+        stats[1] += (logits.argmax(1) == y).sum()
+        stats[2] += y.numel()
+    loss, correct, count = _all_reduce(stats).tolist()
+    return {"test_loss": loss / max(count, 1), "test_acc": correct / max(count, 1)}
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    *,
+    config: TrainConfig,
+    device: torch.device,
+    epoch: int,
+    regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
+    raw_model: nn.Module | None = None,
+    show_progress: bool = False,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns train_loss, train_acc (summed over ranks), lr, img_per_s, train_s."""
+    model.train()
+    raw_model = raw_model or model
+    use_penalty = regularizer is not None and config.penalty_weight > 0
+    stats = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, correct, count, penalty sum
+    bar = tqdm(
+        total=len(loader),
+        desc=f"epoch {epoch}/{config.epochs}",
+        unit="batch",
+        leave=False,
+        disable=None if show_progress else True,
+    )
+    start = time.perf_counter()
+    for step, (x, y) in enumerate(loader, 1):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(config.amp, device):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        objective = loss
+        if use_penalty:
+            penalty = regularizer(raw_model)  # in float32, outside autocast: it acts on the weights
+            objective = loss + config.penalty_weight * penalty
+            stats[3] += penalty.detach() * y.numel()
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(objective).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        stats[0] += loss.detach() * y.numel()
+        stats[1] += (logits.argmax(1) == y).sum()
+        stats[2] += y.numel()
+        if step % LOG_EVERY == 0 or step == len(loader):
+            loss_sum, correct, count, penalty_sum = _all_reduce(stats.clone()).tolist()  # every rank, same steps
+            if not (math.isfinite(loss_sum) and math.isfinite(penalty_sum)):
+                value = loss_sum / count if not math.isfinite(loss_sum) else penalty_sum / count
+                raise NonFiniteLossError(f"the training loss became {value} in epoch {epoch} (by step {step})")
+            elapsed = time.perf_counter() - start
+            bar.set_postfix_str(f"loss {loss_sum / count:.4f}  acc {correct / count:.2%}  {count / elapsed:.0f} img/s")
+        bar.update()
+    bar.close()
+    elapsed = time.perf_counter() - start
+    record = {
+        "train_loss": loss_sum / count,
+        "train_acc": correct / count,
+        "lr": lr,
+        "img_per_s": count / elapsed,
+        "train_s": elapsed,
+    }
+    if use_penalty:
+        record["penalty"] = penalty_sum / count
+    return record
+
+
+# ------------------------------------------------------------------------------------------ run bookkeeping
+
+
+def summarize(history: list[dict[str, Any]], *, params: int | None = None) -> dict[str, Any]:
+    """Per-run summary from the epoch records: final and best test accuracy, throughput, time."""
+    if not history:
+        return {"epochs": 0, "params": params}
+    last, best = history[-1], max(history, key=lambda r: r["test_acc"])
+    train_s = sum(r["train_s"] for r in history)
+    return {
+        "epochs": last["epoch"],
+        "test_acc": last["test_acc"],
+        "test_loss": last["test_loss"],
+        "best_test_acc": best["test_acc"],
+        "best_epoch": best["epoch"],
+        "train_loss": last["train_loss"],
+        "train_acc": last["train_acc"],
+        "params": params,
+        "train_img_per_s": sum(r["img_per_s"] * r["train_s"] for r in history) / train_s,
+        "wall_s": sum(r["wall_s"] for r in history),
+    }
+
+
+def run_summary(out: str | os.PathLike) -> dict[str, Any]:
+    """:func:`summarize` of the run in directory ``out`` (from its files), plus ``finished``."""
+    out = Path(out)
+    try:
+        meta = json.loads((out / CONFIG).read_text())
+        lines = (out / METRICS).read_text().splitlines() if (out / METRICS).exists() else []
+        history = [json.loads(line) for line in lines if line.strip()]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{out} holds no training run (no {CONFIG})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{out}: unreadable run files ({e})") from None
+    summary = summarize(history, params=meta.get("params"))
+    summary["finished"] = summary["epochs"] == meta["config"]["epochs"]
+    return summary
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's contents (``model`` state dict, ``epoch``, ``metrics``, ``config``, ...); runs no code."""
+    return _checkpoint.load(path)
+
+
+def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    _checkpoint.write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _prepare_out_dir(config: TrainConfig, out: Path, *, main: bool) -> None:
+    """Refuse to overwrite another run unless forced (every rank checks); with force, rank 0 clears it."""
+    if config.resume:
+        if not (out / CHECKPOINT).exists():
+            raise FileNotFoundError(f"nothing to resume: {out / CHECKPOINT} does not exist; run without --resume")
+        return
+    old = [out / CHECKPOINT, out / METRICS, *out.glob("events.out.tfevents.*")] if out.is_dir() else []
+    old = [p for p in old if p.exists()]
+    if old and not config.force:
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or --force to overwrite it")
+    for p in old if main else []:
+        p.unlink()
+
+
+def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    now = asdict(config)
+    diffs = [f"{k}: {saved.get(k)!r} → {v!r}" for k, v in now.items() if k not in _FREE_ON_RESUME and saved.get(k) != v]
+    if diffs:
+        raise ValueError(
+            f"{path} was trained with other settings ({'; '.join(diffs)}); "
+            "resume with the same settings or use another --out"
+        )
+
+
+def _describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+@dataclass
+class _Processes:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    owns_group: bool  # we started the process group, so we end it
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _start(config: TrainConfig) -> _Processes:
+    """Read torchrun's environment, pick the device, start the process group when there are several."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    name = config.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {config.device!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r} asked for, but no CUDA GPU is available; use --device cpu")
+        device = torch.device("cuda", local if device.index is None else device.index)
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    owns = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return _Processes(rank, world, local, device, owns)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _build_loaders(config: TrainConfig, procs: _Processes):
+    first = procs.local_rank == 0  # one process per machine may download; the others wait for it
+    if procs.world_size > 1 and not first:
+        dist.barrier()
+    loaders = build_loaders(
+        config.dataset,
+        data_dir=config.data_dir,
+        batch_size=config.batch_size // procs.world_size,
+        workers=config.workers,
+        seed=config.seed,
+        rank=procs.rank,
+        world_size=procs.world_size,
+        device=procs.device,
+        download=first,
+        train_subset=config.train_subset,
+    )
+    if procs.world_size > 1 and first:
+        dist.barrier()
+    return loaders
+
+
+# ------------------------------------------------------------------------------------------ train
+
+
+def train(
+    config: TrainConfig,
+    build_model: Callable[[DatasetInfo], nn.Module],
+    *,
+    loaders: tuple[Iterable, Iterable, DatasetInfo] | None = None,
+    regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``build_model(info)`` as ``config`` says and return :func:`summarize` of the run.
+
+    ``loaders`` (train, test, info) replaces the dataset named in ``config`` (loaders may offer
+    ``set_epoch(epoch)``, as :mod:`pdeconv.data`'s do). ``regularizer(model)`` is a scalar added to the loss
+    with weight ``config.penalty_weight``. ``on_epoch_end(record)`` runs on every rank after each epoch's
+    checkpoint is written. Started by torchrun, this runs DistributedDataParallel across its processes.
+    """
+    if config.penalty_weight > 0 and regularizer is None:
+        raise ValueError("penalty_weight > 0 needs a regularizer (e.g. the variant's hyperbolicity penalty)")
+    procs = _start(config)
+    try:
+        return _train(config, build_model, procs, loaders, regularizer, on_epoch_end)
+    finally:
+        if procs.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoch_end) -> dict[str, Any]:
+    out = Path(config.out)
+    ckpt_path = out / CHECKPOINT
+    if config.batch_size % procs.world_size:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {procs.world_size} processes")
+    _prepare_out_dir(config, out, main=procs.main)
+    _seed_everything(config.seed)
+    train_loader, test_loader, info = loaders or _build_loaders(config, procs)
+    if len(train_loader) == 0:
+        raise ValueError("the training loader yields no batches; use a smaller --batch-size")
+
+    raw = build_model(info).to(procs.device)
+    if config.channels_last:
+        raw = raw.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(raw, config)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch=len(train_loader))
+    scaler = torch.amp.GradScaler(procs.device.type, enabled=config.amp == "fp16")
+    history: list[dict[str, Any]] = []
+    if config.resume:
+        history = _restore(ckpt_path, config, raw, optimizer, scheduler, scaler)
+    start_epoch = history[-1]["epoch"] if history else 0
+
+    fast = torch.compile(raw) if config.compile else raw
+    model = fast
+    if procs.world_size > 1:
+        model = DistributedDataParallel(fast, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
+    params = sum(p.numel() for p in raw.parameters())
+    writer = _open_run(out, config, procs, info, params, history) if procs.main else None
+
+    try:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            began = time.perf_counter()
+            if hasattr(train_loader, "set_epoch"):
+                train_loader.set_epoch(epoch)
+            try:
+                record = train_one_epoch(
+                    model, train_loader, optimizer, scheduler, scaler, config=config, device=procs.device,
+                    epoch=epoch, regularizer=regularizer, raw_model=raw, show_progress=config.progress and procs.main,
+                )
+            except NonFiniteLossError as e:
+                kept = f", the last good checkpoint {ckpt_path} (epoch {epoch - 1}) is intact" if epoch > 1 else ""
+                raise NonFiniteLossError(f"{e}; stopped{kept}; try a lower --lr or --amp none") from None
+            if procs.world_size > 1:  # BatchNorm statistics: every rank evaluates and saves rank 0's
+                for buffer in raw.buffers():
+                    dist.broadcast(buffer, 0)
+            record = {"epoch": epoch, **record}
+            record |= evaluate(fast, test_loader, device=procs.device, amp=config.amp, tta_flip=config.tta_flip,
+                               channels_last=config.channels_last)
+            record["wall_s"] = time.perf_counter() - began
+            history.append(record)
+            if procs.main:
+                state = {"epoch": epoch, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                         "rng": _checkpoint.rng_state(), "metrics": history, "config": asdict(config)}
+                _checkpoint.save(ckpt_path, state)  # first: the other files are never ahead of it
+                _log_epoch(out, writer, record, history, config.epochs)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+    finally:
+        if writer is not None:
+            writer.close()
+    return summarize(history, params=params)
+
+
+def _scheduler(optimizer, config: TrainConfig, *, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step :func:`lr_factor` schedule (a closure, so its state_dict holds numbers only)."""
+    warmup_epochs = config.warmup_epochs
+    if warmup_epochs is None:
+        warmup_epochs = 0.3 * config.epochs if config.schedule == "onecycle" else 0.0
+    warmup, total = round(warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total=total, warmup=warmup, schedule=config.schedule)
+    )
+
+
+def _restore(path: Path, config: TrainConfig, model, optimizer, scheduler, scaler) -> list[dict[str, Any]]:
+    """Load the checkpoint at ``path`` into the run's objects and the global RNGs; return its metrics."""
+    state = _checkpoint.load(path)
+    _check_same_run(state.get("config", {}), config, path)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _checkpoint.set_rng_state(state["rng"])
+        history = list(state["metrics"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: does not fit this model and settings ({first})") from None
+    if len(history) != state["epoch"]:
+        raise CheckpointError(f"{path}: holds {len(history)} epochs of metrics for epoch {state['epoch']}")
+    return history
+
+
+def _open_run(out: Path, config: TrainConfig, procs: _Processes, info, params: int, history) -> Any:
+    """Write config.json and the metrics so far; return the TensorBoard writer (rank 0 only)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "config": asdict(config),
+        "pdeconv_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": str(procs.device),
+        "device_name": _describe_device(procs.device),
+        "world_size": procs.world_size,
+        "params": params,
+        "dataset": asdict(info),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    _checkpoint.write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")
+    _write_metrics(out, history)  # drops any epoch logged after the checkpoint we resume from
+    return SummaryWriter(str(out), purge_step=len(history) + 1 if history else None)
+
+
+def _log_epoch(out: Path, writer, record: dict[str, Any], history: list[dict[str, Any]], epochs: int) -> None:
+    _write_metrics(out, history)
+    for key, value in record.items():
+        if key != "epoch":
+            writer.add_scalar(key, value, record["epoch"])
+    writer.flush()
+    print(
+        f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f} acc {record['train_acc']:.2%}  "
+        f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.2%}  lr {record['lr']:.4g}  "
+        f"{record['img_per_s']:.0f} img/s  {record['wall_s']:.1f} s",
+        flush=True,
+    )

@@ -1,0 +1,267 @@
+"""pdeconv.data: real on-disk formats, the search order, augmentation and sharding."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from pdeconv import data
+
+
+@pytest.fixture(autouse=True)
+def no_default_data(monkeypatch, tmp_path):
+    """Tests see no real data: empty cache, no $PDECONV_DATA, no system folders, no downloads."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("PDECONV_DATA", raising=False)
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {})
+
+    def offline(name, root):
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(data, "_download", offline)
+
+
+def test_registry_and_unknown_name():
+    assert data.dataset_info("fashion-mnist").num_classes == 10
+    assert data.dataset_info("Fashion_MNIST").name == "fashion-mnist"
+    assert data.dataset_info("cifar100").num_classes == 100
+    with pytest.raises(ValueError, match="unknown dataset 'mnist3'; choose one of: cifar10, cifar100, fashion-mnist"):
+        data.dataset_info("mnist3")
+
+
+# ------------------------------------------------------------------------------------------ IDX / Fashion-MNIST
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_read_idx_roundtrip(tmp_path, write_idx, gz):
+    array = np.random.default_rng(0).integers(0, 256, (3, 5, 8), dtype=np.uint8)  # non-square on purpose
+    path = tmp_path / ("a.idx.gz" if gz else "a.idx")
+    write_idx(path, array)
+    np.testing.assert_array_equal(data.read_idx(path), array)
+
+
+def test_read_idx_rejects_bad_files(tmp_path, write_idx):
+    (tmp_path / "magic").write_bytes(b"\x01\x02\x03\x04abcd")
+    with pytest.raises(ValueError, match="magic.*not an IDX file"):
+        data.read_idx(tmp_path / "magic")
+    write_idx(tmp_path / "full", np.zeros((4, 6, 6), np.uint8))
+    (tmp_path / "short").write_bytes((tmp_path / "full").read_bytes()[:-7])
+    with pytest.raises(ValueError, match="short.*header says"):
+        data.read_idx(tmp_path / "short")
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + b"\x00\x00\x00\x09" + b"x" * 9)[:-10])
+    with pytest.raises(ValueError, match="bad.gz"):
+        data.read_idx(tmp_path / "bad.gz")
+
+
+@pytest.mark.parametrize("layout", ["", "FashionMNIST/raw"])
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_layouts_load_exactly(tmp_path, make_fashion_mnist, stripes, layout, gz):
+    make_fashion_mnist(tmp_path / "root" / layout, 12, 7, gz=gz)
+    train_x, train_y, test_x, test_y = data.load_tensors("fashion-mnist", tmp_path / "root")
+    x, y = stripes(12, seed=0)
+    assert train_x.dtype == torch.uint8 and train_x.shape == (12, 1, 28, 28) and test_x.shape == (7, 1, 28, 28)
+    assert train_y.dtype == torch.int64
+    np.testing.assert_array_equal(train_x[:, 0].numpy(), x)
+    np.testing.assert_array_equal(train_y.numpy(), y)
+
+
+def test_search_order(tmp_path, monkeypatch, make_fashion_mnist):
+    explicit, env, cache, system = (
+        make_fashion_mnist(tmp_path / d) for d in ("explicit", "env", "cache/pdeconv", "sys")
+    )
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {"fashion-mnist": (system,)})
+    assert data.find_data("fashion-mnist", explicit) == explicit
+    assert data.find_data("fashion-mnist") == cache
+    monkeypatch.setenv("PDECONV_DATA", str(env))
+    assert data.find_data("fashion-mnist") == env
+    assert data.find_data("fashion-mnist", explicit) == explicit
+    monkeypatch.delenv("PDECONV_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "nowhere"))
+    assert data.find_data("fashion-mnist") == system
+    assert data.find_data("fashion-mnist", tmp_path / "empty") == system  # an empty data_dir falls through
+
+
+def test_missing_data_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        data.load_tensors("fashion-mnist", tmp_path / "nothing")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "apt-get install dataset-fashion-mnist" in message and "--data-dir" in message
+    assert "internet" in message and "download failed: no network in tests" in message
+    assert str(tmp_path / "nothing") in message
+    with pytest.raises(FileNotFoundError, match="download disabled"):
+        data.find_data("cifar10", tmp_path, download=False)
+    with pytest.raises(FileNotFoundError, match="imagefolder.*--data-dir"):
+        data.build_loaders("imagefolder")
+
+
+def test_download_lands_in_cache(tmp_path, monkeypatch, make_fashion_mnist):
+    """When nothing is found, the download goes to the cache and is then found there."""
+    monkeypatch.setattr(data, "_download", lambda name, root: make_fashion_mnist(root / "FashionMNIST" / "raw"))
+    assert data.find_data("fashion-mnist") == tmp_path / "cache" / "pdeconv" / "FashionMNIST" / "raw"
+
+
+# ------------------------------------------------------------------------------------------ CIFAR
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_batches_load_in_channel_plane_order(tmp_path, make_cifar, name):
+    arrays = make_cifar(tmp_path, name, n_per_batch=4)
+    train_x, train_y, test_x, test_y = data.load_tensors(name, tmp_path)
+    n_train = 20 if name == "cifar10" else 4
+    assert train_x.shape == (n_train, 3, 32, 32) and test_x.shape == (4, 3, 32, 32)
+    test_data, test_labels = arrays["test_batch" if name == "cifar10" else "test"]
+    # a row is 1024 red, 1024 green, 1024 blue values, each plane row-major (y, x)
+    np.testing.assert_array_equal(test_x[2, 1].numpy(), test_data[2, 1024:2048].reshape(32, 32))
+    assert test_y.tolist() == test_labels
+
+
+class _Payload:
+    """Unpickling this would create the marker file (a stand-in for arbitrary code)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_cifar_reader_refuses_code(tmp_path, make_cifar):
+    make_cifar(tmp_path, "cifar10", n_per_batch=2)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "cifar-10-batches-py" / "test_batch"
+    evil.write_bytes(pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": [_Payload(marker)]}, protocol=2))
+    with pytest.raises(ValueError, match="test_batch.*not a CIFAR batch file.*refusing to load"):
+        data.load_tensors("cifar10", tmp_path)
+    assert not marker.exists()
+    pickle.loads(evil.read_bytes())  # the control: a plain unpickler does run it
+    assert marker.exists()
+
+
+# ------------------------------------------------------------------------------------------ ImageFolder
+
+
+def test_image_folder_loaders(tmp_path, make_image_folder):
+    make_image_folder(tmp_path / "tree", classes=("a", "b", "c"), per_class=2)
+    train, test, info = data.build_loaders(
+        "imagefolder", data_dir=tmp_path / "tree", batch_size=2, workers=0, image_size=16
+    )
+    assert info.num_classes == 3 and info.image_size == 16 and len(train) == 3
+    x, y = next(iter(train))
+    assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert sorted(torch.cat([y for _, y in test]).tolist()) == [0, 0, 1, 1, 2, 2]
+    assert abs(float(x.mean())) < 3  # normalised, not 0..255
+
+
+def test_image_folder_workers_are_seeded_by_seed_and_epoch(tmp_path, make_image_folder):
+    make_image_folder(tmp_path / "tree", per_class=4)
+
+    def first_epoch_batches(torch_seed, epoch=3):
+        torch.manual_seed(torch_seed)  # the global RNG must not matter with workers
+        train, _, _ = data.build_loaders(
+            "imagefolder", data_dir=tmp_path / "tree", batch_size=4, workers=1, image_size=8, seed=5
+        )
+        train.set_epoch(epoch)
+        return [x for x, _ in train]
+
+    a, b, c = first_epoch_batches(0), first_epoch_batches(1), first_epoch_batches(0, epoch=4)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert not all(torch.equal(p, q) for p, q in zip(a, c))
+
+
+# ------------------------------------------------------------------------------------------ augmentation
+
+
+def test_random_crop_is_a_shifted_window_of_the_padded_image():
+    x = torch.randint(0, 256, (6, 2, 5, 8), dtype=torch.uint8)  # non-square
+    out = data.random_crop(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    dy, dx = torch.randint(0, 5, (2, 6), generator=torch.Generator().manual_seed(0))  # the same draw
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for n in range(6):
+        assert torch.equal(out[n], padded[n, :, dy[n] : dy[n] + 5, dx[n] : dx[n] + 8])
+    assert torch.equal(data.random_crop(x, 0, torch.Generator()), x)
+
+
+def test_random_flip_mirrors_about_the_vertical_axis():
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.uint8).reshape(4 * 2, 3, 1, 5)
+    out = data.random_flip(x, torch.Generator().manual_seed(1))
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, x)]
+    assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, x))
+    assert 0 < sum(flipped) < len(x)
+    assert torch.equal(out[flipped.index(True), 0, 0], x[flipped.index(True), 0, 0].flip(0))  # x → W−1−x
+
+
+def _loader(shuffle, **kwargs):
+    images = torch.arange(10, dtype=torch.uint8).repeat_interleave(4 * 6).reshape(10, 1, 4, 6)
+    return data.TensorLoader(
+        images, torch.arange(10), batch_size=3, mean=(0.0,), std=(1 / 255,), shuffle=shuffle, **kwargs
+    )
+
+
+def test_tensor_loader_is_a_function_of_seed_and_epoch():
+    def epoch_batches(loader, epoch):
+        loader.set_epoch(epoch)
+        return [(x.clone(), y.clone()) for x, y in loader]
+
+    a = epoch_batches(_loader(True, crop_padding=1, flip=True, seed=0), 2)
+    b = epoch_batches(_loader(True, crop_padding=1, flip=True, seed=0), 2)
+    c = epoch_batches(_loader(True, crop_padding=1, flip=True, seed=0), 3)
+    assert len(a) == 3  # 10 images, batches of 3, the incomplete last one dropped
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    assert not all(torch.equal(ya, yc) for (_, ya), (_, yc) in zip(a, c))
+    x, y = a[0]
+    assert x.dtype == torch.float32 and x.shape == (3, 1, 4, 6) and y.dtype == torch.int64
+    # with std = 1/255 and mean 0 the normalised pixels are the original values: the label, or padding zeros
+    label = y[:, None, None, None].float()
+    assert bool(((x - label).abs() < 1e-4).logical_or(x.abs() < 1e-4).all())
+
+
+def test_tensor_loader_shards_across_ranks():
+    def labels(loader, epoch=1):
+        loader.set_epoch(epoch)
+        return torch.cat([y for _, y in loader]).tolist()
+
+    evals = [labels(_loader(False, rank=r, world_size=3)) for r in range(3)]
+    assert sorted(sum(evals, [])) == list(range(10))  # evaluation: every image exactly once
+    trains = [labels(_loader(True, seed=4, rank=r, world_size=2)) for r in range(2)]
+    assert len(trains[0]) == len(trains[1]) == 3  # 5 images per rank, one full batch of 3
+    assert not set(trains[0]) & set(trains[1])  # a shared permutation split between ranks
+
+
+def test_build_loaders_fashion_mnist(tmp_path, make_fashion_mnist, stripes):
+    make_fashion_mnist(tmp_path, 40, 9)
+    train, test, info = data.build_loaders("fashion-mnist", data_dir=tmp_path, batch_size=16, seed=1)
+    assert (info.num_classes, info.in_chans, info.image_size) == (10, 1, 28)
+    assert len(train) == 2 and len(test) == 1
+    x, y = next(iter(train))
+    assert x.shape == (16, 1, 28, 28) and x.dtype == torch.float32
+    test_x = torch.cat([x for x, _ in test])
+    raw = torch.from_numpy(stripes(9, seed=1)[0]).float()[:, None]
+    torch.testing.assert_close(test_x, (raw / 255 - 0.2860) / 0.3530)  # eval: no augmentation
+    with pytest.raises(ValueError, match="batch size 64 .* larger than the 40 training images"):
+        data.build_loaders("fashion-mnist", data_dir=tmp_path, batch_size=64)
+
+
+def test_train_subset_is_fixed_and_leaves_the_test_set_whole(tmp_path, make_fashion_mnist, make_image_folder):
+    keep = data.subset_indices(50, 8)
+    assert torch.equal(keep, data.subset_indices(50, 8)) and len(set(keep.tolist())) == 8
+    assert keep.tolist() == sorted(keep.tolist()) and len(data.subset_indices(5, 8)) == 5
+    make_fashion_mnist(tmp_path / "fm", 40, 9)
+    train, test, _ = data.build_loaders("fashion-mnist", data_dir=tmp_path / "fm", batch_size=4, train_subset=8,
+                                        seed=3)
+    assert len(train) == 2 and len(test) == 3
+    _, all_labels, _, _ = data.load_tensors("fashion-mnist", tmp_path / "fm")
+    train.set_epoch(1)
+    seen = torch.cat([y for _, y in train])
+    assert sorted(seen.tolist()) == sorted(all_labels[data.subset_indices(40, 8)].tolist())
+    make_image_folder(tmp_path / "tree", per_class=3)
+    train, test, info = data.build_loaders("imagefolder", data_dir=tmp_path / "tree", batch_size=2, workers=0,
+                                           image_size=8, train_subset=4)
+    assert len(train) == 2 and info.num_classes == 2 and sum(len(y) for _, y in test) == 6
+    with pytest.raises(ValueError, match="train_subset must be at least 1"):
+        data.subset_indices(10, 0)

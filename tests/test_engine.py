@@ -1,0 +1,332 @@
+"""pdeconv.engine: learning, exact resume, safe and atomic checkpoints, NaN stops, DDP on CPU with gloo."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import pickle
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn as nn
+
+from pdeconv import _checkpoint, engine
+from pdeconv.data import dataset_info
+from pdeconv.engine import TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and the machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(info, dropout: float = 0.0) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(info.in_chans, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(16, info.num_classes),
+    )
+
+
+@pytest.fixture
+def fmnist(tmp_path, make_fashion_mnist):
+    return make_fashion_mnist(tmp_path / "data", 64, 32)
+
+
+def config(tmp_path, data_dir, **kwargs) -> TrainConfig:
+    base = dict(
+        data_dir=str(data_dir),
+        epochs=2,
+        batch_size=16,
+        lr=0.05,
+        out=str(tmp_path / "run"),
+        device="cpu",
+        progress=False,
+    )
+    return TrainConfig(**{**base, **kwargs})
+
+
+def read_metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / engine.METRICS).read_text().splitlines()]
+
+
+class Killed(Exception):
+    """Stands in for the process dying right after a checkpoint was written."""
+
+
+def kill_after(epoch: int):
+    def hook(record):
+        if record["epoch"] == epoch:
+            raise Killed
+
+    return hook
+
+
+# ------------------------------------------------------------------------------------------ pieces
+
+
+def test_lr_factor_warmup_then_cosine_or_linear():
+    f = lambda s, schedule="cosine": engine.lr_factor(s, total=10, warmup=2, schedule=schedule)  # noqa: E731
+    assert [f(0), f(1), f(2)] == [0.5, 1.0, 1.0]
+    assert f(6) == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
+    assert f(6, "onecycle") == pytest.approx(1 - 4 / 8)
+    assert 0 < f(9) < f(8) and engine.lr_factor(0, total=5, warmup=0, schedule="cosine") == 1.0
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'; choose one of: sgd, adamw"):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ValueError, match="unknown amp 'fp8'; choose one of: none, bf16, fp16"):
+        TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        TrainConfig(dataset="mnist")
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        TrainConfig(epochs=0)
+    assert TrainConfig(dataset="CIFAR10").dataset == "cifar10"
+
+
+def test_evaluate_with_flip_tta_averages_mirror_logits():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    x, y = torch.randn(5, 1, 3, 4), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        logits = (model(x) + model(x.flip(-1))) / 2
+    got = engine.evaluate(model, [(x[:3], y[:3]), (x[3:], y[3:])], tta_flip=True)
+    assert got["test_loss"] == pytest.approx(float(nn.functional.cross_entropy(logits, y)), rel=1e-6)
+    assert got["test_acc"] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+    plain = engine.evaluate(model, [(x, y)])
+    with torch.no_grad():
+        assert plain["test_loss"] == pytest.approx(float(nn.functional.cross_entropy(model(x), y)), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def test_tiny_model_learns_and_writes_its_files(tmp_path, make_fashion_mnist):
+    data_dir = make_fashion_mnist(tmp_path / "data", 512, 256)
+    cfg = config(tmp_path, data_dir, epochs=8, batch_size=16, lr=0.05)  # 8 × 32 = 256 steps
+    summary = engine.train(cfg, tiny_model)
+    assert summary["test_acc"] > 0.7  # chance is 0.1
+    out = tmp_path / "run"
+    history = read_metrics(out)
+    assert [r["epoch"] for r in history] == list(range(1, 9))
+    assert {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "img_per_s", "wall_s"} <= set(history[0])
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    meta = json.loads((out / engine.CONFIG).read_text())
+    assert meta["config"]["lr"] == 0.05 and meta["torch_version"] == torch.__version__ and meta["device"] == "cpu"
+    assert "pdeconv_version" in meta and meta["params"] == sum(
+        p.numel() for p in tiny_model(dataset_info("fashion-mnist")).parameters()
+    )
+    assert list(out.glob("events.out.tfevents.*"))
+    assert engine.load_checkpoint(out / engine.CHECKPOINT)["epoch"] == 8
+    assert engine.run_summary(out) == {**summary, "finished": True}
+    assert summary["test_acc"] == history[-1]["test_acc"] and summary["epochs"] == 8
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, fmnist):
+    model = lambda info: tiny_model(info, dropout=0.3)  # noqa: E731  (dropout: the global RNG must resume too)
+    straight = config(tmp_path, fmnist, out=str(tmp_path / "straight"))
+    engine.train(straight, model)
+    stopped = config(tmp_path, fmnist, out=str(tmp_path / "stopped"))
+    with pytest.raises(Killed):
+        engine.train(stopped, model, on_epoch_end=kill_after(1))
+    assert engine.load_checkpoint(tmp_path / "stopped" / engine.CHECKPOINT)["epoch"] == 1
+    engine.train(config(tmp_path, fmnist, out=str(tmp_path / "stopped"), resume=True), model)
+
+    a = engine.load_checkpoint(tmp_path / "straight" / engine.CHECKPOINT)
+    b = engine.load_checkpoint(tmp_path / "stopped" / engine.CHECKPOINT)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    timing = {"img_per_s", "train_s", "wall_s"}
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "straight")) == strip(read_metrics(tmp_path / "stopped"))
+    assert len(read_metrics(tmp_path / "stopped")) == 2
+    # resuming a finished run trains nothing and reports the same summary
+    again = engine.train(config(tmp_path, fmnist, out=str(tmp_path / "stopped"), resume=True), model)
+    assert again["test_acc"] == a["metrics"][-1]["test_acc"] and again["epochs"] == 2
+
+
+def test_out_dir_and_resume_guards(tmp_path, fmnist):
+    engine.train(config(tmp_path, fmnist, epochs=1), tiny_model)
+    with pytest.raises(ValueError, match="already holds a run; pass --resume .* or --force"):
+        engine.train(config(tmp_path, fmnist, epochs=1), tiny_model)
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.05 → 0.1\)"):
+        engine.train(config(tmp_path, fmnist, epochs=1, lr=0.1, resume=True), tiny_model)
+    engine.train(config(tmp_path, fmnist, epochs=1, lr=0.1, force=True), tiny_model)
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
+    with pytest.raises(FileNotFoundError, match="nothing to resume: .*checkpoint.pt does not exist"):
+        engine.train(config(tmp_path, fmnist, out=str(tmp_path / "empty"), resume=True), tiny_model)
+
+
+def test_penalty_is_added_to_the_loss(tmp_path, fmnist):
+    def weight_norm(model):
+        return sum((p**2).sum() for p in model.parameters() if p.ndim > 1)
+
+    built = []
+    build = lambda info: built.append(tiny_model(info)) or built[-1]  # noqa: E731
+    engine.train(config(tmp_path, fmnist, epochs=1, out=str(tmp_path / "a")), build)
+    engine.train(
+        config(tmp_path, fmnist, epochs=1, out=str(tmp_path / "b"), penalty_weight=1.0), build, regularizer=weight_norm
+    )
+    assert weight_norm(built[1]) < 0.8 * weight_norm(built[0])
+    assert read_metrics(tmp_path / "b")[0]["penalty"] > 0 and "penalty" not in read_metrics(tmp_path / "a")[0]
+    with pytest.raises(ValueError, match="needs a regularizer"):
+        engine.train(config(tmp_path, fmnist, penalty_weight=1.0, out=str(tmp_path / "c")), tiny_model)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last(tmp_path, fmnist, amp):
+    summary = engine.train(config(tmp_path, fmnist, epochs=1, amp=amp, channels_last=True), tiny_model)
+    assert math.isfinite(summary["test_loss"]) and 0 <= summary["test_acc"] <= 1
+    scaler = engine.load_checkpoint(tmp_path / "run" / engine.CHECKPOINT)["scaler"]
+    assert ("scale" in scaler) == (amp == "fp16")  # fp16 needs (and saves) a gradient scaler
+
+
+# ------------------------------------------------------------------------------------------ failures
+
+
+class Poisonable(nn.Module):
+    """The tiny model, whose output turns NaN once ``poisoned`` is set."""
+
+    def __init__(self, info):
+        super().__init__()
+        self.net, self.poisoned = tiny_model(info), False
+
+    def forward(self, x):
+        return self.net(x) * (math.nan if self.poisoned else 1.0)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, fmnist):
+    built = []
+
+    def poison_after_epoch_1(record):
+        built[0].poisoned = True
+
+    ckpt = tmp_path / "run" / engine.CHECKPOINT
+    with pytest.raises(engine.NonFiniteLossError) as info:
+        engine.train(
+            config(tmp_path, fmnist, epochs=3),
+            lambda i: built.append(Poisonable(i)) or built[0],
+            on_epoch_end=poison_after_epoch_1,
+        )
+    message = str(info.value)
+    assert isinstance(info.value, ValueError) and "\n" not in message
+    assert "nan in epoch 2" in message and f"last good checkpoint {ckpt} (epoch 1) is intact" in message
+    assert engine.load_checkpoint(ckpt)["epoch"] == 1
+    assert len(read_metrics(tmp_path / "run")) == 1
+
+
+def test_failed_save_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path, fmnist, monkeypatch):
+    ckpt = tmp_path / "run" / engine.CHECKPOINT
+
+    def disk_full(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fill_disk(record):
+        monkeypatch.setattr(_checkpoint.torch, "save", disk_full)
+
+    with pytest.raises(OSError, match=f"could not write {ckpt}: No space left on device"):
+        engine.train(config(tmp_path, fmnist), tiny_model, on_epoch_end=fill_disk)
+    monkeypatch.undo()
+    assert engine.load_checkpoint(ckpt)["epoch"] == 1
+    assert sorted(p.name for p in ckpt.parent.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_crafted_checkpoint_runs_no_code(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))  # creating the marker stands in for arbitrary code
+
+    for i, write in enumerate(
+        [
+            lambda p: torch.save({"format": _checkpoint.FORMAT, "model": Payload()}, p),
+            lambda p: p.write_bytes(pickle.dumps({"format": _checkpoint.FORMAT, "x": Payload()}, protocol=2)),
+        ]
+    ):
+        marker, path = tmp_path / f"pwned{i}", tmp_path / f"evil{i}.pt"
+        write(path)
+        with pytest.raises(engine.CheckpointError, match=f"{path}: not a readable pdeconv checkpoint"):
+            engine.load_checkpoint(path)
+        assert not marker.exists()
+        if i == 0:  # the control: loading it without weights_only does run the payload
+            torch.load(path, weights_only=False)
+            assert marker.exists()
+
+
+def test_corrupt_truncated_and_foreign_checkpoints(tmp_path, fmnist):
+    engine.train(config(tmp_path, fmnist, epochs=1), tiny_model)
+    good = (tmp_path / "run" / engine.CHECKPOINT).read_bytes()
+    cases = {"truncated.pt": good[: len(good) // 2], "garbage.pt": os.urandom(1000)}
+    for name, blob in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(engine.CheckpointError) as info:
+            engine.load_checkpoint(tmp_path / name)
+        assert str(info.value).startswith(f"{tmp_path / name}: ") and "\n" not in str(info.value)
+    torch.save(tiny_model(dataset_info("fashion-mnist")).state_dict(), tmp_path / "foreign.pt")
+    with pytest.raises(engine.CheckpointError, match="foreign.pt: not a pdeconv checkpoint"):
+        engine.load_checkpoint(tmp_path / "foreign.pt")
+    # a valid checkpoint of another architecture cannot be resumed into this one
+    wide = lambda info: nn.Sequential(nn.Flatten(), nn.Linear(784, info.num_classes))  # noqa: E731
+    with pytest.raises(engine.CheckpointError, match="does not fit this model"):
+        engine.train(config(tmp_path, fmnist, epochs=1, resume=True), wide)
+
+
+def test_checkpoint_rng_state_roundtrip():
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    state = _checkpoint.rng_state()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    _checkpoint.set_rng_state(state)
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
+    assert random.random() == expected[2]
+
+
+# ------------------------------------------------------------------------------------------ distributed
+
+
+def _ddp_worker(rank: int, world: int, port: int, data_dir: str, out: str, results: str) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )  # what torchrun sets
+    torch.set_num_threads(1)
+    built = []
+    cfg = TrainConfig(data_dir=data_dir, epochs=2, batch_size=16, lr=0.05, out=out, device="cpu", progress=False)
+    summary = engine.train(cfg, lambda info: built.append(tiny_model(info)) or built[0])
+    torch.save({"state": built[0].state_dict(), "summary": summary}, os.path.join(results, f"rank{rank}.pt"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_gloo_end_with_identical_parameters(tmp_path, fmnist):
+    out = tmp_path / "run"
+    args = (2, _free_port(), str(fmnist), str(out), str(tmp_path))
+    mp.start_processes(_ddp_worker, args=args, nprocs=2, join=True, start_method="fork")  # fork: no re-imports
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(r0["state"][k], r1["state"][k]) for k in r0["state"])
+    assert r0["summary"] == {
+        **r1["summary"],
+        "train_img_per_s": r0["summary"]["train_img_per_s"],
+        "wall_s": r0["summary"]["wall_s"],
+    }  # metrics reduced over both ranks
+    saved = engine.load_checkpoint(out / engine.CHECKPOINT)
+    assert all(torch.equal(saved["model"][k], r0["state"][k]) for k in saved["model"])
+    assert len(read_metrics(out)) == 2 and len(list(out.glob("events.out.tfevents.*"))) == 1  # rank 0 only
+    meta = json.loads((out / engine.CONFIG).read_text())
+    assert meta["world_size"] == 2
