@@ -115,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------------- compare
 
-_PRESET_FIELDS = {"model", "dataset", "epochs", "batch_size", "lr", "schedule", "weight_decay", "label_smoothing",
+_PRESET_FIELDS = {"dataset", "epochs", "batch_size", "lr", "schedule", "weight_decay", "label_smoothing",
                   "train_subset", "tta_flip"}
 
 

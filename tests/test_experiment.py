@@ -1,0 +1,110 @@
+"""`pdeconv compare` and `pdeconv train` end to end on a tiny Fashion-MNIST-format data set."""
+
+import csv
+import json
+import re
+
+import pytest
+import torch
+
+from pdeconv import experiment
+from pdeconv.cli import main
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def data_dir(tmp_path, make_fashion_mnist):
+    return make_fashion_mnist(tmp_path / "data", 64, 32)
+
+
+def _compare(data_dir, out, *extra):
+    return main(
+        ["compare", "--variants", "baseline,varcoef", "--seeds", "2", "--epochs", "1", "--batch-size", "32",
+         "--data-dir", str(data_dir), "--out", str(out), "--no-progress", *extra]
+    )
+
+
+def test_compare_writes_results_report_and_plots_then_skips(tmp_path, data_dir, capsys):
+    out = tmp_path / "exp"
+    assert _compare(data_dir, out) == 0
+    printed = capsys.readouterr().out
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["variant"], r["seed"]) for r in rows] == [("baseline", "0"), ("baseline", "1"),
+                                                         ("varcoef", "0"), ("varcoef", "1")]
+    assert set(experiment.RESULT_COLUMNS) <= set(rows[0])
+    # the report's numbers are the CSV's: mean accuracy per variant and the difference to baseline
+    report = (out / "report.md").read_text()
+    accs = {v: [float(r["test_acc"]) for r in rows if r["variant"] == v] for v in ("baseline", "varcoef")}
+    for v, a in accs.items():
+        line = next(line for line in report.splitlines() if line.startswith(f"| {v} |"))
+        assert f"{100 * sum(a) / 2:.2f}" in line
+        assert f"{int(rows[0 if v == 'baseline' else 2]['params']):,}" in line
+    delta = 100 * (sum(accs["varcoef"]) - sum(accs["baseline"])) / 2
+    assert f"{delta:+.2f}" in next(line for line in report.splitlines() if line.startswith("| varcoef |"))
+    assert "learned PDE" in report and (out / "accuracy_per_epoch.png").stat().st_size > 0
+    assert (out / "accuracy_vs_flops.png").exists() and "| baseline |" in printed
+    # variable coefficients add parameters, and FLOPs come from the profile
+    assert int(rows[2]["params"]) > int(rows[0]["params"]) and int(rows[0]["flops"]) > 0
+
+    mtime = (out / "runs" / "baseline" / "seed0" / "checkpoint.pt").stat().st_mtime_ns
+    assert _compare(data_dir, out) == 0
+    assert len(re.findall("finished earlier, skipped", capsys.readouterr().out)) == 4
+    assert (out / "runs" / "baseline" / "seed0" / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+def test_compare_resumes_an_unfinished_run(tmp_path, data_dir, capsys):
+    out = tmp_path / "exp"
+    args = ["--variants", "baseline", "--seeds", "1", "--batch-size", "32", "--data-dir", str(data_dir),
+            "--out", str(out), "--no-progress"]
+    assert main(["compare", *args, "--epochs", "1"]) == 0
+    # the same experiment with more epochs is another experiment: refused without --force
+    assert main(["compare", *args, "--epochs", "2"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    # an interrupted run (its metrics say 1 of 2 epochs) resumes from its checkpoint
+    settings = json.loads((out / "experiment.json").read_text())
+    settings["epochs"] = 2
+    (out / "experiment.json").write_text(json.dumps(settings))
+    run = out / "runs" / "baseline" / "seed0"
+    meta = json.loads((run / "config.json").read_text())
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    meta["config"]["epochs"] = ckpt["config"]["epochs"] = 2
+    (run / "config.json").write_text(json.dumps(meta))
+    torch.save(ckpt, run / "checkpoint.pt")
+    assert main(["compare", *args, "--epochs", "2"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_compare_refuses_a_foreign_directory_and_bad_names(tmp_path, data_dir, capsys):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert _compare(data_dir, tmp_path / "busy") == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["compare", "--variants", "baseline,nope", "--out", str(tmp_path / "x")]) == 2
+    assert "valid ones" in capsys.readouterr().err
+    assert main(["compare", "--seeds", "0", "--out", str(tmp_path / "x")]) == 2
+    assert main(["compare", "--model", "resnet9000", "--out", str(tmp_path / "x")]) == 2
+    assert "choose one of" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_train_cli_runs_and_reports(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--variant", "hyperbolic", "--epochs", "1", "--batch-size", "32", "--data-dir", str(data_dir),
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert "final test accuracy" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["variant"] == "hyperbolic" and config["penalty_weight"] > 0  # the variant's own weight
+    assert main(args) == 2  # the directory holds a run now
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"), "--out",
+                 str(tmp_path / "r2"), "--no-progress"]) == 2
