@@ -59,11 +59,17 @@ def sample_image(size: int = 48) -> Tensor:
 
 
 def _fashion_mnist_item():
+    """The first Fashion-MNIST test image (an ankle boot) as a PIL image, or None when the data is absent."""
+    from PIL import Image
+
+    from pdeconv.data import find_data, read_idx
+
     try:
-        from pdeconv.data import fashion_mnist_sample
-    except ImportError:
+        folder = find_data("fashion-mnist", download=False)
+    except FileNotFoundError:
         return None
-    return fashion_mnist_sample()
+    path = next(p for p in (folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-images-idx3-ubyte") if p.exists())
+    return Image.fromarray(read_idx(path)[0])
 
 
 def _to_uint8(frames: list[Tensor], lo: float, hi: float, scale: int) -> list[np.ndarray]:
@@ -112,6 +118,21 @@ def _strip(path: Path, rows: dict[str, list[Tensor]], titles: list[str], cmap: s
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _animate(
+    out: Path, name: str, rows: dict[str, list[Tensor]], lo: float, hi: float, *, label: str = "layer",
+    cmap: str = "gray", scale: int = 3, ms: int = 80,
+) -> list[Path]:
+    """``out/NAME.gif`` (the sequences side by side) and ``out/NAME.png`` (four snapshots of each)."""
+    out.mkdir(parents=True, exist_ok=True)
+    last = len(next(iter(rows.values()))) - 1
+    cols = sorted({0, last // 3, 2 * last // 3, last})
+    return [
+        _write_gif(out / f"{name}.gif", list(rows.values()), lo, hi, scale=scale, ms=ms),
+        _strip(out / f"{name}.png", {k: [v[c] for c in cols] for k, v in rows.items()},
+               [f"{label} {c}" for c in cols], cmap=cmap, vlim=(lo, hi)),
+    ]
 
 
 # ------------------------------------------------------------------------------------------- translation
@@ -165,13 +186,7 @@ def translation(out: Path, size: int | None = None, steps: int | None = None) ->
             f"max |u| {float(u.abs().max()):.3g} (start {float(u0.abs().max()):.3g}); "
             f"rel. L2 error vs the exactly shifted image {err:.2e}"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    cols = sorted({0, steps // 3, 2 * steps // 3, steps})
-    files = [
-        _write_gif(out / "translation.gif", list(rows.values()), -0.25, 1.25),
-        _strip(out / "translation.png", {k: [v[c] for c in cols] for k, v in rows.items()},
-               [f"layer {c}" for c in cols], vlim=(-0.25, 1.25)),
-    ]
+    files = _animate(out, "translation", rows, -0.25, 1.25)
     return DemoResult(files, "\n".join(lines))
 
 
@@ -215,12 +230,8 @@ def heat(out: Path, size: int | None = None, steps: int | None = None) -> DemoRe
     frames = [img]
     for _ in range(steps or 24):
         frames.append(convolve(frames[-1], stencil.gaussian(dtype=torch.float64), "neumann"))
-    out.mkdir(parents=True, exist_ok=True)
-    last = len(frames) - 1
-    cols = sorted({0, last // 4, last // 2, last})
     files = [
-        _write_gif(out / "heat.gif", [frames], 0.0, 1.0),
-        _strip(out / "heat.png", {"Gaussian iterated": [frames[c] for c in cols]}, [f"step {c}" for c in cols]),
+        *_animate(out, "heat", {"Gaussian iterated": frames}, 0.0, 1.0, label="step"),
         _strip(out / "heat_check.png", {f"u_t = Δu, {n}×{n}": [u1, ex1, u1 - ex1]},
                ["Gaussian iterated", "analytic", "difference"], cmap="viridis"),
     ]
@@ -258,13 +269,7 @@ def boundary(out: Path, size: int | None = None, steps: int | None = None) -> De
             f"{bc:10s} after {steps} steps: Σu = {float(u.sum()):+9.2f} (start {float(u0.sum()):.2f}); "
             f"left half min {float(left.min()):+.3f}, max {float(left.max()):+.3f}"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    cols = sorted({0, steps // 3, 2 * steps // 3, steps})
-    files = [
-        _write_gif(out / "boundary.gif", list(rows.values())[:: 1], -0.5, 0.5, scale=2, ms=60),
-        _strip(out / "boundary.png", {k: [v[c] for c in cols] for k, v in rows.items()},
-               [f"step {c}" for c in cols], cmap="RdBu_r", vlim=(-0.5, 0.5)),
-    ]
+    files = _animate(out, "boundary", rows, -0.5, 0.5, label="step", cmap="RdBu_r", scale=2, ms=60)
     return DemoResult(files, "\n".join(lines))
 
 
@@ -301,6 +306,16 @@ def _rk4_layer(f: Callable[[Tensor], Tensor], u: Tensor, dt: float) -> Tensor:
     k3 = f(u + dt / 2 * k2)
     k4 = f(u + dt * k3)
     return u + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+@torch.no_grad()
+def _evolve(f: Callable[[Tensor], Tensor], u0: Tensor, steps: int, dt: float) -> tuple[Tensor, list[Tensor]]:
+    """``steps`` Runge–Kutta layers from u0; the final state and every layer's picture."""
+    u, frames = u0, [u0[0, 0]]
+    for _ in range(steps):
+        u = _rk4_layer(f, u, dt)
+        frames.append(u[0, 0])
+    return u, frames
 
 
 def _disc_image(size: int) -> Tensor:
@@ -349,11 +364,8 @@ def rotation(out: Path, size: int | None = None, steps: int | None = None) -> De
     dt = (math.pi / 2) / steps
     f = _Advection(((0.0, 0.0, -1.0), (0.0, 1.0, 0.0)), n)  # v_x = −y, v_y = x
     u0 = _disc_image(n)
-    u, frames = u0.clone(), [u0[0, 0]]
+    u, frames = _evolve(f, u0, steps, dt)
     with torch.no_grad():
-        for _ in range(steps):
-            u = _rk4_layer(f, u, dt)
-            frames.append(u[0, 0].clone())
         angle = _best_angle(u, u0, math.pi / 2)
         exact = _rotate(u0, math.pi / 2)
     corr = lambda a, b: float((a * b).sum() / (a.norm() * b.norm()))  # noqa: E731
@@ -362,13 +374,7 @@ def rotation(out: Path, size: int | None = None, steps: int | None = None) -> De
         f"(exact {math.degrees(dt):.4f}°), total {math.degrees(angle):.2f}° (exact 90°); "
         f"correlation with the rotated picture {corr(u, exact):.3f}, with the original {corr(u, u0):.3f}"
     )
-    out.mkdir(parents=True, exist_ok=True)
-    cols = sorted({0, steps // 3, 2 * steps // 3, steps})
-    files = [
-        _write_gif(out / "rotation.gif", [frames], -0.1, 1.0),
-        _strip(out / "rotation.png", {"u_t = y·u_x − x·u_y": [frames[c] for c in cols]},
-               [f"layer {c}" for c in cols]),
-    ]
+    files = _animate(out, "rotation", {"u_t = y·u_x − x·u_y": frames}, -0.1, 1.0)
     return DemoResult(files, summary)
 
 
@@ -388,24 +394,14 @@ def dilation(out: Path, size: int | None = None, steps: int | None = None) -> De
     dt = math.log(total) / steps
     f = _Advection(((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), n)  # v_x = x, v_y = y
     u0 = _disc_image(n)
-    u, frames = u0.clone(), [u0[0, 0]]
-    with torch.no_grad():
-        for _ in range(steps):
-            u = _rk4_layer(f, u, dt)
-            frames.append(u[0, 0].clone())
+    u, frames = _evolve(f, u0, steps, dt)
     scale = _rms_radius(u) / _rms_radius(u0)
     summary = (
         f"dilation: {steps} layers, measured scale {scale ** (1 / steps):.5f} per layer "
         f"(exact e^Δt = {math.exp(dt):.5f}), total {scale:.4f} (exact {total:.4f}, "
         f"error {abs(scale / total - 1):.2%})"
     )
-    out.mkdir(parents=True, exist_ok=True)
-    cols = sorted({0, steps // 3, 2 * steps // 3, steps})
-    files = [
-        _write_gif(out / "dilation.gif", [frames], -0.1, 1.0),
-        _strip(out / "dilation.png", {"u_t = −x·u_x − y·u_y": [frames[c] for c in cols]},
-               [f"layer {c}" for c in cols]),
-    ]
+    files = _animate(out, "dilation", {"u_t = −x·u_x − y·u_y": frames}, -0.1, 1.0)
     return DemoResult(files, summary)
 
 
