@@ -232,6 +232,95 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# -------------------------------------------------------------------------------------------------- discover
+
+
+@command
+def _add_discover(sub: argparse._SubParsersAction) -> None:
+    from pdeconv import discover
+    from pdeconv.discover.library import KINDS
+
+    p = sub.add_parser(
+        "discover",
+        help="the inverse problem: simulate PDE data, or learn the PDE behind solution data",
+        description="`simulate` writes reference solutions to an .npz file; `fit` learns u_t = Σ c·term from one "
+        "with moment-constrained filters, writes pde.json, report.md and plots to --out and prints the equation.",
+    )
+    steps = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    s = steps.add_parser("simulate", help="write solutions of a preset PDE (u, dt, dx, dy, bc) to an .npz file")
+    s.add_argument("--pde", required=True, choices=list(discover.PDES),
+                   help="; ".join(f"{name}: {spec.summary}" for name, spec in discover.PDES.items()))
+    s.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
+    s.add_argument("--grid", help="observed grid: N or HxW (default: the preset's)")
+    s.add_argument("--steps", type=int, help="time steps per trajectory (frames = steps + 1)")
+    s.add_argument("--dt", type=float, help="time between frames")
+    s.add_argument("--noise", type=float, default=0.0, help="Gaussian noise, as a fraction of the data's std")
+    s.add_argument("--trajectories", type=int, help="number of random initial conditions")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    s.add_argument("--zoom", type=int, help="solve on a grid this many times finer, keep every zoom-th point")
+    s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a coefficient (repeatable); names: " + "; ".join(
+                       f"{name} {', '.join(spec.params)}" for name, spec in discover.PDES.items()))
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run_simulate(a: argparse.Namespace) -> int:
+        params = {}
+        for item in a.param:
+            name, _, value = item.partition("=")
+            try:
+                params[name.strip()] = float(value)
+            except ValueError:
+                raise UsageError(f"--param takes NAME=VALUE with a number, e.g. nu=0.05; got {item!r}") from None
+        path = discover.simulate_to_file(
+            a.pde, a.out, params=params, grid=a.grid, steps=a.steps, dt=a.dt, noise=a.noise,
+            trajectories=a.trajectories, seed=a.seed, zoom=a.zoom, progress=not a.no_progress,
+        )
+        print(f"wrote {path}")
+        return 0
+
+    s.set_defaults(func=run_simulate)
+
+    f = steps.add_parser("fit", help="learn the PDE behind DATA.npz; writes pde.json, report.md, plots")
+    f.add_argument("data", metavar="DATA.npz", help="solution data (see docs/discover.md for the format)")
+    f.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    f.add_argument("--library", default="linear",
+                   help=f"candidate terms, comma-separated from {', '.join(KINDS)} (default: linear)")
+    f.add_argument("--coefficients", default="constant", choices=["constant", "variable"],
+                   help="a number per term, or a smooth field per term (default: constant)")
+    f.add_argument("--degree", type=int, help="degree of variable coefficient fields (default: 6)")
+    f.add_argument("--max-order", type=int, default=2, help="highest derivative order (default: 2)")
+    f.add_argument("--kernel-size", type=int, default=11, help="filter size, odd (default: 11)")
+    f.add_argument("--rollout", type=int, default=10, help="time steps per training window (default: 10)")
+    f.add_argument("--substeps", type=int, help="RK4 steps per dt (default: enough for stability)")
+    f.add_argument("--iterations", type=int, default=50, help="L-BFGS iterations of the rollout refit (default: 50)")
+    f.add_argument("--l1", type=float, default=1e-3, help="L1 penalty on normalised coefficients (default: 1e-3)")
+    f.add_argument("--threshold", type=float, default=1e-2,
+                   help="prune terms explaining less than this share of u_t (default: 0.01)")
+    f.add_argument("--weighting", default="0.05", metavar="QUANTILE|none",
+                   help="down-weight under-resolved samples; 'none' for uniform weights (default: 0.05)")
+    f.add_argument("--holdout", type=int, help="trajectories kept out of the fit for the prediction error")
+    f.add_argument("--fixed-moments", action="store_true", help="keep the filters' free moments at zero")
+    f.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run_fit(a: argparse.Namespace) -> int:
+        try:
+            weighting = None if a.weighting.lower() == "none" else float(a.weighting)
+        except ValueError:
+            raise UsageError(f"--weighting takes a quantile in (0, 1] or 'none'; got {a.weighting!r}") from None
+        result, paths = discover.fit_file(
+            a.data, a.out, library=a.library, coefficients=a.coefficients, degree=a.degree, max_order=a.max_order,
+            kernel_size=a.kernel_size, rollout=a.rollout, substeps=a.substeps, iterations=a.iterations, l1=a.l1,
+            threshold=a.threshold, weighting=weighting, holdout=a.holdout, learn_moments=not a.fixed_moments,
+            seed=a.seed, progress=not a.no_progress,
+        )
+        print(discover.summary(result, paths))
+        return 0
+
+    f.set_defaults(func=run_fit)
+
+
 # -------------------------------------------------------------------------------------------------- main
 
 

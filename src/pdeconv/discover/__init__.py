@@ -1,0 +1,67 @@
+"""The inverse problem: simulate PDE data, discover the PDE behind it, report it (``pdeconv discover``).
+
+"The training of a ConvNet would be an inverse problem: we know the solutions (dataset), and look for the PDE
+that would yield those solutions." PDE-Net's answer, rebuilt from :mod:`pdeconv.stencil` (moment-constrained
+filters) and :mod:`pdeconv.boundary` (padding as boundary condition):
+
+* :mod:`~pdeconv.discover.data`: the ``.npz`` format (``u``, ``dt``, ``dx``, ``dy``, ``bc``, ``components``);
+* :mod:`~pdeconv.discover.simulate`: pseudo-spectral reference solvers (heat, convection–diffusion with constant
+  and PDE-Net's variable coefficients, 2-D Burgers, λ–ω reaction–diffusion);
+* :mod:`~pdeconv.discover.library`, :mod:`~pdeconv.discover.model`: candidate terms and the learnable PDE;
+* :mod:`~pdeconv.discover.fit`: sparse regression, then multi-step rollout refit;
+* :mod:`~pdeconv.discover.report`: ``pde.json``, ``fields.npz``, ``report.md`` and plots.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pdeconv.discover.data import Dataset, load, save
+from pdeconv.discover.fit import Fit, fit
+from pdeconv.discover.simulate import PDES, simulate, solve, true_equations
+
+__all__ = [
+    "Dataset",
+    "Fit",
+    "PDES",
+    "fit",
+    "fit_file",
+    "load",
+    "save",
+    "simulate",
+    "simulate_to_file",
+    "solve",
+    "summary",
+    "true_equations",
+]
+
+
+def simulate_to_file(pde: str, out: str | os.PathLike, *, params: Mapping[str, float] | None = None, **options) -> str:
+    """:func:`simulate` preset ``pde`` and :func:`save` it to ``out``; returns the path written.
+
+    ``options`` are :func:`simulate`'s (grid, steps, dt, noise, trajectories, seed, zoom, progress).
+    """
+    return save(simulate(pde, params=params, **options), out)
+
+
+def fit_file(path: str | os.PathLike, out: str | os.PathLike, **options) -> tuple[Fit, dict[str, str]]:
+    """:func:`load` a data file, :func:`fit` it (``options`` are fit's) and write the report files to ``out``."""
+    from pdeconv.discover.report import write_report  # matplotlib only when a report is written
+
+    result = fit(load(path), **options)
+    return result, write_report(result, out, source=os.fspath(path))
+
+
+def summary(result: Fit, paths: Mapping[str, str]) -> str:
+    """What the command line prints: the recovered equation, the prediction error and where the files are."""
+    from pdeconv.discover.report import format_equations, variable_terms
+
+    lines = [format_equations(result.equations, variable_terms(result))]
+    e = result.error
+    lines.append(
+        f"prediction error ({result.error_source}): {e[-1]:.3e} after {len(e) - 1} steps "
+        f"(relative L2; fit took {result.seconds:.1f} s)"
+    )
+    lines += [f"wrote {p}" for p in paths.values()]
+    return "\n".join(lines)

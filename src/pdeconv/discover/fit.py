@@ -1,0 +1,443 @@
+"""Fit ``u_t = Σ_j c_j θ_j`` to solution data: weighted sparse regression, then a multi-step rollout refit.
+
+1. **Library** ``θ_j`` evaluated with moment-constrained filters (free moments 0: central differences of order
+   ``kernel_size − order``); ``u_t`` by central differences in time of order up to 6 (``stencil.finite_difference``).
+2. **Trust weights** (:func:`resolution_weights`): samples where the grid does not resolve the data (fronts,
+   shocks), found by comparing the filters with lower-order ones, count less; truncation error there would
+   otherwise bias the coefficients (it costs a 32² Burgers fit ~15% on ν).
+3. **Sparse regression** (SINDy-style): weighted least squares on the normalised terms with an L1 penalty,
+   ``½ · residual share of u_t + l1 · Σ_j ‖ĉ_j‖`` (proximal gradient), then sequential pruning of
+   ``|ĉ_j| < threshold`` and least-squares refits until the set of terms is stable. ``|ĉ_j|`` is the share of
+   ``u_t`` that term j explains (see ``model.py``).
+4. **Rollout refit** (PDE-Net's δt-blocks): L-BFGS on the error of ``rollout`` RK4 steps (sub-stepped for
+   stability) from observed frames, relative to how far the data move, weighted by trust and compared after a
+   binomial blur (so noise in the start frames does not reward extra diffusion); the surviving coefficients
+   and the filters' free moments are learnt. Kept only if it lowers that loss.
+
+Everything runs in float64 on the CPU. Held-out trajectories, unseen by 1–4, give the long-horizon prediction
+error ``‖û(t) − u(t)‖ / ‖u(t)‖`` from their first frame (with a single trajectory: the training one).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pdeconv.boundary import convolve
+from pdeconv.discover.data import Dataset
+from pdeconv.discover.library import build_library
+from pdeconv.discover.model import Derivatives, PolynomialPDE
+from pdeconv.stencil import finite_difference, gaussian
+
+__all__ = [
+    "COEFFICIENTS",
+    "Fit",
+    "fit",
+    "time_derivative",
+    "resolution_weights",
+    "sparse_regression",
+    "prediction_error",
+]
+
+COEFFICIENTS = ("constant", "variable")
+
+
+@dataclass
+class Fit:
+    """What :func:`fit` found: the model, its equations, the held-out prediction error and bookkeeping."""
+
+    model: PolynomialPDE
+    data: Dataset
+    train: list[int]
+    heldout: list[int]
+    equations: dict[str, dict[str, float]]
+    error: np.ndarray  # relative L2 error per frame of rollouts from the first frame, averaged over trajectories
+    error_source: str  # "held-out", or "training" when every trajectory was used to fit
+    error_trajectory: int  # the trajectory of ``predicted``
+    predicted: np.ndarray  # its rollout, (T, C, H, W)
+    substeps: int
+    options: dict
+    seconds: float
+    history: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def fields(self) -> np.ndarray:
+        """Coefficient fields ``(C, J, H, W)`` in physical units (constant fields for constant coefficients)."""
+        with torch.no_grad():
+            return self.model.fields().numpy()
+
+
+# -------------------------------------------------------------------------------------------------- regression
+
+
+def time_derivative(u: torch.Tensor, dt: float) -> tuple[torch.Tensor, slice]:
+    """``u_t`` of ``u (N, T, ...)`` by central differences along T: 7, 5 or 3 points, the most that T allows.
+
+    Returns the derivative at frames ``r .. T − 1 − r`` and that slice (r = 3, 2 or 1).
+    """
+    T = u.shape[1]
+    size = 7 if T >= 7 else 5 if T >= 5 else 3
+    r = size // 2
+    weights = finite_difference((0, 1), size=size, accuracy=size - 1, dtype=torch.float64)[r]
+    ut = sum(float(weights[i]) * u[:, i:T - 2 * r + i] for i in range(size) if weights[i] != 0) / dt
+    return ut, slice(r, T - r)
+
+
+def _normal_equations(
+    model: PolynomialPDE, u: torch.Tensor, dt: float, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pixel weighted sums ``G = Σ w θθᵀ (HW, J, J)``, ``b = Σ w θ u_t (C, HW, J)`` and ``Σ w u_t² (C,)``."""
+    ut, frames = time_derivative(u, dt)
+    N, J, C = u.shape[0], len(model.terms), u.shape[2]
+    H, W = u.shape[-2:]
+    G = u.new_zeros(H * W, J, J)
+    b = u.new_zeros(C, H * W, J)
+    yy = u.new_zeros(C)
+    with torch.no_grad():
+        for n in range(N):
+            theta = model.features(u[n, frames]).flatten(2).permute(2, 0, 1)  # (HW, T', J)
+            w = weights[n, frames].flatten(1).T  # (HW, T')
+            G += (theta * w.unsqueeze(-1)).transpose(1, 2) @ theta
+            y = ut[n].flatten(2)  # (T', C, HW)
+            b += torch.einsum("ptj,pt,tcp->cpj", theta, w, y)
+            yy += torch.einsum("pt,tcp->c", w, y * y)
+    return G, b, yy
+
+
+def resolution_weights(model: PolynomialPDE, u: torch.Tensor, quantile: float | None) -> torch.Tensor:
+    """Trust in each sample ``(N, T, H, W)``: ``w = 1 / (1 + (d / q)²)``, small where the data are under-resolved.
+
+    ``d`` is the disagreement of the model's filters with lower-order ones (size − 4, at least 3), summed over
+    derivatives and fields, each relative to its RMS: a local estimate of truncation error (and noise), large at
+    fronts the grid cannot resolve. ``q`` is the ``quantile`` of ``d``; ``None`` gives uniform weights. Within a
+    filter radius of a non-periodic boundary, where padding stands in for the unknown outside, ``w = 0``.
+    """
+    N, T, C, H, W = u.shape
+    w = u.new_ones(N, T, H, W)
+    hi = model.derivatives
+    if quantile is not None and hi.orders:
+        if not 0 < quantile <= 1:
+            raise ValueError(f"weighting must be a quantile in (0, 1] or none (uniform weights); got {quantile}")
+        lo_size = max(3, hi.size - 4)
+        orders = [ab for ab in hi.orders if sum(ab) < lo_size]
+        lo = Derivatives(orders, size=lo_size, dx=model.dx, dy=model.dy, bc=model.bc, learn_moments=False)
+        pick = [hi.orders.index(ab) for ab in orders]
+        with torch.no_grad():
+            a = torch.stack([hi(u[n])[:, :, pick] for n in range(N)])  # (N, T, C, P, H, W)
+            d = (a - torch.stack([lo(u[n]) for n in range(N)])).abs()
+            d = (d / a.pow(2).mean(dim=(0, 1, 4, 5), keepdim=True).sqrt().clamp_min(1e-300)).sum(dim=(2, 3))
+            flat = d.flatten()
+            q = torch.quantile(flat[:: max(1, flat.numel() // 500_000)], quantile).clamp_min(1e-300)
+            w = 1 / (1 + (d / q) ** 2)
+    if model.bc != "periodic":
+        r = hi.size // 2
+        w[..., :r, :] = 0
+        w[..., H - r:, :] = 0
+        w[..., :, :r] = 0
+        w[..., :, W - r:] = 0
+    return w
+
+
+def _design(model: PolynomialPDE, G: torch.Tensor, b: torch.Tensor, yy: torch.Tensor, e: int):
+    """Normal equations ``A x = r`` of equation ``e`` in the normalised unknowns ``x = ĉ (J, M)`` (flattened).
+
+    Divided by ``Σ w u_t²``, so ``xᵀAx − 2rᵀx + 1`` is the weighted residual share of ``u_t``.
+    """
+    Phi = model.basis.flatten(1)  # (M, HW)
+    M, J = Phi.shape[0], G.shape[-1]
+    s = model.scale[e]
+    Gs = (G * (s[None, :, None] * s[None, None, :])).permute(1, 2, 0)  # (J, J, HW)
+    A = torch.stack([torch.stack([(Phi * Gs[j, k]) @ Phi.T for k in range(J)], 1) for j in range(J)])
+    A = A.reshape(J * M, J * M)  # (j, m, k, n): rows (j, m), columns (k, n)
+    r = ((b[e] * s).T @ Phi.T).reshape(-1)
+    norm = yy[e].clamp_min(1e-300)
+    return A / norm, r / norm
+
+
+def _solve(A: torch.Tensor, r: torch.Tensor, ridge: float = 1e-12) -> torch.Tensor:
+    return torch.linalg.solve(A + ridge * torch.diagonal(A).mean() * torch.eye(len(r), dtype=A.dtype), r)
+
+
+def _group_norms(x: torch.Tensor, groups: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.zeros(n, dtype=x.dtype).index_add_(0, groups, x * x).sqrt()
+
+
+def _group_lasso(
+    A: torch.Tensor, r: torch.Tensor, groups: torch.Tensor, lam: float, x: torch.Tensor, iters: int = 5000
+) -> torch.Tensor:
+    """``argmin ½ xᵀAx − rᵀx + lam Σ_g ‖x_g‖₂`` (``groups[i]``: group of unknown i), accelerated proximal gradient."""
+    n = int(groups.max()) + 1
+    v = torch.ones_like(r)
+    for _ in range(50):  # power iteration: the largest eigenvalue of A sets the step
+        v = A @ v
+        v = v / v.norm().clamp_min(1e-300)
+    step = 1.0 / (1.05 * float(v @ (A @ v)) + 1e-300)
+    y, t = x.clone(), 1.0
+    for i in range(iters):
+        z = y - step * (A @ y - r)
+        shrink = (1 - step * lam / _group_norms(z, groups, n).clamp_min(1e-300)).clamp_min(0)
+        x_new = z * shrink[groups]
+        t_new = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        y = x_new + ((t - 1) / t_new) * (x_new - x)
+        if i % 20 == 0 and float((x_new - x).abs().max()) <= 1e-10 * float(x_new.abs().max()):
+            return x_new
+        x, t = x_new, t_new
+    return x
+
+
+def sparse_regression(
+    model: PolynomialPDE, u: torch.Tensor, dt: float, weights: torch.Tensor, *, l1: float, threshold: float
+) -> None:
+    """Set ``model.coefficients`` and ``model.mask`` by L1-penalised least squares and sequential pruning.
+
+    The groups are the constant part of each coefficient and, for variable coefficients, the rest of its field:
+    a field whose variation explains less than ``threshold`` of ``u_t`` becomes a constant; a term whose whole
+    coefficient does, goes.
+    """
+    G, b, yy = _normal_equations(model, u, dt, weights)
+    J, M = len(model.terms), model.basis.shape[0]
+    groups = (2 * torch.arange(J)[:, None] + (torch.arange(M) > 0)[None, :]).flatten()  # constant / variable part
+    term = torch.arange(J).repeat_interleave(M)
+    with torch.no_grad():
+        for e in range(len(model.components)):
+            A_all, r_all = _design(model, G, b, yy, e)
+            keep = torch.arange(J * M)
+            x = _solve(A_all, r_all)
+            if l1 > 0:
+                x = _group_lasso(A_all, r_all, groups, l1, x)
+            refit = l1 == 0  # a penalised solution is always refit (debiased) on its support
+            while True:  # prune the groups below threshold and refit, until every survivor is above it
+                survive = (_group_norms(x, groups[keep], 2 * J)[groups[keep]] >= threshold) & (
+                    _group_norms(x, term[keep], J)[term[keep]] >= threshold
+                )
+                if not bool(survive.any()):
+                    keep = keep[survive]
+                    break
+                if bool(survive.all()) and refit:
+                    break
+                keep = keep[survive]
+                x = _solve(A_all[keep][:, keep], r_all[keep])
+                refit = True
+            model.mask[e].zero_()
+            model.coefficients[e].zero_()
+            if len(keep):
+                model.mask[e].view(-1)[keep] = 1.0
+                model.coefficients[e].view(-1)[keep] = x
+
+
+# -------------------------------------------------------------------------------------------------- rollout
+
+
+def _windows(
+    u: torch.Tensor, weights: torch.Tensor, steps: int, max_windows: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Start frames ``(B, C, H, W)``, targets ``(B, steps, C, H, W)`` and their weights ``(B, steps, 1, H, W)``."""
+    N, T = u.shape[:2]
+    starts = [(n, t) for n in range(N) for t in range(0, T - steps)]
+    if len(starts) > max_windows:
+        pick = np.sort(rng.choice(len(starts), size=max_windows, replace=False))
+        starts = [starts[i] for i in pick]
+    u0 = torch.stack([u[n, t] for n, t in starts])
+    target = torch.stack([u[n, t + 1:t + 1 + steps] for n, t in starts])
+    w = torch.stack([weights[n, t + 1:t + 1 + steps] for n, t in starts]).unsqueeze(2)
+    return u0, target, w
+
+
+def _rollout_loss(model: PolynomialPDE, u0, target, w, dt: float, substeps: int, smooth: int = 0) -> torch.Tensor:
+    """Weighted squared rollout error over weighted squared motion ``‖u(t0 + k) − u(t0)‖²``, per field, averaged.
+
+    With ``smooth`` > 1 the error is first blurred by the ``smooth × smooth`` binomial filter: noise in the start
+    frames lives at grid scale, and matching it there would reward extra diffusion (biasing ν upwards).
+    """
+    pred = model.rollout(u0, target.shape[1], dt, substeps)[:, 1:]
+    diff = pred - target
+    if smooth > 1:
+        B, K, C, H, W = diff.shape
+        blur = gaussian(smooth, dtype=diff.dtype)
+        diff = convolve(diff.reshape(B * K, C, H, W), blur, model.bc).view(B, K, C, H, W)
+    err = (diff.pow(2) * w).sum(dim=(0, 1, 3, 4))
+    motion = ((target - u0.unsqueeze(1)).pow(2) * w).sum(dim=(0, 1, 3, 4)).clamp_min(1e-300)
+    return (err / motion).mean()
+
+
+def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool) -> float:
+    """Minimise ``loss_fn`` with L-BFGS (strong Wolfe); restore the start if it ends worse or non-finite."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        first = float(loss_fn())
+    opt = torch.optim.LBFGS(
+        params, lr=1.0, max_iter=iterations, max_eval=iterations * 2, history_size=20,
+        tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe",
+    )
+    bar = tqdm(total=iterations * 2, desc="fit (rollout)", unit="eval", disable=None if progress else True, leave=False)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn()
+        if not torch.isfinite(loss):  # a trial step blew the rollout up: tell the line search to step back
+            return torch.tensor(1e30, dtype=loss.dtype)
+        loss.backward()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3e}")
+        return loss
+
+    opt.step(closure)
+    bar.close()
+    with torch.no_grad():
+        last = float(loss_fn())
+    if not np.isfinite(last) or last > first:
+        model.load_state_dict(start)
+        return first
+    return last
+
+
+def prediction_error(
+    model: PolynomialPDE, u: torch.Tensor, dt: float, substeps: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Relative L2 error per frame of rollouts from each trajectory's first frame (averaged), and the first rollout."""
+    with torch.no_grad():
+        pred = model.rollout(u[:, 0], u.shape[1] - 1, dt, substeps)
+    err = (pred - u).flatten(2).norm(dim=-1) / u.flatten(2).norm(dim=-1).clamp_min(1e-300)
+    return err.mean(0).numpy(), pred[0].numpy()
+
+
+# -------------------------------------------------------------------------------------------------- fit
+
+
+def _split(n: int, holdout: int | None) -> tuple[list[int], list[int]]:
+    if holdout is None:
+        holdout = max(1, n // 5) if n >= 2 else 0
+    if not 0 <= holdout < n:
+        raise ValueError(f"holdout must be between 0 and {n - 1} (the data hold {n} trajectories); got {holdout}")
+    return list(range(n - holdout)), list(range(n - holdout, n))
+
+
+def _scales(model: PolynomialPDE, u: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s_u / s_j`` (RMS of each field's ``u_t`` over the RMS of each term: ĉ is then a share of ``u_t``), and
+    which fields do not move (``s_u`` below 1e-12 of ``RMS(u) / dt``): their equation is ``u_t = 0``."""
+    ut, frames = time_derivative(u, dt)
+    with torch.no_grad():
+        ms = sum(model.features(u[n, frames]).pow(2).mean(dim=(0, 2, 3)) for n in range(u.shape[0])) / u.shape[0]
+    s_u = ut.pow(2).mean(dim=(0, 1, 3, 4)).sqrt()
+    still = s_u <= 1e-12 * u.pow(2).mean(dim=(0, 1, 3, 4)).sqrt() / dt
+    return s_u.clamp_min(1e-300)[:, None] / ms.sqrt().clamp_min(1e-300)[None, :], still
+
+
+def fit(
+    data: Dataset,
+    *,
+    library: str = "linear",
+    coefficients: str = "constant",
+    degree: int | None = None,
+    max_order: int = 2,
+    kernel_size: int = 11,
+    rollout: int = 10,
+    substeps: int | None = None,
+    smooth: int = 5,
+    iterations: int = 50,
+    l1: float = 1e-3,
+    threshold: float = 1e-2,
+    learn_moments: bool = True,
+    weighting: float | None = 0.05,
+    holdout: int | None = None,
+    max_windows: int = 16,
+    seed: int = 0,
+    threads: int | None = 1,
+    progress: bool = True,
+) -> Fit:
+    """Discover ``u_t = Σ c · term`` from ``data``; see the module docstring for the four stages.
+
+    ``coefficients="variable"`` makes every coefficient a field of ``degree`` (default 6, less on periodic grids
+    under 13 points) in a Fourier basis (periodic data) or a polynomial basis (other boundaries). ``rollout`` is
+    the number of δt steps per training window, ``substeps`` the RK4 steps per δt (default: enough for
+    stability), ``iterations`` the L-BFGS iterations of the rollout refit (0: keep the regression).
+    ``holdout`` trajectories (default: a fifth, at least one when there are two or more) are used only for the
+    prediction error.
+
+    ``threads``: torch intra-op threads while fitting (restored afterwards; ``None`` leaves them alone). The
+    arrays are small (a few thousand points per field), where extra threads cost more in synchronisation than
+    they gain, and on a busy machine far more: one thread is the default.
+    """
+    with _threads(threads):
+        return _fit_body(
+            data, library, coefficients, degree, max_order, kernel_size, rollout, substeps, smooth, iterations,
+            l1, threshold, learn_moments, weighting, holdout, max_windows, seed, progress,
+        )
+
+
+@contextmanager
+def _threads(n: int | None):
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit_body(
+    data, library, coefficients, degree, max_order, kernel_size, rollout, substeps, smooth, iterations,
+    l1, threshold, learn_moments, weighting, holdout, max_windows, seed, progress,
+) -> Fit:
+    t_start = time.perf_counter()
+    if coefficients not in COEFFICIENTS:
+        raise ValueError(f"coefficients must be one of {', '.join(COEFFICIENTS)}; got {coefficients!r}")
+    if coefficients == "constant" and degree is not None:
+        raise ValueError("degree applies to variable coefficients only (--coefficients variable)")
+    N, T, C, H, W = data.u.shape
+    if coefficients == "variable" and degree is None:
+        degree = min(6, (min(H, W) - 1) // 2) if data.bc == "periodic" else 6
+    if min(H, W) < kernel_size:
+        raise ValueError(
+            f"the {H}×{W} grid is smaller than the {kernel_size}×{kernel_size} filters; lower --kernel-size"
+        )
+    if smooth < 0 or smooth % 2 == 0 and smooth != 0:
+        raise ValueError(f"smooth must be 0 (off) or an odd filter size; got {smooth}")
+    if rollout < 1 or iterations < 0 or (substeps is not None and substeps < 1):
+        raise ValueError(f"need rollout ≥ 1, substeps ≥ 1 and iterations ≥ 0; got {rollout}, {substeps}, {iterations}")
+    if l1 < 0 or threshold < 0:
+        raise ValueError(f"l1 and threshold must be ≥ 0; got {l1} and {threshold}")
+    train, heldout = _split(N, holdout)
+    u = torch.from_numpy(data.u)
+    u_train = u[train]
+    model = PolynomialPDE(
+        build_library(data.components, library, max_order=max_order), data.components, shape=(H, W),
+        dx=data.dx, dy=data.dy, bc=data.bc, kernel_size=kernel_size, degree=degree, learn_moments=learn_moments,
+    )
+    scale, still = _scales(model, u_train, data.dt)
+    model.scale.copy_(scale)
+    weights = resolution_weights(model, u_train, weighting)
+    sparse_regression(model, u_train, data.dt, weights, l1=l1, threshold=threshold)
+    with torch.no_grad():
+        model.mask[still] = 0.0
+    model = model.restricted()
+
+    steps_per_dt = model.stable_substeps(u_train[:, 0], data.dt, minimum=substeps or 1)
+    windows = _windows(u_train, weights, min(rollout, T - 1), max_windows, np.random.default_rng(seed))
+    loss = lambda: _rollout_loss(model, *windows, data.dt, steps_per_dt, smooth)  # noqa: E731
+    history: list[tuple[str, float]] = []
+    with torch.no_grad():
+        history.append(("sparse regression", float(loss())))
+    if iterations and model.terms:
+        history.append(("rollout refit", _lbfgs(model, loss, iterations, progress)))
+    judged = heldout or train[:1]
+    error, predicted = prediction_error(model, u[judged], data.dt, steps_per_dt)
+    options = dict(
+        library=library, coefficients=coefficients, degree=degree, max_order=max_order, kernel_size=kernel_size,
+        rollout=min(rollout, T - 1), smooth=smooth, iterations=iterations, l1=l1, threshold=threshold,
+        learn_moments=learn_moments, weighting=weighting, holdout=len(heldout), max_windows=max_windows, seed=seed,
+    )
+    return Fit(
+        model=model, data=data, train=train, heldout=heldout, equations=model.equations(), error=error,
+        error_source="held-out" if heldout else "training", error_trajectory=judged[0], predicted=predicted,
+        substeps=steps_per_dt, options=options, seconds=time.perf_counter() - t_start,
+        history=history,
+    )

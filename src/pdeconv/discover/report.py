@@ -1,0 +1,192 @@
+"""Write what a fit found: ``pde.json``, ``fields.npz`` (variable coefficients), ``report.md`` and PNG plots.
+
+``pde.json``: ``{"equations": {"u": {"terms": {"u_x": c, ...}, "variable": [...]}, ...}, ...}`` in the sense
+``u_t = Σ c · term`` (x along the width axis, y along the height axis); a variable coefficient appears with the
+mean of its field and is listed under ``"variable"``; the fields themselves are in ``fields.npz``
+(``fields (C, J, H, W)``, ``equations (C,)``, ``terms (J,)``, ``x (W,)``, ``y (H,)``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pdeconv.discover.fit import Fit
+
+__all__ = ["format_equations", "pde_json", "variable_terms", "write_report"]
+
+
+def _number(c: float) -> str:
+    return f"{c:.6g}"
+
+
+def format_equations(equations: dict[str, dict[str, float]], variable: dict[str, list[str]] | None = None) -> str:
+    """``u_t = 0.6·u_x + 0.8·u_y − u*u_x``, one line per field; ``c(x,y)`` marks a variable coefficient (its mean)."""
+    variable = variable or {}
+    lines = []
+    for field, terms in equations.items():
+        parts = []
+        for name, c in terms.items():
+            coef = _number(abs(c)) + ("(x,y)" if name in variable.get(field, []) else "")
+            body = coef if name == "1" else f"{coef}·{name}"
+            parts.append(("−" if c < 0 else "+", body))
+        if not parts:
+            lines.append(f"{field}_t = 0")
+            continue
+        text = ("−" if parts[0][0] == "−" else "") + parts[0][1]
+        text += "".join(f" {s} {b}" for s, b in parts[1:])
+        lines.append(f"{field}_t = {text}")
+    return "\n".join(lines)
+
+
+def variable_terms(fit: Fit) -> dict[str, list[str]]:
+    """Terms whose field kept a non-constant part, per equation."""
+    m = fit.model
+    if m.basis.shape[0] == 1:
+        return {}
+    varying = (m.mask[..., 1:] > 0).any(-1)
+    return {e: [n for j, n in enumerate(m.names) if varying[i, j]] for i, e in enumerate(m.components)}
+
+
+def pde_json(fit: Fit) -> dict:
+    """The content of ``pde.json`` (see the module docstring)."""
+    variable = variable_terms(fit)
+    eqs = {}
+    for e, terms in fit.equations.items():
+        eqs[e] = {"terms": dict(terms)}
+        if fit.options["coefficients"] == "variable":
+            eqs[e]["variable"] = variable.get(e, [])
+    d = fit.data
+    out = {
+        "equations": eqs,
+        "components": list(d.components),
+        "grid": {"H": d.u.shape[-2], "W": d.u.shape[-1], "dx": d.dx, "dy": d.dy, "dt": d.dt, "bc": d.bc},
+        "options": fit.options,
+    }
+    if fit.options["coefficients"] == "variable":
+        out["fields"] = "fields.npz"
+    if fit.error is not None:
+        out["prediction_error"] = {"trajectories": fit.error_source, "relative_l2": [float(e) for e in fit.error]}
+    return out
+
+
+def _snapshots(fit: Fit, path: str) -> None:
+    truth = fit.data.u[fit.error_trajectory]
+    pred = fit.predicted
+    T, C = truth.shape[:2]
+    times = sorted({0, T // 2, T - 1})
+    fig = Figure(figsize=(2.4 * len(times), 2.2 * 3 * C), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(3 * C, len(times), squeeze=False)
+    for c in range(C):
+        lim = np.abs(truth[:, c]).max()
+        err = pred[:, c] - truth[:, c]
+        elim = max(np.abs(err).max(), 1e-300)
+        for k, t in enumerate(times):
+            rows = [(truth[t, c], "true", lim, "RdBu_r"), (pred[t, c], "predicted", lim, "RdBu_r"),
+                    (err[t], "error", elim, "PiYG")]
+            for r, (img, label, v, cmap) in enumerate(rows):
+                ax = axes[3 * c + r, k]
+                ax.imshow(img, cmap=cmap, vmin=-v, vmax=v, origin="upper")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{fit.data.components[c]} {label}, t = {t * fit.data.dt:.3g}", fontsize=8)
+    fig.savefig(path, dpi=110)
+
+
+def _error_plot(fit: Fit, path: str) -> None:
+    t = np.arange(len(fit.error)) * fit.data.dt
+    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.semilogy(t[1:], np.maximum(fit.error[1:], 1e-16))
+    ax.set_xlabel("time")
+    ax.set_ylabel("relative L2 error")
+    ax.set_title(f"prediction error ({fit.error_source} trajectories)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.savefig(path, dpi=110)
+
+
+def _error_table(fit: Fit) -> list[str]:
+    T = len(fit.error)
+    steps = sorted({1, max(1, T // 10), T // 4, T // 2, T - 1} - {0})
+    rows = ["| step | time | relative L2 error |", "|---:|---:|---:|"]
+    rows += [f"| {k} | {k * fit.data.dt:.4g} | {fit.error[k]:.3e} |" for k in steps]
+    return rows
+
+
+def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None) -> dict[str, str]:
+    """Write ``pde.json``, ``report.md``, ``snapshots.png``, ``error.png`` (and ``fields.npz``) to ``out``.
+
+    Returns ``{what: path}`` for the files written.
+    """
+    out = os.fspath(out)
+    os.makedirs(out, exist_ok=True)
+    paths = {"pde.json": os.path.join(out, "pde.json"), "report.md": os.path.join(out, "report.md")}
+    with open(paths["pde.json"], "w") as f:
+        json.dump(pde_json(fit), f, indent=2)
+        f.write("\n")
+    m, d = fit.model, fit.data
+    if fit.options["coefficients"] == "variable":
+        paths["fields.npz"] = os.path.join(out, "fields.npz")
+        np.savez_compressed(
+            paths["fields.npz"], fields=fit.fields, equations=np.array(m.components), terms=np.array(m.names),
+            x=np.arange(d.u.shape[-1]) * d.dx, y=np.arange(d.u.shape[-2]) * d.dy,
+        )
+    if fit.error is not None:
+        paths["snapshots.png"] = os.path.join(out, "snapshots.png")
+        paths["error.png"] = os.path.join(out, "error.png")
+        _snapshots(fit, paths["snapshots.png"])
+        _error_plot(fit, paths["error.png"])
+    N, T, C, H, W = d.u.shape
+    lines = [
+        "# Discovered PDE",
+        "",
+        f"Data: {source or 'in memory'}: {N} trajectories × {T} frames of {C} field(s) {', '.join(d.components)} "
+        f"on a {H}×{W} grid (H×W), dt = {d.dt:.6g}, dx = {d.dx:.6g}, dy = {d.dy:.6g}, boundary {d.bc}. "
+        f"Fitted on {len(fit.train)} trajectories, {len(fit.heldout)} held out.",
+        "",
+        "## Recovered equation",
+        "",
+        "```",
+        format_equations(fit.equations, variable_terms(fit)),
+        "```",
+        "",
+        "x runs along the width (columns), y along the height (rows, downwards); `u_xy` is ∂x∂y u. "
+        + ("`(x,y)` marks a variable coefficient: the number is the mean of its field (all fields in `fields.npz`)."
+           if fit.options["coefficients"] == "variable" else ""),
+        "",
+        "## Prediction",
+        "",
+    ]
+    if fit.error is None:
+        lines += ["No trajectory to predict.", ""]
+    else:
+        lines += [
+            f"Rollout of the learned PDE (RK4, {fit.substeps} sub-step(s) per dt) from the first frame of the "
+            f"{fit.error_source} trajectories, relative L2 error ‖û(t) − u(t)‖ / ‖u(t)‖ averaged over them:",
+            "",
+            *_error_table(fit),
+            "",
+            "![error over time](error.png)",
+            "",
+            "![true vs predicted](snapshots.png)",
+            "",
+        ]
+    lines += [
+        "## Fit",
+        "",
+        "| stage | rollout loss |",
+        "|---|---:|",
+        *[f"| {stage} | {loss:.4e} |" for stage, loss in fit.history],
+        "",
+        f"Options: `{json.dumps(fit.options)}`; {fit.seconds:.1f} s.",
+        "",
+    ]
+    with open(paths["report.md"], "w") as f:
+        f.write("\n".join(lines))
+    return paths
