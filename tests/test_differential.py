@@ -1,7 +1,10 @@
 """pdeconv.layers.differential: the essay's depthwise ×m differential convolution."""
 
+from unittest.mock import patch
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pdeconv import boundary
@@ -163,3 +166,68 @@ def test_user_errors():
         DifferentialConv2d(2, mix=False, out_channels=3)
     with pytest.raises(ValueError, match="must be ≥ 1"):
         DifferentialConv2d(2, 0)
+
+
+# ----------------------------------------------------------------------------------- the CPU fast paths
+
+
+def _grads(layer: DifferentialConv2d, u: torch.Tensor, forward):
+    layer.zero_grad(set_to_none=True)
+    u = u.detach().clone().requires_grad_()
+    out = forward(u)
+    out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape).to(out))
+    return out, u.grad, [p.grad for p in layer.parameters()]
+
+
+def _reference(layer: DifferentialConv2d):
+    """The layer as plain autograd ops on whatever memory format its input has: grouped conv2d, then 1×1."""
+    return lambda u: layer.pointwise(F.conv2d(boundary.pad(u, 1, layer.bc), layer.kernel, groups=layer.channels))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("repeat", [False, True])
+@pytest.mark.parametrize("bc, order", [("dirichlet", None), ("neumann", 2)])
+def test_cpu_fast_paths_equal_the_plain_grouped_conv(channels_last, repeat, bc, order):
+    torch.manual_seed(9)
+    layer = DifferentialConv2d(4, 3, order=order, bc=bc, out_channels=5)
+    u = torch.randn(2, 4, 5, 8)
+    if channels_last:
+        u = u.contiguous(memory_format=torch.channels_last)
+    expected = _grads(layer, u, _reference(layer))
+    with patch("pdeconv.layers.differential.repeats_channels", return_value=repeat):
+        got = _grads(layer, u, layer)
+    assert torch.equal(got[0], expected[0])  # the same products summed in the same order
+    torch.testing.assert_close(got[1], expected[1], rtol=1e-5, atol=1e-6)
+    for a, b in zip(got[2], expected[2]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_repeated_channel_path_keeps_no_m_fold_copy_and_follows_autocast():
+    torch.manual_seed(10)
+    layer = DifferentialConv2d(4, 4, mix=False)
+    u = torch.randn(2, 4, 6, 6, requires_grad=True)
+    saved = []
+    with (
+        patch("pdeconv.layers.differential.repeats_channels", return_value=True),
+        torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t),
+    ):
+        layer(u)
+        assert saved == [u.shape, layer.weight.shape]  # u and the kernel, not the (2, 16, 6, 6) repeat
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(u)
+        out.float().sum().backward()
+    assert out.dtype == torch.bfloat16 and u.grad.dtype == torch.float32
+    torch.testing.assert_close(out.float(), layer(u), atol=0.05, rtol=0.05)
+
+
+def test_fast_path_rule():
+    from pdeconv.layers.differential import repeats_channels
+
+    kernel = torch.empty(4 * 64, 1, 3, 3)
+    assert repeats_channels(torch.empty(8, 64, 16, 16), kernel, groups=64, padding=1)
+    assert repeats_channels(torch.empty(8, 64, 18, 18), kernel, groups=64)  # padded by the bc: 16×16 out
+    assert not repeats_channels(torch.empty(8, 64, 18, 18), kernel, groups=64, padding=1)
+    assert not repeats_channels(torch.empty(8, 64, 16, 16), kernel, groups=64, stride=2, padding=1)
+    assert not repeats_channels(torch.empty(8, 64, 28, 28), kernel, groups=64, padding=1)
+    assert not repeats_channels(torch.empty(8, 64, 8, 8), torch.empty(64, 1, 3, 3), groups=64, padding=1)
+    assert not repeats_channels(torch.empty(8, 16, 8, 8), torch.empty(64, 1, 3, 3), groups=16, padding=1)

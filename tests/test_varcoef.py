@@ -137,3 +137,22 @@ def test_compile_matches_eager():
     compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
     assert torch.equal(compiled(u), m(u))
     assert torch.equal(compiled(u), m(u))  # second call: from the cached grid
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_training_backward_equals_autograds_product(channels_last):
+    torch.manual_seed(8)
+    m = VariableCoefficients(3, degree=2, init="default")
+    u = torch.randn(4, 3, 5, 8)
+    if channels_last:
+        m, u = m.to(memory_format=torch.channels_last), u.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(4, 3, 5, 8)
+    u1, u2 = u.clone().requires_grad_(), u.clone().requires_grad_()
+    w2 = m.weight.detach().clone().requires_grad_()
+    out = m(u1)
+    out.backward(g)
+    expected = u2 * nn.functional.conv2d(monomials(5, 8), w2)  # the plain product, autograd's backward
+    expected.backward(g)
+    assert torch.equal(out, expected)
+    torch.testing.assert_close(u1.grad, u2.grad, rtol=0, atol=0)
+    torch.testing.assert_close(m.weight.grad, w2.grad, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,247 @@
+"""What every benchmark script shares: options, interleaved timing, memory, provenance and the JSON-lines log.
+
+Timing: the candidates of one comparison run in rounds, each round once in turn (A, B, C, A, B, C, ...), and
+every ratio is the median over rounds of ``time(candidate) / time(reference)`` within a round, so a load that
+changes over the run (a shared machine) touches both sides of a ratio alike. Each result set is one line
+appended to ``benchmarks/results/NAME.jsonl`` with the machine, torch version, UTC date, load and the exact
+command, so a number in BENCHMARKS.md can be traced to the run that printed it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark takes."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition: checks the script runs")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU intra-op threads (default: torch's, i.e. one per core)"
+    )
+    p.add_argument("--results", type=Path, default=None, help="JSON-lines file to append to (default: results/)")
+    return p
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """Apply ``--threads`` and resolve ``--device``; ``ValueError`` for a CUDA device that is not there."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    name = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    name = "cpu" if name == "auto" else name
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device} asked for, but no CUDA GPU is available; use --device cpu")
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """Where the numbers come from: platform, CPU count and threads, GPU, torch version, load average."""
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device.type,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+    if hasattr(os, "getloadavg"):
+        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(
+    candidates: dict[str, Callable[[], Any]], *, repeats: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate, ``repeats`` rounds of A, B, C, ... after ``warmup`` such rounds."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for round_ in range(warmup + repeats):
+        for name, fn in candidates.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio(times: dict[str, list[float]], name: str, reference: str) -> float:
+    """Median over rounds of ``time(name) / time(reference)`` in the same round."""
+    return statistics.median(a / b for a, b in zip(times[name], times[reference]))
+
+
+def median_ms(values: Sequence[float]) -> float:
+    return 1e3 * statistics.median(values)
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``fp32``: nothing; ``bf16``: ``torch.autocast`` to bfloat16 on the device."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
+
+
+def saved_bytes(forward: Callable[[], Any], params: Iterable[Tensor] = ()) -> int:
+    """Bytes of the distinct storages autograd saves for the backward while ``forward()`` runs, parameters
+    excluded (as :func:`pdeconv.models.profile` counts them): what a training step holds until its backward."""
+    skip = {p.untyped_storage().data_ptr() for p in params}
+    saved: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
+    return sum(saved.values())
+
+
+def peak_bytes(step: Callable[[], Any], device: torch.device) -> int | None:
+    """Peak GPU memory allocated during ``step()`` above what was allocated before it; ``None`` on CPU."""
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def to_format(module: nn.Module, x: Tensor, channels_last: bool) -> tuple[nn.Module, Tensor]:
+    """Module and input in channels_last (NHWC in memory) or left in NCHW."""
+    if not channels_last:
+        return module, x.contiguous()
+    return module.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def plain_layers():
+    """pdeconv's layers without their CPU fast paths, as they were before them: the depthwise conv as one
+    ``F.conv2d`` on the input's memory format, the fields' product with autograd's own backward."""
+    import torch.nn.functional as F
+
+    from pdeconv.layers import differential, varcoef
+
+    def conv(u, kernel, *, groups, stride=1, padding=0):
+        return F.conv2d(u, kernel, stride=stride, padding=padding, groups=groups)
+
+    class Product:
+        apply = staticmethod(torch.mul)
+
+    saved = differential.depthwise_conv, varcoef._Modulate
+    differential.depthwise_conv, varcoef._Modulate = conv, Product
+    try:
+        yield
+    finally:
+        differential.depthwise_conv, varcoef._Modulate = saved
+
+
+PLAIN = "[plain]"
+
+
+def maybe_plain(fn: Callable[[], Any], label: str) -> Callable[[], Any]:
+    """``fn`` run inside :func:`plain_layers` when ``label`` ends in ``[plain]``, else ``fn`` itself."""
+    if not label.endswith(PLAIN):
+        return fn
+
+    def plain() -> Any:
+        with plain_layers():
+            return fn()
+
+    return plain
+
+
+def code_version() -> str | None:
+    """``git describe --always --dirty`` of the checkout the scripts run from, if it is a git checkout."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=RESULTS.parent, capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def command() -> str:
+    """The command line that ran this script, as a shell would read it."""
+    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+
+
+def record(name: str, args: argparse.Namespace, device: torch.device, settings: dict, results: list[dict]) -> Path:
+    """Append one JSON line (provenance, settings, results) to ``--results`` or ``results/NAME.jsonl``."""
+    path = args.results or RESULTS / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = {
+        "benchmark": name,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command(),
+        "code": code_version(),
+        "device": device.type,
+        "machine": machine(device),
+        "settings": settings,
+        "results": results,
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    return path
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a script's ``main``; a user error (ValueError, FileNotFoundError) is one line on stderr, exit 2."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """A Markdown table: ``columns`` are (key, header, format spec); a missing or None value prints as –."""
+
+    def cell(row: dict, key: str, spec: str) -> str:
+        value = row.get(key)
+        return "–" if value is None else format(value, spec)
+
+    lines = [
+        "| " + " | ".join(h for _, h, _ in columns) + " |",
+        "|" + "|".join(":--" if spec == "" else "--:" for _, _, spec in columns) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(r, k, s) for k, _, s in columns) + " |" for r in rows]
+    return "\n".join(lines)

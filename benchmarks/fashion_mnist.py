@@ -1,0 +1,131 @@
+"""Time-to-accuracy on Fashion-MNIST: test accuracy against wall time, baseline and each variant, several seeds.
+
+Each (variant, seed) is one :func:`pdeconv.engine.train` run with the settings of a ``pdeconv compare`` preset
+(:data:`pdeconv.experiment.PRESETS`: ``quick``, ``full``); an ``on_epoch_end`` hook records the wall time
+since the run started (model building, data loading and evaluation included) and the test accuracy. Runs
+go seed by seed through all variants, so a change in machine load reaches every variant alike. The table
+gives, per variant, the final test accuracy (mean ± std over seeds), the wall time, and the time at which a
+run first reached each target accuracy (mean over the seeds that reached it).
+
+    python benchmarks/fashion_mnist.py [--preset quick|full] [--variants ...] [--seeds 3] [--smoke]
+
+``--smoke`` trains on a tiny generated Fashion-MNIST (IDX files in a temporary folder), so it needs no data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from _common import parser, record, run, setup, table
+
+from pdeconv import engine
+from pdeconv.experiment import PRESETS, build_model, regularizer_for
+from pdeconv.models import get_variant
+
+
+def write_tiny_fashion_mnist(folder: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> Path:
+    """The four Fashion-MNIST IDX files (gzipped) holding learnable 28×28 gratings: class k has period
+    (2, 3, 4, 6, 8)[k // 2], horizontal for even k, vertical for odd k (the test suite's fixture data)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    coord, ones = np.arange(28), np.ones(28)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n)
+        waves = [np.cos(2 * np.pi * coord / (2, 3, 4, 6, 8)[k // 2] + rng.uniform(0, 2 * np.pi)) for k in labels]
+        images = np.stack([np.outer(w, ones) if k % 2 == 0 else np.outer(ones, w) for w, k in zip(waves, labels)])
+        images = np.clip(127.5 * (1 + images) + rng.normal(0, 25, images.shape), 0, 255)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            array = np.ascontiguousarray(array, np.uint8)
+            header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()  # IDX: type, sizes
+            with gzip.open(folder / f"{split}-{kind}-ubyte.gz", "wb") as f:
+                f.write(header + array.tobytes())
+    return folder
+
+
+def train_once(config: engine.TrainConfig) -> dict:
+    """Train once; return the (wall s, test accuracy) curve and the summary."""
+    curve: list[tuple[float, float]] = []
+    start = time.perf_counter()
+    regularizer, _ = regularizer_for(config.variant)
+    summary = engine.train(
+        config,
+        lambda info: build_model(config.model, config.variant, info),
+        regularizer=regularizer,
+        on_epoch_end=lambda r: curve.append((time.perf_counter() - start, r["test_acc"])),
+    )
+    return {"curve": curve, "wall_s": time.perf_counter() - start, "test_acc": summary["test_acc"],
+            "img_per_s": summary["train_img_per_s"]}
+
+
+def summarize(variant: str, runs: list[dict], targets: list[float]) -> dict:
+    accs = [r["test_acc"] for r in runs]
+    row = {
+        "variant": variant, "seeds": len(runs), "acc": 100 * statistics.fmean(accs),
+        "acc_std": 100 * statistics.stdev(accs) if len(accs) > 1 else None,
+        "wall_s": statistics.fmean(r["wall_s"] for r in runs),
+        "img_per_s": statistics.fmean(r["img_per_s"] for r in runs),
+    }
+    for t in targets:
+        reached = [next((s for s, a in r["curve"] if a >= t), None) for r in runs]
+        reached = [s for s in reached if s is not None]
+        row[f"to_{t:g}"] = f"{statistics.fmean(reached):.0f} s ({len(reached)}/{len(runs)})" if reached else "–"
+    return row
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    p.add_argument("--variants", default=None, help="comma-separated (default: the preset's)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the preset's)")
+    p.add_argument("--targets", default="0.80,0.85,0.90", help="test accuracies to time, comma-separated")
+    p.add_argument("--data-dir", default=None, help="folder holding the Fashion-MNIST IDX files")
+    p.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temporary folder)")
+    args = p.parse_args()
+    device = setup(args)
+    preset = PRESETS[args.preset]
+    variants = (args.variants or ("baseline,seed" if args.smoke else preset.variants)).split(",")
+    for v in variants:
+        get_variant(v)  # unknown names fail before anything trains
+    seeds = range(1 if args.smoke else args.seeds or preset.seeds)
+    targets = [float(t) for t in args.targets.split(",")]
+    gpu = device.type == "cuda"
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data_dir
+        if args.smoke:
+            data_dir = str(write_tiny_fashion_mnist(Path(tmp) / "data"))
+        out = args.out or Path(tmp) / "runs"
+        base = engine.TrainConfig(
+            model=preset.model, dataset=preset.dataset, data_dir=data_dir, epochs=1 if args.smoke else preset.epochs,
+            batch_size=16 if args.smoke else preset.batch_size, lr=preset.lr, schedule=preset.schedule,
+            weight_decay=preset.weight_decay, label_smoothing=preset.label_smoothing,
+            train_subset=None if args.smoke else preset.train_subset, tta_flip=preset.tta_flip,
+            device=str(device), amp="bf16" if gpu else "none", channels_last=gpu, progress=False, force=True,
+        )
+        runs: dict[str, list[dict]] = {v: [] for v in variants}
+        for seed in seeds:
+            for v in variants:
+                _, weight = regularizer_for(v)
+                config = replace(base, variant=v, seed=seed, penalty_weight=weight, out=str(out / v / f"seed{seed}"))
+                print(f"{v} seed {seed}", flush=True)
+                runs[v].append(train_once(config))
+    rows = [summarize(v, rs, targets) for v, rs in runs.items()]
+    columns = [
+        ("variant", "variant", ""), ("seeds", "seeds", "d"), ("acc", "test acc %", ".2f"), ("acc_std", "± std", ".2f"),
+        ("wall_s", "wall s/run", ".0f"), ("img_per_s", "train img/s", ".0f"),
+        *[(f"to_{t:g}", f"s to {100 * t:g}%", "") for t in targets],
+    ]
+    print(table(rows, columns))
+    settings = {"preset": args.preset, "config": {k: v for k, v in vars(base).items() if k not in ("out", "data_dir")},
+                "variants": variants, "seeds": list(seeds), "targets": targets, "smoke": args.smoke}
+    results = [{**row, "runs": runs[row["variant"]]} for row in rows]
+    print(f"\nappended to {record('fashion_mnist', args, device, settings, results)}")
+
+
+if __name__ == "__main__":
+    run(main)
