@@ -100,3 +100,15 @@ def make_image_folder():
         return root
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test on one intra-op thread: tests run tiny tensors, where extra threads only spin-wait (on a
+    shared 2-core machine that made test files 8–50× slower); the setting is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,15 +15,6 @@ from pdeconv.layers import DifferentialConv2d, monomials
 from pdeconv.models import ConvertReport, ModulatedConv2d, convert, pde_resnet20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: on shared busy cores, intra-op threads mostly spin-wait
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _spatial_convs(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1]
 

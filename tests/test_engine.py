@@ -19,15 +19,6 @@ from pdeconv.data import dataset_info
 from pdeconv.engine import TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(info, dropout: float = 0.0) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(info.in_chans, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),

@@ -11,14 +11,6 @@ from pdeconv import experiment
 from pdeconv.cli import main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture
 def data_dir(tmp_path, make_fashion_mnist):
     return make_fashion_mnist(tmp_path / "data", 64, 32)

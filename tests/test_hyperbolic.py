@@ -10,15 +10,6 @@ from pdeconv.layers import SymmetricHyperbolic2d, dirac, maxwell_te
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Long loops over tiny tensors: extra intra-op threads only spin-wait on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _random_system(c: int, seed: int, **kwargs) -> SymmetricHyperbolic2d:
     g = torch.Generator().manual_seed(seed)
     P, Q, R = torch.randn(3, c, c, dtype=F64, generator=g)

@@ -13,16 +13,6 @@ import pdeconv.models as M
 from pdeconv.layers import DifferentialConv2d, QuasiLinear, VariableCoefficients
 from pdeconv.models.small import PadShortcut
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: on shared busy cores, intra-op threads mostly spin-wait (measured ~8× slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------------- the essay's block
 
 

@@ -10,15 +10,6 @@ from pdeconv.regularize import hyperbolicity, hyperbolicity_penalty
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: extra intra-op threads only spin-wait on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _penalty(model: nn.Module, weights=(1.0, 1.0, 1.0)) -> float:
     return hyperbolicity_penalty(model, weights).item()
 

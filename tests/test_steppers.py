@@ -15,15 +15,6 @@ from pdeconv.layers.steppers import SymmetricConv, conv_adjoint
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Long loops over tiny tensors: extra intra-op threads only spin-wait on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Scale(nn.Module):
     """f(u) = λu, the linear test equation."""
 
