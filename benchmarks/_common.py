@@ -1,10 +1,10 @@
 """What every benchmark script shares: options, interleaved timing, memory, provenance and the JSON-lines log.
 
-Timing: the candidates of one comparison run in rounds, each round once in turn (A, B, C, A, B, C, ...), and
-every ratio is the median over rounds of ``time(candidate) / time(reference)`` within a round, so a load that
-changes over the run (a shared machine) touches both sides of a ratio alike. Each result set is one line
-appended to ``benchmarks/results/NAME.jsonl`` with the machine, torch version, UTC date, load and the exact
-command, so a number in BENCHMARKS.md can be traced to the run that printed it.
+Timing: the candidates of one comparison run in rounds, each candidate once per round (A B C, B C A, C A B, ...:
+the order rotates), and every ratio is the median over rounds of ``time(candidate) / time(reference)`` within a
+round, so a load that changes over the run (a shared machine) touches both sides of a ratio alike. Each result
+set is one line appended to ``benchmarks/results/NAME.jsonl`` with the machine, torch version, UTC date, load,
+code revision and the exact command, so a number in BENCHMARKS.md can be traced to the run that printed it.
 """
 
 from __future__ import annotations
@@ -83,10 +83,14 @@ def synchronize(device: torch.device) -> None:
 def interleaved(
     candidates: dict[str, Callable[[], Any]], *, repeats: int, warmup: int, device: torch.device
 ) -> dict[str, list[float]]:
-    """Seconds per call of each candidate, ``repeats`` rounds of A, B, C, ... after ``warmup`` such rounds."""
+    """Seconds per call of each candidate: ``warmup`` untimed rounds, then ``repeats`` timed ones. Each round
+    runs every candidate once, starting one candidate later than the round before (A B C, B C A, C A B, ...),
+    so no candidate always follows the same neighbour (whose freed memory or cache state it would inherit)."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
+    order = list(candidates.items())
     for round_ in range(warmup + repeats):
-        for name, fn in candidates.items():
+        first = round_ % len(order)
+        for name, fn in order[first:] + order[:first]:
             synchronize(device)
             start = time.perf_counter()
             fn()

@@ -1,13 +1,14 @@
 """Time-to-accuracy on Fashion-MNIST: test accuracy against wall time, baseline and each variant, several seeds.
 
-Each (variant, seed) is one :func:`pdeconv.engine.train` run with the settings of a ``pdeconv compare`` preset
-(:data:`pdeconv.experiment.PRESETS`: ``quick``, ``full``); an ``on_epoch_end`` hook records the wall time
-since the run started (model building, data loading and evaluation included) and the test accuracy. Runs
-go seed by seed through all variants, so a change in machine load reaches every variant alike. The table
-gives, per variant, the final test accuracy (mean ± std over seeds), the wall time, and the time at which a
-run first reached each target accuracy (mean over the seeds that reached it).
+Each (variant, seed) is one :func:`pdeconv.engine.train` run with the settings of a preset
+(:data:`pdeconv.experiment.PRESETS`: ``quick``, ``fast``, ``full``; on a GPU always with bf16 autocast and
+channels-last); an ``on_epoch_end`` hook records the wall time since the run started (model building, data
+loading and evaluation included) and the test accuracy. Runs go seed by seed through all variants, so a change
+in machine load reaches every variant alike. The table gives, per variant, the final test accuracy (mean ± std
+over seeds), the wall time, and the time at which a run first reached each target accuracy (mean over the seeds
+that reached it).
 
-    python benchmarks/fashion_mnist.py [--preset quick|full] [--variants ...] [--seeds 3] [--smoke]
+    python benchmarks/fashion_mnist.py [--preset quick|fast|full] [--variants ...] [--seeds 3] [--smoke]
 
 ``--smoke`` trains on a tiny generated Fashion-MNIST (IDX files in a temporary folder), so it needs no data.
 """
@@ -100,13 +101,12 @@ def main() -> None:
         if args.smoke:
             data_dir = str(write_tiny_fashion_mnist(Path(tmp) / "data"))
         out = args.out or Path(tmp) / "runs"
-        base = engine.TrainConfig(
-            model=preset.model, dataset=preset.dataset, data_dir=data_dir, epochs=1 if args.smoke else preset.epochs,
-            batch_size=16 if args.smoke else preset.batch_size, lr=preset.lr, schedule=preset.schedule,
-            weight_decay=preset.weight_decay, label_smoothing=preset.label_smoothing,
-            train_subset=None if args.smoke else preset.train_subset, tta_flip=preset.tta_flip,
-            device=str(device), amp="bf16" if gpu else "none", channels_last=gpu, progress=False, force=True,
-        )
+        settings = preset.train_settings()
+        if args.smoke:
+            settings.update(epochs=1, batch_size=16, train_subset=None)
+        if gpu:
+            settings.update(amp="bf16", channels_last=True)
+        base = engine.TrainConfig(**settings, data_dir=data_dir, device=str(device), progress=False, force=True)
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for seed in seeds:
             for v in variants:

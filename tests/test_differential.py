@@ -230,4 +230,4 @@ def test_fast_path_rule():
     assert not repeats_channels(torch.empty(8, 64, 16, 16), kernel, groups=64, stride=2, padding=1)
     assert not repeats_channels(torch.empty(8, 64, 28, 28), kernel, groups=64, padding=1)
     assert not repeats_channels(torch.empty(8, 64, 8, 8), torch.empty(64, 1, 3, 3), groups=64, padding=1)
-    assert not repeats_channels(torch.empty(8, 16, 8, 8), torch.empty(64, 1, 3, 3), groups=16, padding=1)
+    assert not repeats_channels(torch.empty(8, 32, 8, 8), torch.empty(128, 1, 3, 3), groups=32, padding=1)

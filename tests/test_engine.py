@@ -181,6 +181,25 @@ def test_mixed_precision_and_channels_last(tmp_path, fmnist, amp):
     assert ("scale" in scaler) == (amp == "fp16")  # fp16 needs (and saves) a gradient scaler
 
 
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, "none"), (True, False, "bf16"),
+                                                        (False, True, "bf16")])
+def test_amp_auto_picks_bf16_only_on_cpus_with_native_bf16(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    assert engine.resolve_amp("auto", cpu) == expected
+    assert [engine.resolve_amp(a, cpu) for a in ("none", "bf16", "fp16")] == ["none", "bf16", "fp16"]
+
+
+def test_amp_auto_is_recorded_resolved_and_resumes(tmp_path, fmnist, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with pytest.raises(Killed):
+        engine.train(config(tmp_path, fmnist, amp="auto"), tiny_model, on_epoch_end=kill_after(1))
+    assert json.loads((tmp_path / "run" / engine.CONFIG).read_text())["config"]["amp"] == "none"
+    assert engine.train(config(tmp_path, fmnist, amp="auto", resume=True), tiny_model)["epochs"] == 2
+
+
 # ------------------------------------------------------------------------------------------ failures
 
 

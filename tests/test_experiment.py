@@ -3,11 +3,12 @@
 import csv
 import json
 import re
+from dataclasses import fields
 
 import pytest
 import torch
 
-from pdeconv import experiment
+from pdeconv import engine, experiment
 from pdeconv.cli import main
 
 
@@ -86,6 +87,25 @@ def test_compare_refuses_a_foreign_directory_and_bad_names(tmp_path, data_dir, c
     assert main(["compare", "--model", "resnet9000", "--out", str(tmp_path / "x")]) == 2
     assert "choose one of" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_train_preset_sets_the_recipe_and_options_override_it(tmp_path, data_dir):
+    out = tmp_path / "fast"
+    assert main(["train", "--preset", "fast", "--epochs", "1", "--batch-size", "32", "--amp", "none",
+                 "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())["config"]
+    fast = experiment.PRESETS["fast"]
+    assert (config["epochs"], config["batch_size"], config["amp"]) == (1, 32, "none")  # given on the command line
+    assert config["model"] == fast.model and config["variant"] == "baseline"
+    for name in ("lr", "schedule", "label_smoothing", "tta_flip", "channels_last", "weight_decay"):
+        assert config[name] == getattr(fast, name), name
+
+
+def test_presets_hold_only_train_config_fields():
+    names = {f.name for f in fields(engine.TrainConfig)}
+    for preset in experiment.PRESETS.values():
+        assert set(preset.train_settings()) <= names
+        engine.TrainConfig(**preset.train_settings())  # valid values
 
 
 def test_train_cli_runs_and_reports(tmp_path, data_dir, capsys):

@@ -158,3 +158,27 @@ def test_invalid_weights():
     for bad in [(1.0, 1.0), (1.0, -1.0, 1.0)]:
         with pytest.raises(ValueError, match="3 numbers ≥ 0"):
             hyperbolicity_penalty(conv, bad)
+
+
+def test_penalty_of_a_model_is_the_mean_of_its_layers_penalties():
+    # the penalty batches convs of one shape: it must equal the layer-by-layer mean, in any module order,
+    # with grouped convs, other sizes and dilations mixed in, and give every layer its own gradient
+    torch.manual_seed(0)
+    convs = [
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.Conv2d(6, 6, 3, padding=1, groups=2),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.Conv2d(4, 4, 5, padding=2),
+        nn.Conv2d(4, 4, 3, padding=2, dilation=2),
+        nn.Conv2d(4, 4, 3, padding=1),
+    ]
+    model = nn.Sequential(*convs).to(F64)
+    weights = (1.0, 0.5, 2.0)
+    each = [_penalty(nn.Sequential(c), weights) for c in convs]
+    assert _penalty(model, weights) == pytest.approx(sum(each) / len(each), rel=1e-12)
+    hyperbolicity_penalty(model, weights).backward()
+    for c in convs:
+        alone = c.weight.grad.clone() * len(convs)
+        c.weight.grad = None
+        hyperbolicity_penalty(nn.Sequential(c), weights).backward()
+        torch.testing.assert_close(alone, c.weight.grad, rtol=1e-10, atol=1e-12)

@@ -81,7 +81,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Train a pdeconv model on a dataset. Same command under "
         "`torchrun --nproc_per_node=K -m pdeconv train ...` for DistributedDataParallel.",
     )
-    p.add_argument("--model", default="pde_resnet20", help="model name (pdeconv.models.list_models())")
+    from pdeconv.experiment import PRESETS
+
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="start from a settings bundle, e.g. fast (" + PRESETS["fast"].description
+                   + "); explicit options override it")
+    p.add_argument("--model", default=None, help="model name (pdeconv.models.list_models(); default: pde_resnet20)")
     p.add_argument("--variant", default="baseline", help="variant, e.g. seed or seed+neumann")
     p.add_argument("--penalty-weight", type=float, default=None,
                    help="hyperbolicity penalty weight (default: the variant's own)")
@@ -94,6 +99,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from pdeconv import engine, experiment
 
+    settings = experiment.PRESETS[args.preset].train_settings() if args.preset else {}
+    args.model = args.model or settings.pop("model", "pde_resnet20")
+    settings.pop("model", None)
+    settings.update(_given(args, _ENGINE_SKIP))
     _check_model(args.model, args.variant)
     regularizer, weight = experiment.regularizer_for(args.variant)
     if args.penalty_weight is not None:
@@ -102,7 +111,7 @@ def _train(args: argparse.Namespace) -> int:
             from pdeconv.regularize import hyperbolicity_penalty as regularizer
     out = args.out or f"runs/{args.model}-{args.variant}-seed{args.seed}"
     config = engine.TrainConfig(model=args.model, variant=args.variant, seed=args.seed, out=out,
-                                penalty_weight=weight, **_given(args, _ENGINE_SKIP))
+                                penalty_weight=weight, **settings)
     summary = engine.train(
         config,
         lambda info: experiment.build_model(args.model, args.variant, info),
@@ -114,10 +123,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------------- compare
-
-_PRESET_FIELDS = {"dataset", "epochs", "batch_size", "lr", "schedule", "weight_decay", "label_smoothing",
-                  "train_subset", "tta_flip"}
-
 
 @command
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -151,14 +156,13 @@ def _seeds(text: str | int) -> list[int]:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from pdeconv import engine, experiment
 
     preset = experiment.PRESETS[args.preset]
-    settings = {k: v for k, v in asdict(preset).items() if k in _PRESET_FIELDS}
+    settings = preset.train_settings()
     settings.update(_given(args, _ENGINE_SKIP | {"resume"}))
-    model = args.model or preset.model
+    model = args.model or settings["model"]
+    del settings["model"]
     variants = [v.strip() for v in (args.variants or preset.variants).split(",") if v.strip()]
     for v in variants:
         _check_model(model, v)

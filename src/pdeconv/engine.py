@@ -27,7 +27,7 @@ import platform
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ __all__ = [
     "evaluate",
     "load_checkpoint",
     "lr_factor",
+    "resolve_amp",
     "run_summary",
     "summarize",
     "train",
@@ -94,7 +95,7 @@ class TrainConfig:
     tta_flip: bool = _opt(False, "evaluate on the mean logits of the image and its mirror image")
     seed: int = _opt(0, "random seed (initialisation, data order, augmentation)")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
-    amp: str = _opt("none", "mixed precision", ("none", "bf16", "fp16"))
+    amp: str = _opt("none", "mixed precision (auto: bf16 where native)", ("none", "bf16", "fp16", "auto"))
     channels_last: bool = _opt(False, "channels-last memory format (faster convolutions on GPUs)")
     compile: bool = _opt(False, "torch.compile the model")
     workers: int = _opt(2, "data-loading processes (image-folder datasets)")
@@ -151,6 +152,23 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``amp`` with ``"auto"`` replaced by ``"bf16"`` where ``device`` has native bfloat16 arithmetic, else ``"none"``.
+
+    Native means a CUDA GPU that reports bf16 support (Ampere and later), or a CPU with AVX-512 BF16 or AMX
+    instructions (oneDNN then runs convolutions and matrix products in bf16; elsewhere bf16 is emulated and
+    slower than float32).
+    """
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "none"
+    if device.type == "cpu":
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return "bf16" if native else "none"
+    return "none"
 
 
 def _autocast(amp: str, device: torch.device):
@@ -448,6 +466,7 @@ def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoc
     ckpt_path = out / CHECKPOINT
     if config.batch_size % procs.world_size:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {procs.world_size} processes")
+    config = replace(config, amp=resolve_amp(config.amp, procs.device))  # recorded and checked as resolved
     _prepare_out_dir(config, out, main=procs.main)
     _seed_everything(config.seed)
     train_loader, test_loader, info = loaders or _build_loaders(config, procs)

