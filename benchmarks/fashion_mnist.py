@@ -8,7 +8,8 @@ in machine load reaches every variant alike. The table gives, per variant, the f
 over seeds), the wall time, and the time at which a run first reached each target accuracy (mean over the seeds
 that reached it).
 
-    python benchmarks/fashion_mnist.py [--preset quick|fast|full] [--variants ...] [--seeds 3] [--smoke]
+    python benchmarks/fashion_mnist.py [--preset quick|fast|full] [--variants ...] [--seeds N] [--first-seed K]
+                                       [--smoke]
 
 ``--smoke`` trains on a tiny generated Fashion-MNIST (IDX files in a temporary folder), so it needs no data.
 """
@@ -83,7 +84,8 @@ def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     p.add_argument("--variants", default=None, help="comma-separated (default: the preset's)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the preset's)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds N (default: the preset's)")
+    p.add_argument("--first-seed", type=int, default=0, help="the seeds are first-seed .. first-seed + N - 1")
     p.add_argument("--targets", default="0.80,0.85,0.90", help="test accuracies to time, comma-separated")
     p.add_argument("--data-dir", default=None, help="folder holding the Fashion-MNIST IDX files")
     p.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temporary folder)")
@@ -93,7 +95,7 @@ def main() -> None:
     variants = (args.variants or ("baseline,seed" if args.smoke else preset.variants)).split(",")
     for v in variants:
         get_variant(v)  # unknown names fail before anything trains
-    seeds = range(1 if args.smoke else args.seeds or preset.seeds)
+    seeds = range(args.first_seed, args.first_seed + (1 if args.smoke else args.seeds or preset.seeds))
     targets = [float(t) for t in args.targets.split(",")]
     gpu = device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,9 @@ work stay the same from step to step). The networks run interleaved, ratios are 
 (``_common``). FLOPs: forward, :func:`pdeconv.models.profile`; a step is 3× that, so the FLOP ratio of a step
 is the forward's. ``time/FLOPs`` = time ratio / FLOP ratio: 1 means the variant costs exactly its arithmetic.
 ``--plain`` adds each variant once more as ``VARIANT[plain]``, run without pdeconv's CPU fast paths
-(``_common.plain_layers``), to measure what they gain.
+(``_common.plain_layers``), to measure what they gain. ``--compile`` times every network (the reference too)
+through ``torch.compile``, which fuses elementwise work (BatchNorm, ReLU, the coefficient fields) into the
+neighbouring kernels; the warmup rounds absorb the compilation.
 Memory: bytes autograd saves for the backward; on GPU also the peak allocated during a step.
 
     python benchmarks/models.py [--suite resnet50|resnet20|all] [--repeats 7] [--threads 1] [--profile] [--smoke]
@@ -77,7 +79,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: st
 
 
 def measure_suite(suite, variants, *, batch, size, channels_last, precision, repeats, warmup, device,
-                  profile_ops=False, plain=False):
+                  profile_ops=False, plain=False, compiled=False):
     reference, _, classes, chans = SUITES[suite]
     names = [reference, *[v for v in variants if v != reference]]
     names += [v + PLAIN for v in names[1:] if plain]  # the same networks without pdeconv's CPU fast paths
@@ -95,7 +97,8 @@ def measure_suite(suite, variants, *, batch, size, channels_last, precision, rep
         with autocast(precision, device):
             forward = maybe_plain(lambda m=model, x=x: F.cross_entropy(m(x), y), v)
             saved[v] = saved_bytes(forward, model.parameters())
-        steps[v] = maybe_plain(train_step(model, x, y, precision, device), v)
+        runner = torch.compile(model) if compiled else model  # memory and the profile: eager
+        steps[v] = maybe_plain(train_step(runner, x, y, precision, device), v)
         steps[v]()  # gradients and optimizer state exist before the peak is measured
         peak[v] = peak_bytes(steps[v], device)
     times = interleaved(steps, repeats=repeats, warmup=warmup, device=device)
@@ -107,7 +110,8 @@ def measure_suite(suite, variants, *, batch, size, channels_last, precision, rep
         ms = median_ms(times[v])
         rows.append({
             "suite": suite, "input": "×".join(map(str, size_in)),
-            "format": "channels_last" if channels_last else "nchw", "precision": precision, "model": v,
+            "format": "channels_last" if channels_last else "nchw", "precision": precision,
+            "model": v + (" [compiled]" if compiled else ""),
             "step_ms": ms, "img_per_s": batch / ms * 1e3, "time_ratio": r,
             "gflops_per_img": flops[v] / batch / 1e9, "flop_ratio": f, "time_per_flop_ratio": r / f,
             "saved_mb": saved[v] / 2**20, "saved_ratio": saved[v] / saved[reference],
@@ -133,6 +137,7 @@ def _category(name: str, shapes: list) -> str:
 _KINDS = [  # (substring of the op name, kind of work)
     ("batch_norm", "batch norm"), ("relu", "relu"), ("clamp_min", "relu"), ("threshold_backward", "relu"),
     ("aten::mul", "mul, addcmul: a(x, y)·u"), ("addcmul", "mul, addcmul: a(x, y)·u"),
+    ("reflection_pad", "reflect padding"), ("replication_pad", "replicate padding"),
     ("copy_", "copies, fills"), ("fill_", "copies, fills"), ("aten::add_", "residual add"),
 ]
 
@@ -200,6 +205,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     p.add_argument("--profile", action="store_true", help="also print ms per step by kind of work (torch.profiler)")
     p.add_argument("--plain", action="store_true", help="also time each variant without pdeconv's CPU fast paths")
+    p.add_argument("--compile", action="store_true",
+                   help="time torch.compile'd networks, reference included (fuses the elementwise work)")
     args = p.parse_args()
     device = setup(args)
     gpu = device.type == "cuda"
@@ -227,12 +234,13 @@ def main() -> None:
         rows += measure_suite(
             suite, variants, batch=batch, size=size, channels_last=fmt == "channels_last", precision=precision,
             repeats=repeats, warmup=warmup, device=device, profile_ops=args.profile, plain=args.plain,
+            compiled=args.compile,
         )
     print(table(rows, COLUMNS))
     if args.profile:
         print_profiles(rows)
     settings = {"suites": suites, "sizes": sizes, "plain": args.plain, "formats": formats, "precisions": precisions,
-                "repeats": repeats, "warmup": warmup, "smoke": args.smoke}
+                "repeats": repeats, "warmup": warmup, "smoke": args.smoke, "compile": args.compile}
     print(f"\nappended to {record('models', args, device, settings, rows)}")
 
 

@@ -120,3 +120,11 @@ def test_train_cli_runs_and_reports(tmp_path, data_dir, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"), "--out",
                  str(tmp_path / "r2"), "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "analyze", "discover", "demo", None])
+def test_every_help_page_renders(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"] if command else ["--help"])
+    assert exit_.value.code == 0
+    assert "usage:" in capsys.readouterr().out

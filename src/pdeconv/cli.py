@@ -75,17 +75,17 @@ def _check_model(model: str, variant: str | None = None) -> None:
 
 @command
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from pdeconv.experiment import PRESETS
+
     p = sub.add_parser(
         "train",
         help="train one model (single process, or DDP under torchrun)",
         description="Train a pdeconv model on a dataset. Same command under "
         "`torchrun --nproc_per_node=K -m pdeconv train ...` for DistributedDataParallel.",
     )
-    from pdeconv.experiment import PRESETS
-
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="start from a settings bundle, e.g. fast (" + PRESETS["fast"].description
-                   + "); explicit options override it")
+                   help="start from a settings bundle, e.g. fast ("
+                   + PRESETS["fast"].description.replace("%", "%%") + "); explicit options override it")
     p.add_argument("--model", default=None, help="model name (pdeconv.models.list_models(); default: pde_resnet20)")
     p.add_argument("--variant", default="baseline", help="variant, e.g. seed or seed+neumann")
     p.add_argument("--penalty-weight", type=float, default=None,
