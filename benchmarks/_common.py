@@ -18,7 +18,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -116,23 +116,6 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
-
-
-def saved_bytes(forward: Callable[[], Any], params: Iterable[Tensor] = ()) -> int:
-    """Bytes of the distinct storages autograd saves for the backward while ``forward()`` runs, parameters
-    excluded (as :func:`pdeconv.models.profile` counts them): what a training step holds until its backward."""
-    skip = {p.untyped_storage().data_ptr() for p in params}
-    saved: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        forward()
-    return sum(saved.values())
 
 
 def peak_bytes(step: Callable[[], Any], device: torch.device) -> int | None:

@@ -32,7 +32,6 @@ from _common import (
     ratio,
     record,
     run,
-    saved_bytes,
     setup,
     table,
     to_format,
@@ -40,7 +39,7 @@ from _common import (
 from torch import nn
 from tqdm.auto import tqdm
 
-from pdeconv.models import BasicBlock, Bottleneck, get_variant, profile
+from pdeconv.models import BasicBlock, Bottleneck, get_variant, profile, saved_activation_bytes
 
 VARIANTS = "baseline,seed,dw4,order2,varcoef,neumann,quasilinear"
 REFERENCE = "torchvision"
@@ -100,7 +99,7 @@ def measure_shape(suite, shape, variants, *, batch, formats, precisions, repeats
                 block, x = to_format(block.to(device).train(), x0, channels_last)
                 x.requires_grad_(True)
                 with autocast(precision, device):
-                    saved[v] = saved_bytes(maybe_plain(lambda b=block, x=x: b(x), v), block.parameters())
+                    saved[v] = saved_activation_bytes(maybe_plain(lambda b=block, x=x: b(x), v), block.parameters())
                 steps[v] = maybe_plain(train_step(block, x, precision, device), v)
                 steps[v]()  # allocate gradients before the peak is measured
                 peak[v] = peak_bytes(steps[v], device)

@@ -37,7 +37,6 @@ from _common import (
     ratio,
     record,
     run,
-    saved_bytes,
     setup,
     table,
     to_format,
@@ -45,7 +44,7 @@ from _common import (
 from torch import nn
 from tqdm.auto import tqdm
 
-from pdeconv.models import get_variant, pde_resnet20, pde_resnet50, profile
+from pdeconv.models import get_variant, pde_resnet20, pde_resnet50, profile, saved_activation_bytes
 
 SUITES = {
     # name: (reference, default variants, classes, in_chans)
@@ -96,7 +95,7 @@ def measure_suite(suite, variants, *, batch, size, channels_last, precision, rep
         inputs[v] = x
         with autocast(precision, device):
             forward = maybe_plain(lambda m=model, x=x: F.cross_entropy(m(x), y), v)
-            saved[v] = saved_bytes(forward, model.parameters())
+            saved[v] = saved_activation_bytes(forward, model.parameters())
         runner = torch.compile(model) if compiled else model  # memory and the profile: eager
         steps[v] = maybe_plain(train_step(runner, x, y, precision, device), v)
         steps[v]()  # gradients and optimizer state exist before the peak is measured

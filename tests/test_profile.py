@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pdeconv.models import Profile, pde_resnet20, profile
+from pdeconv.models import Profile, pde_resnet20, profile, saved_activation_bytes
 
 
 @pytest.mark.parametrize("groups", [1, 4, 8])
@@ -63,3 +63,12 @@ def test_str_is_readable():
 def test_bad_input_size():
     with pytest.raises(ValueError, match=r"input_size must be \(N, C, H, W\)"):
         profile(nn.Conv2d(1, 1, 1), (1, 8))
+
+
+def test_saved_activation_bytes_counts_each_storage_once_and_leaves_out_parameters():
+    x = torch.randn(1000, requires_grad=True)  # 4,000 bytes of float32
+    w = torch.randn(100, requires_grad=True)  # 400 bytes
+    assert saved_activation_bytes(lambda: x * x) == 4000  # saved twice, one storage
+    assert saved_activation_bytes(lambda: x.view(10, 100) * w) == 4400  # a view shares x's storage
+    assert saved_activation_bytes(lambda: x.view(10, 100) * w, [w]) == 4000
+    assert saved_activation_bytes(lambda: x + x) == 0  # addition saves nothing for its backward

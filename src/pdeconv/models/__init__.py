@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pdeconv.models.blocks import BasicBlock, Bottleneck
 from pdeconv.models.convert import ConvertReport, ModulatedConv2d, convert
-from pdeconv.models.profile import Profile, profile
+from pdeconv.models.profile import Profile, profile, saved_activation_bytes
 from pdeconv.models.registry import MODELS, create, list_models, register_timm
 from pdeconv.models.resnet import PDEResNet, pde_resnet18, pde_resnet34, pde_resnet50, pde_resnet101, pde_resnet152
 from pdeconv.models.small import CifarResNet, pde_resnet18_small, pde_resnet20, pde_resnet32, pde_resnet56
@@ -47,6 +47,7 @@ __all__ = [
     "pde_resnet56",
     "pde_resnet18_small",
     "profile",
+    "saved_activation_bytes",
     "register_timm",
     "variants",
 ]

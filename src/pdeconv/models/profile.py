@@ -13,13 +13,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["Profile", "profile"]
+__all__ = ["Profile", "profile", "saved_activation_bytes"]
 
 
 def _si(value: float, unit: str) -> str:
@@ -52,6 +54,26 @@ class Profile:
         )
 
 
+def saved_activation_bytes(forward: Callable[[], Any], params: Iterable[Tensor] = ()) -> int:
+    """Bytes of the distinct storages autograd saves for the backward while ``forward()`` runs.
+
+    Each storage is counted once (views of one tensor share it); storages of ``params`` are left out. This is
+    what a training step holds between its forward and its backward (see the module docstring).
+    """
+    skip = {p.untyped_storage().data_ptr() for p in params}
+    saved: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
+    return sum(saved.values())
+
+
 def profile(model: nn.Module, input_size: tuple[int, ...]) -> Profile:
     """Parameters, forward FLOPs and activation memory of ``model`` on a random input of ``input_size``.
 
@@ -66,22 +88,12 @@ def profile(model: nn.Module, input_size: tuple[int, ...]) -> Profile:
     reference = params[0] if params else torch.empty(0)
     x = torch.randn(input_size, dtype=reference.dtype, device=reference.device)
 
-    param_storages = {p.untyped_storage().data_ptr() for p in params}
-    saved: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in param_storages:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     was_training = model.training
     model.train()
     try:
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            with FlopCounterMode(display=False) as counter:
-                model(x)
+        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+            activation_bytes = saved_activation_bytes(lambda: model(x), params)
     finally:
         model.train(was_training)
         with torch.no_grad():
@@ -91,6 +103,6 @@ def profile(model: nn.Module, input_size: tuple[int, ...]) -> Profile:
     return Profile(
         params=sum(p.numel() for p in params),
         flops=counter.get_total_flops(),
-        activation_bytes=sum(saved.values()),
+        activation_bytes=activation_bytes,
         input_size=tuple(input_size),
     )
