@@ -223,3 +223,23 @@ def test_operator_matrices_grouped_block_diagonal():
     want = sum(torch.einsum("oc,chw->ohw", mats[ab], d) for ab, d in derivs.items())
     got = conv(u)[0]
     assert torch.allclose(got, want[:, 1:-1, 1:-1], atol=1e-10)
+
+
+def test_system_moments_is_block_diagonal_and_batches_over_leading_dims():
+    torch.manual_seed(0)
+    w = torch.randn(2, 6, 2, 3, 3, dtype=torch.float64)  # two stacked convs, 6 → 6 channels in 3 groups
+    M = S.system_moments(w, groups=3, h=0.5)
+    assert M.shape == (2, 6, 6, 3, 3)
+    for n in range(2):
+        assert torch.equal(M[n], S.system_moments(w[n], groups=3, h=0.5))
+        for g in range(3):
+            block = M[n, 2 * g:2 * g + 2, 2 * g:2 * g + 2]
+            torch.testing.assert_close(block, S.moments(w[n, 2 * g:2 * g + 2], 0.5))
+            block.zero_()
+        assert not M[n].any()  # nothing outside the diagonal blocks
+    ungrouped = torch.randn(4, 4, 3, 3, dtype=torch.float64)
+    assert torch.equal(S.system_moments(ungrouped), S.moments(ungrouped))
+    mats = S.operator_matrices(ungrouped)
+    assert torch.equal(mats[0, 1], S.moments(ungrouped)[:, :, 0, 1])  # A_01: the ∂x coefficient
+    with pytest.raises(ValueError, match="not divisible"):
+        S.system_moments(torch.randn(5, 1, 3, 3), groups=2)

@@ -100,7 +100,7 @@ def _train(args: argparse.Namespace) -> int:
     from pdeconv import engine, experiment
 
     settings = experiment.PRESETS[args.preset].train_settings() if args.preset else {}
-    args.model = args.model or settings.pop("model", "pde_resnet20")
+    args.model = args.model or settings.get("model", "pde_resnet20")
     settings.pop("model", None)
     settings.update(_given(args, _ENGINE_SKIP))
     _check_model(args.model, args.variant)

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from pdeconv.stencil import moments, operator_matrices
+from pdeconv.stencil import system_moments
 
 __all__ = ["hyperbolicity_penalty", "hyperbolicity"]
 
@@ -42,13 +42,10 @@ def _hyperbolic_candidates(model: nn.Module) -> Iterator[tuple[str, nn.Conv2d]]:
 def _terms(weight: Tensor, groups: int, h: float) -> Tensor:
     """The three normalised terms (antisymmetric, diffusive, zeroth) of conv weights, shape (..., 3).
 
-    ``weight`` is one conv weight ``(C_out, C_in/groups, k, k)`` or, for ``groups == 1``, a stack of them with
-    leading dimensions (the penalty batches layers of one shape: a few tensor ops instead of dozens per layer).
+    ``weight`` is one conv weight ``(C_out, C_in/groups, k, k)`` or a stack of them with leading dimensions (the
+    penalty batches layers of one shape: a few tensor ops instead of dozens per layer).
     """
-    if groups == 1:
-        M = moments(weight, h)  # (..., C, C, k, k), A_ab = M[..., a, b]
-    else:
-        M = torch.stack(list(operator_matrices(weight, groups, h).values()), -1).unflatten(-1, weight.shape[-2:])
+    M = system_moments(weight, groups, h)  # (..., C, C, k, k), A_ab = M[..., a, b]
     k = M.shape[-1]
     energy = M.square().sum((-4, -3, -2, -1))
     first = torch.stack([M[..., 0, 1], M[..., 1, 0]], -1)  # (..., C, C, 2)
@@ -63,17 +60,15 @@ def _terms(weight: Tensor, groups: int, h: float) -> Tensor:
 
 
 def _all_terms(convs: Sequence[nn.Conv2d]) -> Tensor:
-    """``_terms`` of every conv, shape (len(convs), 3): ungrouped convs of one weight shape, dtype and spacing
-    are stacked and computed together."""
+    """``_terms`` of every conv, shape (len(convs), 3): convs of one weight shape, groups, dtype, device and
+    spacing are stacked and computed together."""
     out: list[Tensor | None] = [None] * len(convs)
     batches: dict[tuple, list[int]] = {}
     for i, m in enumerate(convs):
-        if m.groups == 1:
-            batches.setdefault((tuple(m.weight.shape), m.weight.dtype, m.weight.device, m.dilation[0]), []).append(i)
-        else:
-            out[i] = _terms(m.weight, m.groups, m.dilation[0])
-    for (*_, h), idx in batches.items():
-        terms = _terms(torch.stack([convs[i].weight for i in idx]), 1, h)
+        key = (tuple(m.weight.shape), m.groups, m.weight.dtype, m.weight.device, m.dilation[0])
+        batches.setdefault(key, []).append(i)
+    for (_, groups, _, _, h), idx in batches.items():
+        terms = _terms(torch.stack([convs[i].weight for i in idx]), groups, h)
         for j, i in enumerate(idx):
             out[i] = terms[j]
     return torch.stack(out)

@@ -44,6 +44,7 @@ __all__ = [
     "finite_difference",
     "moment_constraints",
     "operator_matrices",
+    "system_moments",
     "identity",
     "dx",
     "dy",
@@ -318,6 +319,30 @@ def finite_difference(
     return kernel_from_moments(values, h).to(_dtype(dtype))
 
 
+def system_moments(conv_weight: Tensor, groups: int = 1, h: float = 1.0) -> Tensor:
+    """Moments of a convolution as one system: ``M[o, i, a, b]`` = coefficient of ``∂_y^a ∂_x^b`` from input
+    channel ``i`` to output channel ``o`` (axes: a along rows/y, b along columns/x; spacing ``h``).
+
+    ``conv_weight`` is ``(..., C_out, C_in/groups, k, k)``; grouped convolutions are expanded block-diagonally
+    to ``(..., C_out, C_in, k, k)`` (zeros between groups). Differentiable; for ``groups == 1`` this is
+    :func:`moments`.
+    """
+    if conv_weight.dim() < 4:
+        raise ValueError(f"conv_weight must be (C_out, C_in/groups, k, k); got shape {tuple(conv_weight.shape)}")
+    c_out, c_in_g, k, _ = conv_weight.shape[-4:]
+    if c_out % groups:
+        raise ValueError(f"C_out = {c_out} is not divisible by groups = {groups}")
+    M = moments(conv_weight, h)
+    if groups == 1:
+        return M
+    out_g = c_out // groups
+    full = M.new_zeros(*M.shape[:-3], c_in_g * groups, k, k)
+    for g in range(groups):
+        rows = slice(g * out_g, (g + 1) * out_g)
+        full[..., rows, g * c_in_g:(g + 1) * c_in_g, :, :] = M[..., rows, :, :, :]
+    return full
+
+
 def operator_matrices(conv_weight: Tensor, groups: int = 1, h: float = 1.0) -> dict[tuple[int, int], Tensor]:
     """The essay's "matrix of differential operators" of a convolution.
 
@@ -327,16 +352,8 @@ def operator_matrices(conv_weight: Tensor, groups: int = 1, h: float = 1.0) -> d
     """
     if conv_weight.dim() != 4:
         raise ValueError(f"conv_weight must be (C_out, C_in/groups, k, k); got shape {tuple(conv_weight.shape)}")
-    c_out, c_in_g, k, _ = conv_weight.shape
-    if c_out % groups:
-        raise ValueError(f"C_out = {c_out} is not divisible by groups = {groups}")
-    M = moments(conv_weight, h)
-    if groups > 1:
-        out_g = c_out // groups
-        full = M.new_zeros(c_out, c_in_g * groups, k, k)
-        for g in range(groups):
-            full[g * out_g:(g + 1) * out_g, g * c_in_g:(g + 1) * c_in_g] = M[g * out_g:(g + 1) * out_g]
-        M = full
+    M = system_moments(conv_weight, groups, h)
+    k = M.shape[-1]
     return {(a, b): M[:, :, a, b] for a in range(k) for b in range(k)}
 
 
