@@ -5,6 +5,7 @@ from unittest.mock import patch
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.tolerance import assert_same_sums
 from torch import nn
 
 from pdeconv import boundary
@@ -57,7 +58,9 @@ def test_free_unmixed_layer_is_the_essays_grouped_conv3x3(stride):
     layer.load_state_dict(conv.state_dict())  # the same key: "weight"
     assert list(layer.state_dict()) == ["weight"] and layer.weight.shape == (C * 4, 1, 3, 3)
     u = torch.randn(2, C, 5, 8)
-    assert torch.equal(layer.eval()(u), conv(u))
+    # the layer runs its depthwise conv on channels-last input (another kernel, another order of the 9 products)
+    assert_same_sums(layer.eval()(u), conv(u), terms=9, scale=F.conv2d(u.abs(), conv.weight.abs(), stride=stride,
+                                                                        padding=1, groups=C))
 
 
 def test_default_init_is_nn_conv2d_init_in_the_same_rng_order():
@@ -175,13 +178,30 @@ def _grads(layer: DifferentialConv2d, u: torch.Tensor, forward):
     layer.zero_grad(set_to_none=True)
     u = u.detach().clone().requires_grad_()
     out = forward(u)
-    out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape).to(out))
+    out.backward(_cotangent(out))
     return out, u.grad, [p.grad for p in layer.parameters()]
+
+
+def _cotangent(out: torch.Tensor) -> torch.Tensor:
+    return torch.linspace(-1, 1, out.numel()).reshape(out.shape).to(out)
 
 
 def _reference(layer: DifferentialConv2d):
     """The layer as plain autograd ops on whatever memory format its input has: grouped conv2d, then 1×1."""
     return lambda u: layer.pointwise(F.conv2d(boundary.pad(u, 1, layer.bc), layer.kernel, groups=layer.channels))
+
+
+def _absolute_sums(layer: DifferentialConv2d, u: torch.Tensor):
+    """Σ|products| behind the output and each gradient: the same linear maps on absolute values (see tolerance)."""
+    ua = u.detach().abs().requires_grad_()
+    kernel = layer.kernel.detach().abs().requires_grad_()
+    pointwise = layer.pointwise.weight.detach().abs().requires_grad_()
+    out = F.conv2d(F.conv2d(boundary.pad(ua, 1, layer.bc), kernel, groups=layer.channels), pointwise)
+    out.backward(_cotangent(out).abs())
+    params = [kernel.grad]
+    if layer.order is not None:  # coefficients[i, n] = Σ_pq basis[n, p, q] · kernel-gradient[i, p, q]
+        params = [torch.einsum("npq,ipq->in", layer.basis.abs(), kernel.grad[:, 0])]
+    return out, ua.grad, params + [pointwise.grad]
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -190,16 +210,34 @@ def _reference(layer: DifferentialConv2d):
 def test_cpu_fast_paths_equal_the_plain_grouped_conv(channels_last, repeat, bc, order):
     torch.manual_seed(9)
     layer = DifferentialConv2d(4, 3, order=order, bc=bc, out_channels=5)
-    u = torch.randn(2, 4, 5, 8)
+    N, (H, W), m, c_out = 2, (5, 8), 3, 5
+    u = torch.randn(N, 4, H, W)
     if channels_last:
         u = u.contiguous(memory_format=torch.channels_last)
     expected = _grads(layer, u, _reference(layer))
     with patch("pdeconv.layers.differential.repeats_channels", return_value=repeat):
         got = _grads(layer, u, layer)
-    assert torch.equal(got[0], expected[0])  # the same products summed in the same order
-    torch.testing.assert_close(got[1], expected[1], rtol=1e-5, atol=1e-6)
-    for a, b in zip(got[2], expected[2]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # The same products in another order (memory format, repeated channels, this CPU's kernels): equal up to
+    # the rounding of the sums each value is made of. Reduction lengths, chained: output 9 (depthwise) + m
+    # (1×1); grad u: c_out + 9m; grad kernel: c_out + N·H·W; coefficients: 9 more; grad 1×1: 9 + N·H·W.
+    bounds = _absolute_sums(layer, u)
+    assert_same_sums(got[0], expected[0], terms=9 + m, scale=bounds[0], msg="output")
+    assert_same_sums(got[1], expected[1], terms=c_out + 9 * m, scale=bounds[1], msg="grad u")
+    depthwise_terms = c_out + N * H * W + (0 if order is None else 9)
+    assert_same_sums(got[2][0], expected[2][0], terms=depthwise_terms, scale=bounds[2][0], msg="grad depthwise")
+    assert_same_sums(got[2][1], expected[2][1], terms=9 + N * H * W, scale=bounds[2][1], msg="grad 1×1")
+
+
+def test_the_tolerance_catches_a_small_kernel_change():  # so that the test above can fail
+    torch.manual_seed(9)
+    layer = DifferentialConv2d(4, 3, out_channels=5)
+    u = torch.randn(2, 4, 5, 8)
+    expected = _reference(layer)(u)
+    with torch.no_grad():
+        layer.weight[0, 0, 1, 1] *= 1 + 1e-4
+    bound = _absolute_sums(layer, u)[0]
+    with pytest.raises(AssertionError):
+        assert_same_sums(layer(u), expected, terms=9 + 3, scale=bound)
 
 
 def test_repeated_channel_path_keeps_no_m_fold_copy_and_follows_autocast():

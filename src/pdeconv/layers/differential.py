@@ -10,7 +10,9 @@ input channel; for ``m > 1`` it runs a GEMM per group on NCHW tensors (slow, and
 threads on busy cores) or pads each group to 16×16 channels on channels_last ones. So the depthwise conv runs
 on channels_last input and returns channels_last output (the layers after it then run channels_last too,
 which measured faster on CPU), and where :func:`repeats_channels` says so it repeats each input channel m
-times and runs the ``groups = C·m`` depthwise kernel instead. Same products in the same order: bit-identical.
+times and runs the ``groups = C·m`` depthwise kernel instead. Every path computes the same products; they may
+add them in another order (another kernel), so results agree to floating-point rounding, not bit for bit
+(``tests/test_differential.py`` bounds the difference by the sums' rounding error).
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ __all__ = ["DifferentialConv2d", "depthwise_conv", "repeats_channels"]
 
 
 def repeats_channels(u: Tensor, kernel: Tensor, *, groups: int, stride: int = 1, padding: int = 0) -> bool:
-    """Whether :func:`depthwise_conv` takes the repeated-channel path (the measured rule).
+    """Whether :func:`depthwise_conv` takes the repeated-channel path: a fixed rule, tuned on one CPU.
 
-    CPU, ``multiplier > 1``, stride 1, at least 64 channels, at most 16×16 output pixels: there the repeated
-    path ran up to 3× faster forward+backward on channels_last input (m = 4, torch 2.14.1, oneDNN 3.12, 1 thread;
-    BENCHMARKS.md). From 28×28 up, or with 16–32 channels, the m-fold copy costs as much as the faster kernel
-    saves or more; at stride 2 the copy is at full resolution. GPUs keep cuDNN's grouped kernels.
+    CPU, ``multiplier > 1``, stride 1, at least 64 channels, at most 16×16 output pixels. The thresholds were
+    chosen by timing the two paths forward+backward on the development machine (a 2-core Intel x86_64 CPU with
+    AVX-512 BF16 and AMX, model not recorded; m = 4, torch 2.14.1, oneDNN 3.12, 1 thread, 2026-11-24); no
+    record of those timings was kept, and the rule is not re-measured on the machine that runs it, so on
+    another CPU it may pick the slower path. There, from 28×28 up, or with 16–32 channels, the m-fold copy
+    cost as much as the faster kernel saved or more; at stride 2 the copy is at full resolution. GPUs keep
+    cuDNN's grouped kernels.
     """
     H, W = (n + 2 * padding - k + 1 for n, k in zip(u.shape[-2:], kernel.shape[-2:]))
     return u.device.type == "cpu" and kernel.shape[0] > groups and stride == 1 and groups >= 64 and H * W <= 16 * 16
@@ -81,10 +86,12 @@ def depthwise_conv(u: Tensor, kernel: Tensor, *, groups: int, stride: int = 1, p
     """``F.conv2d(u, kernel, stride=stride, padding=padding, groups=groups)`` for ``kernel`` (groups·m, 1, k, k).
 
     Output channel ``c·m + j`` is ``kernel[c·m + j] ⋆ u_c``. On CPU with ``m > 1`` computed on channels_last
-    input, so the output is channels_last (ResNet-20 dw4 train step 1.5× faster than on NCHW at 28×28, batch
-    128, 1 thread; ResNet-50 unchanged). Where :func:`repeats_channels` says so, computed as a depthwise
-    conv of the m-fold repeated input (the backward rebuilds the copy instead of keeping it, so the saved
-    activations are those of the plain path). Under autocast the inputs are cast as ``conv2d`` casts them.
+    input, so the output is channels_last (ResNet-20 dw4 fp32 train step at 28×28, batch 128, 1 thread: 598 ms
+    against 985 ms for the grouped conv on NCHW, ``python benchmarks/models.py --suite resnet20 --threads 1
+    --plain --repeats 7``, 2026-11-25 03:28 UTC on the development machine, benchmarks/results/models.jsonl).
+    Where :func:`repeats_channels` says so, computed as a depthwise conv of the m-fold repeated input (the
+    backward rebuilds the copy instead of keeping it, so the saved activations are those of the plain path).
+    Under autocast the inputs are cast as ``conv2d`` casts them.
     """
     if u.device.type == "cpu" and kernel.shape[0] > groups:
         u = u.contiguous(memory_format=torch.channels_last)
