@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pdeconv.runtime import cpu_description
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -63,6 +65,7 @@ def machine(device: torch.device) -> dict[str, Any]:
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),

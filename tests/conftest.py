@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 from pathlib import Path
+
+# One OpenMP thread, set before torch loads: tests run tiny tensors, where extra threads only spin-wait, and
+# pdeconv's --threads auto keeps a count the environment sets (tests of auto itself unset it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest

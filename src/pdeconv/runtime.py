@@ -1,0 +1,121 @@
+"""Process-level settings of a CPU run: how many intra-op threads, chosen for the machine as it is now.
+
+PyTorch runs its CPU parallel regions on one OpenMP thread per core. When another process keeps a core busy,
+one of those threads is descheduled at every parallel region and the others wait for it at the barrier, so a
+train step slows down many times over (``benchmarks/threads.py`` measures it: 3–4× for ResNet-20 with one busy
+process on 2 cores). ``--threads auto`` therefore uses only the cores that are idle when the run starts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+__all__ = ["auto_threads", "busy_cpus", "cpu_description", "set_threads", "usable_cpus"]
+
+# instruction sets that decide which CPU kernels run (and how fast bf16 is), in the words of /proc/cpuinfo
+_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_description() -> str:
+    """The CPU in a few words for run records: model name, core count and the kernel-relevant features,
+    e.g. ``"AMD EPYC, 2 cores, avx2 avx512f avx512_bf16"`` (Linux; elsewhere ``platform.processor()``)."""
+    import platform
+
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not name:
+                    name = " ".join(value.split())
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+                if name and flags:
+                    break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    features = " ".join(f for f in _FEATURES if f in flags)
+    return f"{name}, {os.cpu_count()} cores" + (f", {features}" if features else "")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat, or None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return total - idle, total
+
+
+def busy_cpus(interval: float = 0.3) -> float | None:
+    """How many CPUs other processes kept busy over ``interval`` seconds (this process sleeps meanwhile).
+
+    Measured from /proc/stat (Linux); ``None`` where it is not available.
+    """
+    first = _cpu_times()
+    if first is None:
+        return None
+    time.sleep(interval)
+    second = _cpu_times()
+    if second is None or second[1] <= first[1]:
+        return None
+    share = (second[0] - first[0]) / (second[1] - first[1])
+    return share * (os.cpu_count() or 1)
+
+
+def auto_threads(interval: float = 0.3) -> int:
+    """Intra-op threads for a run starting now.
+
+    * ``OMP_NUM_THREADS`` set in the environment (by the user, or by torchrun for several processes): the count
+      PyTorch already took from it, unchanged;
+    * several processes on this machine (torchrun's ``LOCAL_WORLD_SIZE``): the usable CPUs shared evenly;
+    * else the usable CPUs minus those other processes keep busy (a CPU counts as busy from half a CPU of load
+      on; measured over ``interval`` seconds), at least 1; where the load cannot be measured, all usable CPUs.
+    """
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    cpus = usable_cpus()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if local > 1:
+        return max(1, cpus // local)
+    busy = busy_cpus(interval)
+    if busy is None:
+        return cpus
+    return max(1, min(cpus, cpus - int(busy + 0.5)))
+
+
+def set_threads(threads: int | str | None) -> int:
+    """Set PyTorch's intra-op threads: a count, ``"auto"`` (:func:`auto_threads`) or ``None`` (leave as is).
+
+    Returns the number in effect. ``ValueError`` for anything else.
+    """
+    import torch
+
+    if threads is None:
+        return torch.get_num_threads()
+    if threads == "auto":
+        count = auto_threads()
+    else:
+        try:
+            count = int(threads)
+        except (TypeError, ValueError):
+            raise ValueError(f"threads must be a positive count or 'auto'; got {threads!r}") from None
+        if count < 1:
+            raise ValueError(f"threads must be a positive count or 'auto'; got {threads!r}")
+    torch.set_num_threads(count)
+    return count
