@@ -113,6 +113,7 @@ def measure_shape(suite, shape, variants, *, batch, formats, precisions, repeats
                     "flops": flops[v], "flop_ratio": f, "time_per_flop_ratio": r / f,
                     "saved_mb": saved[v] / 2**20, "saved_ratio": saved[v] / saved[REFERENCE],
                     "peak_mb": None if peak[v] is None else peak[v] / 2**20,
+                    "round_ms": [1e3 * t for t in times[v]],  # every timed round, in order: the ratios' raw data
                 })
             pairs = VARCOEF_PAIRS + [(a + PLAIN, b + PLAIN) for a, b in VARCOEF_PAIRS]
             for with_fields, without in pairs:

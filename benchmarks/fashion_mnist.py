@@ -1,7 +1,7 @@
 """Time-to-accuracy on Fashion-MNIST: test accuracy against wall time, baseline and each variant, several seeds.
 
 Each (variant, seed) is one :func:`pdeconv.engine.train` run with the settings of a preset
-(:data:`pdeconv.experiment.PRESETS`: ``quick``, ``fast``, ``full``; on a GPU always with bf16 autocast and
+(:data:`pdeconv.run.PRESETS`: ``quick``, ``fast``, ``full``; on a GPU always with bf16 autocast and
 channels-last); an ``on_epoch_end`` hook records the wall time since the run started (model building, data
 loading and evaluation included) and the test accuracy. Runs go seed by seed through all variants, so a change
 in machine load reaches every variant alike. The table gives, per variant, the final test accuracy (mean ± std
@@ -20,15 +20,16 @@ import gzip
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from _common import parser, record, run, setup, table
 
 from pdeconv import engine
-from pdeconv.experiment import PRESETS, build_model, regularizer_for
+from pdeconv import run as run_module
 from pdeconv.models import get_variant
+from pdeconv.run import PRESETS
 
 
 def write_tiny_fashion_mnist(folder: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> Path:
@@ -51,15 +52,11 @@ def write_tiny_fashion_mnist(folder: Path, n_train: int = 64, n_test: int = 32, 
 
 
 def train_once(config: engine.TrainConfig) -> dict:
-    """Train once; return the (wall s, test accuracy) curve and the summary."""
+    """Train once (:func:`pdeconv.run.train`); return the (wall s, test accuracy) curve and the summary."""
     curve: list[tuple[float, float]] = []
     start = time.perf_counter()
-    regularizer, _ = regularizer_for(config.variant)
-    summary = engine.train(
-        config,
-        lambda info: build_model(config.model, config.variant, info),
-        regularizer=regularizer,
-        on_epoch_end=lambda r: curve.append((time.perf_counter() - start, r["test_acc"])),
+    summary = run_module.train(
+        config, on_epoch_end=lambda r: curve.append((time.perf_counter() - start, r["test_acc"]))
     )
     return {"curve": curve, "wall_s": time.perf_counter() - start, "test_acc": summary["test_acc"],
             "img_per_s": summary["train_img_per_s"]}
@@ -103,17 +100,15 @@ def main() -> None:
         if args.smoke:
             data_dir = str(write_tiny_fashion_mnist(Path(tmp) / "data"))
         out = args.out or Path(tmp) / "runs"
-        settings = preset.train_settings()
-        if args.smoke:
-            settings.update(epochs=1, batch_size=16, train_subset=None)
+        settings = {"epochs": 1, "batch_size": 16, "train_subset": None} if args.smoke else {}
         if gpu:
             settings.update(amp="bf16", channels_last=True)
-        base = engine.TrainConfig(**settings, data_dir=data_dir, device=str(device), progress=False, force=True)
+        base = run_module.make_config(preset=args.preset, data_dir=data_dir, device=str(device), progress=False,
+                                      force=True, threads=str(torch.get_num_threads()), **settings)
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for seed in seeds:
             for v in variants:
-                _, weight = regularizer_for(v)
-                config = replace(base, variant=v, seed=seed, penalty_weight=weight, out=str(out / v / f"seed{seed}"))
+                config = run_module.variant_config(base, v, seed, out / v / f"seed{seed}")
                 print(f"{v} seed {seed}", flush=True)
                 runs[v].append(train_once(config))
     rows = [summarize(v, rs, targets) for v, rs in runs.items()]

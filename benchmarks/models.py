@@ -112,9 +112,10 @@ def measure_suite(suite, variants, *, batch, size, channels_last, precision, rep
             "format": "channels_last" if channels_last else "nchw", "precision": precision,
             "model": v + (" [compiled]" if compiled else ""),
             "step_ms": ms, "img_per_s": batch / ms * 1e3, "time_ratio": r,
-            "gflops_per_img": flops[v] / batch / 1e9, "flop_ratio": f, "time_per_flop_ratio": r / f,
+            "flops": flops[v], "gflops_per_img": flops[v] / batch / 1e9, "flop_ratio": f, "time_per_flop_ratio": r / f,
             "saved_mb": saved[v] / 2**20, "saved_ratio": saved[v] / saved[reference],
             "peak_mb": None if peak[v] is None else peak[v] / 2**20,
+            "round_ms": [1e3 * t for t in times[v]],  # every timed round, in order: the ratios' raw data
             **({"profile_ms": profiles[v]} if profiles else {}),
         })
     _optimizers.clear()

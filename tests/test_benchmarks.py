@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -28,29 +29,81 @@ def _smoke(script: str, tmp_path: Path, *extra: str) -> dict:
     return {"record": record, "stdout": done.stdout}
 
 
+def _ratio_from_rounds(rows: list[dict], reference: dict) -> None:
+    """Each row's time ratio is the median over rounds of its time / the reference's time in the same round."""
+    for r in rows:
+        per_round = [a / b for a, b in zip(r["round_ms"], reference["round_ms"])]
+        assert len(per_round) == len(reference["round_ms"]) >= 1
+        assert r["time_ratio"] == pytest.approx(statistics.median(per_round), rel=1e-12)
+
+
+# Forward FLOPs of the smoke blocks, counted by hand (2 per multiply-add, batch 2, 6×6 pixels = 36):
+# small suite, BasicBlock 8 → 8: torchvision two 3×3 convs 2·(8·8·9·36·2) each; dw4 per conv a depthwise
+# ×4 2·(32·9·36·2) and a 1×1 2·(32·8·36·2); seed adds per conv the field 1×1 from 6 monomials on one grid
+# 2·(6·8·36). ImageNet suite, Bottleneck 32 → (8) → 32: 1×1 convs 2·(32·8·36·2) each, 3×3 2·(8·8·9·36·2);
+# dw4/seed: depthwise 8 → 32 2·(32·9·36·2), then the 1×1 32 → 32 2·(32·32·36·2); seed's field 2·(6·32·36).
+BLOCK_FLOPS = {
+    "small": {"torchvision": 2 * 82944, "dw4": 2 * (41472 + 36864), "seed": 2 * (41472 + 36864 + 3456)},
+    "imagenet": {"torchvision": 36864 + 82944 + 36864, "dw4": 36864 + 41472 + 147456,
+                 "seed": 36864 + 41472 + 13824 + 147456},
+}
+
+
 def test_blocks_smoke(tmp_path):
     out = _smoke("blocks", tmp_path, "--variants", "seed,dw4")
     rows = [r for r in out["record"]["results"] if "time_ratio" in r]
     # both suites × both formats × both precisions × (torchvision, seed, dw4)
     assert len(rows) == 2 * 2 * 2 * 3
+    groups: dict[tuple, dict[str, dict]] = {}
     for r in rows:
-        assert r["time_ratio"] > 0 and r["saved_mb"] > 0
-        if r["block"] == "torchvision":
-            assert r["flop_ratio"] == 1 and r["saved_ratio"] == 1
+        groups.setdefault((r["suite"], r["format"], r["precision"]), {})[r["block"]] = r
+    for (suite, _, _), by in groups.items():
+        ref = by["torchvision"]
+        _ratio_from_rounds(list(by.values()), ref)
+        for name, r in by.items():
+            assert r["flops"] == BLOCK_FLOPS[suite][name], (suite, name)
+            assert r["flop_ratio"] == pytest.approx(BLOCK_FLOPS[suite][name] / BLOCK_FLOPS[suite]["torchvision"])
+            assert r["saved_ratio"] == pytest.approx(r["saved_mb"] / ref["saved_mb"])
+            assert r["ms"] == pytest.approx(statistics.median(r["round_ms"]))
+    # torchvision's BasicBlock in fp32 NCHW saves, per conv, its input (for the weight gradient); per BatchNorm
+    # its input, the batch mean and inverse std and the running mean and variance it is handed (4 vectors of 8);
+    # both ReLUs their output: x, conv1 out, relu1 out (= conv2's input), conv2 out, block out: 5 maps of
+    # 2·8·6·6 floats, and 2·4·8 statistics
+    small = groups["small", "nchw", "fp32"]["torchvision"]
+    assert small["saved_mb"] * 2**20 == 4 * (5 * 2 * 8 * 36 + 2 * 4 * 8)
     overhead = [r for r in out["record"]["results"] if "varcoef_overhead" in r]
     assert {r["block"] for r in overhead} == {"seed/dw4"}
+    for r in overhead:
+        by = groups[r["suite"], r["format"], r["precision"]]
+        per_round = [a / b for a, b in zip(by["seed"]["round_ms"], by["dw4"]["round_ms"])]
+        assert r["varcoef_overhead"] == pytest.approx(statistics.median(per_round) - 1, rel=1e-12)
     assert "| suite | shape |" in out["stdout"]
 
 
 def test_models_smoke(tmp_path):
+    import torchvision
+
+    from pdeconv.models import pde_resnet20, pde_resnet50, profile
+
     out = _smoke("models", tmp_path)
     rows = out["record"]["results"]
     assert [(r["suite"], r["model"]) for r in rows] == [
         ("resnet50", "torchvision"), ("resnet50", "seed"), ("resnet20", "baseline"), ("resnet20", "seed")
     ]
-    seed50 = rows[1]
-    assert seed50["flop_ratio"] > 1  # the essay's block adds the 1×1 over 4× the channels
-    assert seed50["time_per_flop_ratio"] == pytest.approx(seed50["time_ratio"] / seed50["flop_ratio"])
+    _ratio_from_rounds(rows[:2], rows[0])
+    _ratio_from_rounds(rows[2:], rows[2])
+    expected = [  # the smoke sizes: ResNet-50 at 2×3×32×32, ResNet-20 at 4×1×8×8
+        profile(torchvision.models.resnet50(), (2, 3, 32, 32)).flops,
+        profile(pde_resnet50(variant="seed"), (2, 3, 32, 32)).flops,
+        profile(pde_resnet20(in_chans=1), (4, 1, 8, 8)).flops,
+        profile(pde_resnet20(variant="seed", in_chans=1), (4, 1, 8, 8)).flops,
+    ]
+    for r, flops, batch, ref in zip(rows, expected, (2, 2, 4, 4), (rows[0], rows[0], rows[2], rows[2])):
+        assert r["flops"] == flops and r["gflops_per_img"] == pytest.approx(flops / batch / 1e9)
+        assert r["flop_ratio"] == pytest.approx(flops / ref["flops"])
+        assert r["img_per_s"] == pytest.approx(batch / r["step_ms"] * 1e3)
+        assert r["step_ms"] == pytest.approx(statistics.median(r["round_ms"]))
+    assert expected[1] > expected[0]  # the essay's block adds the 1×1 over 4× the channels
 
 
 def test_fashion_mnist_smoke(tmp_path):
@@ -59,8 +112,11 @@ def test_fashion_mnist_smoke(tmp_path):
     assert [r["variant"] for r in rows] == ["baseline", "seed"]
     for r in rows:
         (run,) = r["runs"]
-        assert len(run["curve"]) == 1 and 0 <= run["curve"][0][1] <= 1  # one epoch: (wall s, test accuracy)
-        assert run["wall_s"] >= run["curve"][0][0] > 0
+        (point,) = run["curve"]  # one epoch: (wall s since the start, test accuracy)
+        assert run["test_acc"] == point[1] and (32 * point[1]).is_integer()  # 32 test images
+        assert r["acc"] == pytest.approx(100 * run["test_acc"]) and r["seeds"] == 1
+        assert r["wall_s"] == pytest.approx(run["wall_s"]) and run["wall_s"] >= point[0]
+        assert r["to_0.05"] == (f"{point[0]:.0f} s (1/1)" if point[1] >= 0.05 else "–")
 
 
 def test_bad_options_are_one_line_errors(tmp_path):

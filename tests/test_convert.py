@@ -101,7 +101,10 @@ def test_boundary_condition_everywhere():
     small = pde_resnet20(variant="dw4")
     report = convert(small, bc="periodic")
     layers = [n for n, m in small.named_modules() if isinstance(m, DifferentialConv2d)]
-    assert set(layers) <= set(report.boundary) and all(small.get_submodule(n).bc == "periodic" for n in layers)
+    stem = ["conv1"]  # the only padded nn.Conv2d of a dw4 ResNet-20; its 1×1 convs have no padding
+    assert report.boundary == stem + layers and len(layers) == 18  # each layer once, in model order
+    assert all(small.get_submodule(n).bc == "periodic" for n in layers) and small.conv1.padding_mode == "circular"
+    assert str(report).splitlines()[1] == "  boundary condition 'periodic': 19 convolutions"
 
 
 def test_converted_model_trains_one_step():

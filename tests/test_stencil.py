@@ -6,6 +6,7 @@ import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
+from fixtures.tolerance import assert_same_sums
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -231,15 +232,27 @@ def test_system_moments_is_block_diagonal_and_batches_over_leading_dims():
     M = S.system_moments(w, groups=3, h=0.5)
     assert M.shape == (2, 6, 6, 3, 3)
     for n in range(2):
-        assert torch.equal(M[n], S.system_moments(w[n], groups=3, h=0.5))
+        # batched vs one at a time: another matrix-product shape, so possibly another summation order of the
+        # 3 + 3 products (axis by axis) behind each moment; with |p|, |q| ≤ 1 and h ≤ 1, Σ|products| ≤ Σ|K|
+        scale = w[n].abs().sum((-2, -1)).max()
+        assert_same_sums(M[n], S.system_moments(w[n], groups=3, h=0.5), terms=6, scale=scale)
         for g in range(3):
             block = M[n, 2 * g:2 * g + 2, 2 * g:2 * g + 2]
             torch.testing.assert_close(block, S.moments(w[n, 2 * g:2 * g + 2], 0.5))
             block.zero_()
         assert not M[n].any()  # nothing outside the diagonal blocks
+    # groups=1 against the definition, M[o, i, a, b] = Σ_pq K[o, i, p, q]·p^a·q^b·h^(a+b)/(a!·b!), term by term
     ungrouped = torch.randn(4, 4, 3, 3, dtype=torch.float64)
-    assert torch.equal(S.system_moments(ungrouped), S.moments(ungrouped))
-    mats = S.operator_matrices(ungrouped)
-    assert torch.equal(mats[0, 1], S.moments(ungrouped)[:, :, 0, 1])  # A_01: the ∂x coefficient
+    h = 0.5
+    expected = torch.zeros(4, 4, 3, 3, dtype=torch.float64)
+    for a in range(3):
+        for b in range(3):
+            for p in (-1, 0, 1):
+                for q in (-1, 0, 1):
+                    weight = p**a * q**b * h ** (a + b) / (math.factorial(a) * math.factorial(b))
+                    expected[:, :, a, b] += ungrouped[:, :, p + 1, q + 1] * weight
+    torch.testing.assert_close(S.system_moments(ungrouped, h=h), expected, rtol=1e-12, atol=1e-12)
+    mats = S.operator_matrices(ungrouped)  # A_01, the ∂x coefficient at h = 1: Σ_pq K[o, i, p, q]·q
+    torch.testing.assert_close(mats[0, 1], (ungrouped * torch.tensor([-1.0, 0, 1], dtype=torch.float64)).sum((2, 3)))
     with pytest.raises(ValueError, match="not divisible"):
         S.system_moments(torch.randn(5, 1, 3, 3), groups=2)

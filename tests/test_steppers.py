@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from pdeconv.boundary import convolve, pad, set_boundary
-from pdeconv.layers import EulerStep, Leapfrog, Verlet
+from pdeconv.layers import TABLEAUS, EulerStep, Leapfrog, RungeKutta, Verlet, runge_kutta_step
 from pdeconv.layers.steppers import SymmetricConv, conv_adjoint
 
 F64 = torch.float64
@@ -29,6 +29,45 @@ class Scale(nn.Module):
 class Constant(nn.Module):
     def forward(self, u):
         return torch.ones_like(u)
+
+
+# ---------------------------------------------------------------------------------------- Runge–Kutta
+
+
+class Logistic(nn.Module):
+    """f(u) = u(1 − u): nonlinear, so every order condition of a method shows (not only the linear ones)."""
+
+    def forward(self, u):
+        return u * (1 - u)
+
+
+def _logistic(u0, t):
+    return 1 / (1 + (1 / u0 - 1) * np.exp(-t))
+
+
+@pytest.mark.parametrize("method", list(TABLEAUS))
+def test_runge_kutta_observed_order_of_accuracy(method):
+    u0 = torch.tensor([0.1, 0.3, 0.8], dtype=F64)
+    t_end, errors = 2.0, []
+    for steps in (10, 20, 40):
+        out = RungeKutta(Logistic(), t_end / steps, method=method, steps=steps)(u0)
+        errors.append(float((out - torch.from_numpy(_logistic(u0.numpy(), t_end))).abs().max()))
+    orders = [np.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert all(abs(p - TABLEAUS[method].order) < 0.2 for p in orders), orders
+
+
+def test_euler_tableau_is_the_resnet_block_and_rk4_is_classical():
+    torch.manual_seed(0)
+    f, u, h = nn.Conv2d(2, 2, 3, padding=1).double(), torch.randn(1, 2, 5, 8, dtype=F64), 0.3
+    with torch.no_grad():
+        torch.testing.assert_close(runge_kutta_step(f, u, h, "euler"), EulerStep(f, h)(u), rtol=0, atol=0)
+        k1 = f(u)
+        k2 = f(u + h / 2 * k1)
+        k3 = f(u + h / 2 * k2)
+        k4 = f(u + h * k3)
+        torch.testing.assert_close(runge_kutta_step(f, u, h), u + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4))
+    with pytest.raises(ValueError, match="valid ones: euler, heun, rk3, rk4"):
+        runge_kutta_step(f, u, h, "rk5")
 
 
 # ---------------------------------------------------------------------------------------------- Euler

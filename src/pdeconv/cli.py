@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from pdeconv import __version__
 
@@ -64,10 +65,10 @@ def _given(args: argparse.Namespace, skip: set[str]) -> dict:
             if f.name not in skip and getattr(args, f.name, None) is not None}
 
 
-def _check_model(model: str, variant: str | None = None) -> None:
+def _check_model(model: str | None, variant: str | None = None) -> None:
     from pdeconv.models import get_variant, list_models
 
-    if model not in list_models():
+    if model is not None and model not in list_models():
         raise UsageError(f"unknown model {model!r}; choose one of: {', '.join(list_models())}")
     if variant is not None:
         get_variant(variant)
@@ -75,7 +76,7 @@ def _check_model(model: str, variant: str | None = None) -> None:
 
 @command
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from pdeconv.experiment import PRESETS
+    from pdeconv.run import PRESETS
 
     p = sub.add_parser(
         "train",
@@ -97,28 +98,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pdeconv import engine, experiment
+    from pdeconv import run
 
-    settings = experiment.PRESETS[args.preset].train_settings() if args.preset else {}
-    args.model = args.model or settings.get("model", "pde_resnet20")
-    settings.pop("model", None)
-    settings.update(_given(args, _ENGINE_SKIP))
     _check_model(args.model, args.variant)
-    regularizer, weight = experiment.regularizer_for(args.variant)
-    if args.penalty_weight is not None:
-        weight = args.penalty_weight
-        if weight > 0 and regularizer is None:
-            from pdeconv.regularize import hyperbolicity_penalty as regularizer
-    out = args.out or f"runs/{args.model}-{args.variant}-seed{args.seed}"
-    config = engine.TrainConfig(model=args.model, variant=args.variant, seed=args.seed, out=out,
-                                penalty_weight=weight, **settings)
-    summary = engine.train(
-        config,
-        lambda info: experiment.build_model(args.model, args.variant, info),
-        regularizer=regularizer if weight > 0 else None,
-    )
+    config = run.make_config(model=args.model, variant=args.variant, preset=args.preset, seed=args.seed,
+                             penalty_weight=args.penalty_weight, **_given(args, _ENGINE_SKIP))
+    config = replace(config, out=args.out or f"runs/{config.model}-{args.variant}-seed{args.seed}")
+    summary = run.train(config)
     if summary.get("test_acc") is not None:
-        print(f"final test accuracy {summary['test_acc']:.2%} after {summary['epochs']} epochs; files in {out}")
+        print(f"final test accuracy {summary['test_acc']:.2%} after {summary['epochs']} epochs; files in {config.out}")
     return 0
 
 
@@ -126,7 +114,7 @@ def _train(args: argparse.Namespace) -> int:
 
 @command
 def _add_compare(sub: argparse._SubParsersAction) -> None:
-    from pdeconv.experiment import PRESETS
+    from pdeconv.run import PRESETS
 
     p = sub.add_parser(
         "compare",
@@ -156,20 +144,18 @@ def _seeds(text: str | int) -> list[int]:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from pdeconv import engine, experiment
+    from pdeconv import run
+    from pdeconv.experiment import compare
 
-    preset = experiment.PRESETS[args.preset]
-    settings = preset.train_settings()
-    settings.update(_given(args, _ENGINE_SKIP | {"resume"}))
-    model = args.model or settings["model"]
-    del settings["model"]
+    preset = run.PRESETS[args.preset]
     variants = [v.strip() for v in (args.variants or preset.variants).split(",") if v.strip()]
     for v in variants:
-        _check_model(model, v)
-    force = settings.pop("force", False)
-    base = engine.TrainConfig(model=model, **settings)
-    experiment.compare(variants, _seeds(args.seeds or preset.seeds), args.out or f"runs/compare-{args.preset}",
-                       base=base, force=force)
+        _check_model(args.model, v)
+    given = _given(args, _ENGINE_SKIP | {"resume"})
+    force = given.pop("force", False)
+    base = run.make_config(model=args.model, preset=args.preset, **given)
+    compare(variants, _seeds(args.seeds or preset.seeds), args.out or f"runs/compare-{args.preset}", base=base,
+            force=force)
     return 0
 
 

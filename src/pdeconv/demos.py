@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +24,19 @@ from torch import Tensor
 
 from pdeconv import stencil
 from pdeconv.boundary import convolve
+from pdeconv.layers.steppers import runge_kutta_step
 
 __all__ = ["DEMOS", "run", "translation", "heat", "boundary", "rotation", "dilation", "sample_image"]
 
 
 @dataclass
 class DemoResult:
-    """What a demo wrote and measured."""
+    """What a demo wrote and measured: ``metrics`` holds the measured numbers (names per demo in its docstring),
+    ``summary`` the same in words."""
 
     files: list[Path]
     summary: str
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- pictures
@@ -156,7 +159,12 @@ def _centroid_x(u: Tensor) -> float:
 
 
 def translation(out: Path, size: int | None = None, steps: int | None = None) -> DemoResult:
-    """Forward Euler for ``u_t + c·u_x = 0`` (transport to the right) with ``c·Δt`` pixels per layer."""
+    """Forward Euler for ``u_t + c·u_x = 0`` (transport to the right) with ``c·Δt`` pixels per layer.
+
+    Metrics, for ``upwind`` and ``sobel``: ``*_shift`` and ``*_centroid`` (pixels per layer, by the
+    cross-correlation peak and by the centre of mass), ``*_exact`` (c·Δt), ``*_error`` (relative L2 error against
+    the exactly shifted picture), ``*_max`` (max |u| at the end).
+    """
     size = size or 48
     steps = steps or size // 3
     img = sample_image(size)
@@ -165,12 +173,12 @@ def translation(out: Path, size: int | None = None, steps: int | None = None) ->
     u0[:, steps // 2:steps // 2 + size] = img
     schemes = {
         # u ← u − (u − u[x−1]): the backward (upwind) difference with c·Δt = 1 is an exact one-pixel shift
-        "upwind, cΔt=1": (stencil.upwind_x("backward", dtype=torch.float64), 1.0),
+        "upwind, cΔt=1": ("upwind", stencil.upwind_x("backward", dtype=torch.float64), 1.0),
         # u ← u − ½·(Sobel/8)·u: central differences, what a Sobel-like conv does
-        "Sobel/8, cΔt=½": (stencil.sobel_x(dtype=torch.float64) / 8, 0.5),
+        "Sobel/8, cΔt=½": ("sobel", stencil.sobel_x(dtype=torch.float64) / 8, 0.5),
     }
-    rows, lines = {}, []
-    for label, (kernel, courant) in schemes.items():
+    rows, lines, metrics = {}, [], {}
+    for label, (key, kernel, courant) in schemes.items():
         u, frames = u0.clone(), [u0.clone()]
         for _ in range(steps):
             u = u - courant * convolve(u, kernel, "periodic")  # the residual block: identity + Δt·f(u)
@@ -180,6 +188,8 @@ def translation(out: Path, size: int | None = None, steps: int | None = None) ->
         mean_shift = (_centroid_x(u) - _centroid_x(u0)) / steps
         exact = _shift_exactly(u0, courant * steps)
         err = float((u - exact).norm() / exact.norm())
+        metrics |= {f"{key}_shift": shift, f"{key}_centroid": mean_shift, f"{key}_exact": courant,
+                    f"{key}_error": err, f"{key}_max": float(u.abs().max())}
         lines.append(
             f"{label:16s} shift per layer: correlation peak {shift:+.3f} px, centroid {mean_shift:+.3f} px "
             f"(exact {courant:+.3f}); "
@@ -187,7 +197,7 @@ def translation(out: Path, size: int | None = None, steps: int | None = None) ->
             f"rel. L2 error vs the exactly shifted image {err:.2e}"
         )
     files = _animate(out, "translation", rows, -0.25, 1.25)
-    return DemoResult(files, "\n".join(lines))
+    return DemoResult(files, "\n".join(lines), metrics)
 
 
 def _shift_exactly(u: Tensor, s: float) -> Tensor:
@@ -219,7 +229,10 @@ def _heat_error(n: int, t_end: float) -> tuple[float, Tensor, Tensor]:
 
 
 def heat(out: Path, size: int | None = None, steps: int | None = None) -> DemoResult:
-    """Gaussian blur iterated = forward Euler for ``u_t = Δu``; the error shrinks as h² (Δt = h²/4)."""
+    """Gaussian blur iterated = forward Euler for ``u_t = Δu``; the error shrinks as h² (Δt = h²/4).
+
+    Metrics: ``error`` (max error on n×n), ``error_fine`` (on 2n×2n), ``order`` (observed, log2 of their ratio).
+    """
     n = size or 32
     t_end = 0.1
     e1, u1, ex1 = _heat_error(n, t_end)
@@ -239,7 +252,7 @@ def heat(out: Path, size: int | None = None, steps: int | None = None) -> DemoRe
         f"heat equation at t={t_end}: max error {e1:.3e} on {n}×{n}, {e2:.3e} on {2 * n}×{2 * n}; "
         f"observed order {order:.2f} (expected 2: Δt = h²/4 ties the time error to h²)"
     )
-    return DemoResult(files, summary)
+    return DemoResult(files, summary, {"error": e1, "error_fine": e2, "order": order})
 
 
 # ---------------------------------------------------------------------------------------------- boundary
@@ -250,6 +263,9 @@ def boundary(out: Path, size: int | None = None, steps: int | None = None) -> De
 
     A pulse travels into the left wall: dirichlet reflects it with its sign flipped, neumann with its sign
     kept (the wall is a mirror), periodic lets it through to the other side.
+
+    Metrics: ``start_sum`` (Σu at the start) and, per boundary condition, ``BC_sum`` (Σu at the end),
+    ``BC_left_min`` and ``BC_left_max`` (extremes on the left half, where the reflected pulse is).
     """
     n = size or 64
     steps = steps or int(1.2 * n)
@@ -257,7 +273,7 @@ def boundary(out: Path, size: int | None = None, steps: int | None = None) -> De
     y, x = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij")
     u0 = torch.exp(-((x - n * 0.3) ** 2 + (y - n / 2) ** 2) / (2 * (n / 20) ** 2))
     lap = stencil.laplacian(dtype=torch.float64)
-    rows, lines = {}, []
+    rows, lines, metrics = {}, [], {"start_sum": float(u0.sum())}
     for bc in ("dirichlet", "neumann", "periodic"):
         prev, u, frames = u0.clone(), u0.clone(), [u0.clone()]
         for _ in range(steps):
@@ -265,12 +281,14 @@ def boundary(out: Path, size: int | None = None, steps: int | None = None) -> De
             frames.append(u.clone())
         rows[bc] = frames
         left = u[:, : n // 2]
+        metrics |= {f"{bc}_sum": float(u.sum()), f"{bc}_left_min": float(left.min()),
+                    f"{bc}_left_max": float(left.max())}
         lines.append(
             f"{bc:10s} after {steps} steps: Σu = {float(u.sum()):+9.2f} (start {float(u0.sum()):.2f}); "
             f"left half min {float(left.min()):+.3f}, max {float(left.max()):+.3f}"
         )
     files = _animate(out, "boundary", rows, -0.5, 0.5, label="step", cmap="RdBu_r", scale=2, ms=60)
-    return DemoResult(files, "\n".join(lines))
+    return DemoResult(files, "\n".join(lines), metrics)
 
 
 # ------------------------------------------------------------------------------------ rotation, dilation
@@ -299,21 +317,13 @@ class _Advection(torch.nn.Module):
         return self.ax(convolve(u, self.dx, "dirichlet")) + self.ay(convolve(u, self.dy, "dirichlet"))
 
 
-def _rk4_layer(f: Callable[[Tensor], Tensor], u: Tensor, dt: float) -> Tensor:
-    """One layer = one classical Runge–Kutta step: four residual (identity + Δt·f) stages, combined."""
-    k1 = f(u)
-    k2 = f(u + dt / 2 * k1)
-    k3 = f(u + dt / 2 * k2)
-    k4 = f(u + dt * k3)
-    return u + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-
-
 @torch.no_grad()
 def _evolve(f: Callable[[Tensor], Tensor], u0: Tensor, steps: int, dt: float) -> tuple[Tensor, list[Tensor]]:
-    """``steps`` Runge–Kutta layers from u0; the final state and every layer's picture."""
+    """``steps`` layers from u0, each one classical Runge–Kutta step (four residual stages); the final state and
+    every layer's picture."""
     u, frames = u0, [u0[0, 0]]
     for _ in range(steps):
-        u = _rk4_layer(f, u, dt)
+        u = runge_kutta_step(f, u, dt, "rk4")
         frames.append(u[0, 0])
     return u, frames
 
@@ -342,22 +352,21 @@ def _rotate(u: Tensor, angle: float) -> Tensor:
 
 
 def _best_angle(u: Tensor, u0: Tensor, guess: float) -> float:
-    """The rotation of u0 that best matches u (least squares), searched around ``guess``, to 0.01°."""
-    lo, hi = guess - 0.5, guess + 0.5
-    for _ in range(40):  # golden-section search on a unimodal misfit
-        a = hi - (hi - lo) / 1.618034
-        b = lo + (hi - lo) / 1.618034
-        if float((_rotate(u0, a) - u).square().sum()) < float((_rotate(u0, b) - u).square().sum()):
-            hi = b
-        else:
-            lo = a
-    return (lo + hi) / 2
+    """The rotation of u0 that best matches u (least squares), within ``guess`` ± 0.5 rad (about ±29°), where the
+    misfit has one minimum; to 1e-8 rad."""
+    from scipy.optimize import minimize_scalar
+
+    misfit = lambda angle: float((_rotate(u0, angle) - u).square().sum())  # noqa: E731
+    return float(minimize_scalar(misfit, bounds=(guess - 0.5, guess + 0.5), method="bounded",
+                                 options={"xatol": 1e-8}).x)
 
 
 def rotation(out: Path, size: int | None = None, steps: int | None = None) -> DemoResult:
     """Advection with velocity v = (−y, x): a quarter turn of the picture, built from stencils + fields.
 
-    With y pointing down the rows, v = (−y, x) turns the picture clockwise on screen.
+    With y pointing down the rows, v = (−y, x) turns the picture clockwise on screen. Metrics: ``angle``
+    (degrees, the best-fitting rotation of the start picture), ``exact_angle`` (90), ``corr_rotated`` and
+    ``corr_original`` (correlation of the result with the exactly rotated and with the start picture).
     """
     n = size or 48
     steps = steps or 40
@@ -375,7 +384,9 @@ def rotation(out: Path, size: int | None = None, steps: int | None = None) -> De
         f"correlation with the rotated picture {corr(u, exact):.3f}, with the original {corr(u, u0):.3f}"
     )
     files = _animate(out, "rotation", {"u_t = y·u_x − x·u_y": frames}, -0.1, 1.0)
-    return DemoResult(files, summary)
+    metrics = {"angle": math.degrees(angle), "exact_angle": 90.0, "corr_rotated": corr(u, exact),
+               "corr_original": corr(u, u0)}
+    return DemoResult(files, summary, metrics)
 
 
 def _rms_radius(u: Tensor) -> float:
@@ -387,7 +398,10 @@ def _rms_radius(u: Tensor) -> float:
 
 
 def dilation(out: Path, size: int | None = None, steps: int | None = None) -> DemoResult:
-    """Advection with velocity v = (x, y): the picture grows by e^Δt per layer (u(t, r) = u₀(r·e^(−t)))."""
+    """Advection with velocity v = (x, y): the picture grows by e^Δt per layer (u(t, r) = u₀(r·e^(−t))).
+
+    Metrics: ``scale`` (growth of the RMS radius), ``exact_scale``, ``scale_per_layer``, ``exact_per_layer``.
+    """
     n = size or 48
     steps = steps or 20
     total = 1.4  # overall scale factor
@@ -402,7 +416,9 @@ def dilation(out: Path, size: int | None = None, steps: int | None = None) -> De
         f"error {abs(scale / total - 1):.2%})"
     )
     files = _animate(out, "dilation", {"u_t = −x·u_x − y·u_y": frames}, -0.1, 1.0)
-    return DemoResult(files, summary)
+    metrics = {"scale": scale, "exact_scale": total, "scale_per_layer": scale ** (1 / steps),
+               "exact_per_layer": math.exp(dt)}
+    return DemoResult(files, summary, metrics)
 
 
 # -------------------------------------------------------------------------------------------------- entry

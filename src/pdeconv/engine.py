@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from pdeconv import __version__, _checkpoint
 from pdeconv._checkpoint import CheckpointError
 from pdeconv.data import DATASETS, DatasetInfo, build_loaders, dataset_info
+from pdeconv.runtime import cpu_description, set_threads
 
 CHECKPOINT, METRICS, CONFIG = "checkpoint.pt", "metrics.jsonl", "config.json"
 LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check); syncing every step slows GPUs
@@ -98,6 +99,8 @@ class TrainConfig:
     amp: str = _opt("none", "mixed precision (auto: bf16 where native)", ("none", "bf16", "fp16", "auto"))
     channels_last: bool = _opt(False, "channels-last memory format (faster convolutions on GPUs)")
     compile: bool = _opt(False, "torch.compile the model")
+    threads: str = _opt("auto", "CPU intra-op threads: a count, or auto (the cores idle at the start; a resumed "
+                        "run keeps its count)")
     workers: int = _opt(2, "data-loading processes (image-folder datasets)")
     out: str = _opt("runs/train", "run directory")
     resume: bool = _opt(False, "continue the run in --out from its checkpoint")
@@ -119,12 +122,15 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.penalty_weight < 0 or self.weight_decay < 0:
             raise ValueError("penalty_weight and weight_decay must not be negative")
+        if self.threads != "auto" and not (str(self.threads).isdigit() and int(self.threads) >= 1):
+            raise ValueError(f"threads must be a positive count or auto, got {self.threads!r}")
+        self.threads = str(self.threads)
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
 
 
 # Settings a resumed run may change: where and how fast it runs, not what it trains.
-_FREE_ON_RESUME = {"resume", "force", "progress", "workers", "data_dir", "out", "compile", "device"}
+_FREE_ON_RESUME = {"resume", "force", "progress", "workers", "data_dir", "out", "compile", "device", "threads"}
 
 
 # ------------------------------------------------------------------------------------------ pieces
@@ -360,7 +366,7 @@ def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> N
 def _describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{cpu_description()}; {torch.get_num_threads()} threads"
 
 
 # ------------------------------------------------------------------------------------------ processes
@@ -404,6 +410,21 @@ def _start(config: TrainConfig) -> _Processes:
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     return _Processes(rank, world, local, device, owns)
+
+
+def _set_threads(config: TrainConfig, out: Path, procs: _Processes) -> int:
+    """Apply ``config.threads`` on the CPU. ``auto``: a resumed run keeps the count it started with (the same
+    kernels and summation order, so it continues exactly); a new one :func:`pdeconv.runtime.auto_threads`."""
+    if procs.device.type != "cpu":
+        return torch.get_num_threads()
+    if config.threads != "auto":
+        return set_threads(int(config.threads))
+    if config.resume:
+        try:
+            return set_threads(int(json.loads((out / CONFIG).read_text())["config"]["threads"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a run from before threads were recorded: choose anew
+    return set_threads("auto")
 
 
 def _seed_everything(seed: int) -> None:
@@ -468,6 +489,7 @@ def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoc
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {procs.world_size} processes")
     config = replace(config, amp=resolve_amp(config.amp, procs.device))  # recorded and checked as resolved
     _prepare_out_dir(config, out, main=procs.main)
+    config = replace(config, threads=str(_set_threads(config, out, procs)))
     _seed_everything(config.seed)
     train_loader, test_loader, info = loaders or _build_loaders(config, procs)
     if len(train_loader) == 0:

@@ -18,12 +18,13 @@ import os
 from collections.abc import Mapping
 
 from pdeconv.discover.data import Dataset, load, save
-from pdeconv.discover.fit import Fit, fit
+from pdeconv.discover.fit import Fit, FitSettings, fit
 from pdeconv.discover.simulate import PDES, simulate, solve, true_equations
 
 __all__ = [
     "Dataset",
     "Fit",
+    "FitSettings",
     "PDES",
     "fit",
     "fit_file",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from pdeconv.stencil import finite_difference, gaussian
 __all__ = [
     "COEFFICIENTS",
     "Fit",
+    "FitSettings",
     "fit",
     "time_derivative",
     "resolution_weights",
@@ -48,9 +49,66 @@ __all__ = [
 COEFFICIENTS = ("constant", "variable")
 
 
+@dataclass(frozen=True)
+class FitSettings:
+    """Every setting of :func:`fit`, checked on construction.
+
+    library:       candidate terms, comma-separated kinds of :mod:`~pdeconv.discover.library` ("linear", ...).
+    coefficients:  "constant" (a number per term) or "variable" (a smooth field per term).
+    degree:        degree of variable coefficient fields (``None``: 6, less on periodic grids under 13 points).
+    max_order:     highest derivative order of the library.
+    kernel_size:   size of the moment-constrained filters (odd).
+    rollout:       δt steps per window of the rollout refit (capped at the frames available).
+    substeps:      RK4 steps per δt (``None``: enough for stability).
+    smooth:        binomial blur (odd size, 0: off) applied before the rollout loss compares frames.
+    iterations:    L-BFGS iterations of the rollout refit (0: keep the regression).
+    l1, threshold: L1 penalty and pruning threshold on the normalised coefficients.
+    learn_moments: learn the filters' free moments in the refit (else they stay 0).
+    weighting:     quantile of the trust weights (``None``: all samples weigh the same).
+    holdout:       trajectories kept out of the fit for the prediction error (``None``: a fifth, ≥ 1 when ≥ 2).
+    max_windows:   rollout windows per refit.
+    seed:          random seed of the window draw.
+    """
+
+    library: str = "linear"
+    coefficients: str = "constant"
+    degree: int | None = None
+    max_order: int = 2
+    kernel_size: int = 11
+    rollout: int = 10
+    substeps: int | None = None
+    smooth: int = 5
+    iterations: int = 50
+    l1: float = 1e-3
+    threshold: float = 1e-2
+    learn_moments: bool = True
+    weighting: float | None = 0.05
+    holdout: int | None = None
+    max_windows: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.coefficients not in COEFFICIENTS:
+            raise ValueError(f"coefficients must be one of {', '.join(COEFFICIENTS)}; got {self.coefficients!r}")
+        if self.coefficients == "constant" and self.degree is not None:
+            raise ValueError("degree applies to variable coefficients only (--coefficients variable)")
+        if self.smooth < 0 or self.smooth % 2 == 0 and self.smooth != 0:
+            raise ValueError(f"smooth must be 0 (off) or an odd filter size; got {self.smooth}")
+        if self.rollout < 1 or self.iterations < 0 or (self.substeps is not None and self.substeps < 1):
+            raise ValueError(
+                f"need rollout ≥ 1, substeps ≥ 1 and iterations ≥ 0; got {self.rollout}, {self.substeps}, "
+                f"{self.iterations}"
+            )
+        if self.l1 < 0 or self.threshold < 0:
+            raise ValueError(f"l1 and threshold must be ≥ 0; got {self.l1} and {self.threshold}")
+
+
 @dataclass
 class Fit:
-    """What :func:`fit` found: the model, its equations, the held-out prediction error and bookkeeping."""
+    """What :func:`fit` found: the model, its equations, the held-out prediction error and bookkeeping.
+
+    ``settings`` are the ones in effect (defaults resolved for the data: ``degree``, ``rollout``, ``holdout``).
+    """
 
     model: PolynomialPDE
     data: Dataset
@@ -62,9 +120,14 @@ class Fit:
     error_trajectory: int  # the trajectory of ``predicted``
     predicted: np.ndarray  # its rollout, (T, C, H, W)
     substeps: int
-    options: dict
+    settings: FitSettings
     seconds: float
     history: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def options(self) -> dict:
+        """The settings in effect as a dict (what ``pde.json`` records)."""
+        return asdict(self.settings)
 
     @property
     def fields(self) -> np.ndarray:
@@ -332,44 +395,28 @@ def _scales(model: PolynomialPDE, u: torch.Tensor, dt: float) -> tuple[torch.Ten
 
 def fit(
     data: Dataset,
+    settings: FitSettings | None = None,
     *,
-    library: str = "linear",
-    coefficients: str = "constant",
-    degree: int | None = None,
-    max_order: int = 2,
-    kernel_size: int = 11,
-    rollout: int = 10,
-    substeps: int | None = None,
-    smooth: int = 5,
-    iterations: int = 50,
-    l1: float = 1e-3,
-    threshold: float = 1e-2,
-    learn_moments: bool = True,
-    weighting: float | None = 0.05,
-    holdout: int | None = None,
-    max_windows: int = 16,
-    seed: int = 0,
     threads: int | None = 1,
     progress: bool = True,
+    **options,
 ) -> Fit:
     """Discover ``u_t = Σ c · term`` from ``data``; see the module docstring for the four stages.
 
-    ``coefficients="variable"`` makes every coefficient a field of ``degree`` (default 6, less on periodic grids
-    under 13 points) in a Fourier basis (periodic data) or a polynomial basis (other boundaries). ``rollout`` is
-    the number of δt steps per training window, ``substeps`` the RK4 steps per δt (default: enough for
-    stability), ``iterations`` the L-BFGS iterations of the rollout refit (0: keep the regression).
-    ``holdout`` trajectories (default: a fifth, at least one when there are two or more) are used only for the
-    prediction error.
+    ``settings`` (:class:`FitSettings`), or its fields as keywords (``fit(data, library="nonlinear")``; keywords
+    replace fields of ``settings`` when both are given). ``coefficients="variable"`` makes every coefficient a
+    field of ``degree`` in a Fourier basis (periodic data) or a polynomial basis (other boundaries).
 
     ``threads``: torch intra-op threads while fitting (restored afterwards; ``None`` leaves them alone). The
     arrays are small (a few thousand points per field), where extra threads cost more in synchronisation than
     they gain, and on a busy machine far more: one thread is the default.
     """
+    try:
+        settings = replace(settings or FitSettings(), **options)
+    except TypeError as e:  # an unknown keyword
+        raise TypeError(f"fit(): {e}; the settings are the fields of FitSettings") from None
     with _threads(threads):
-        return _fit_body(
-            data, library, coefficients, degree, max_order, kernel_size, rollout, substeps, smooth, iterations,
-            l1, threshold, learn_moments, weighting, holdout, max_windows, seed, progress,
-        )
+        return _fit_body(data, settings, progress)
 
 
 @contextmanager
@@ -383,61 +430,48 @@ def _threads(n: int | None):
         torch.set_num_threads(previous)
 
 
-def _fit_body(
-    data, library, coefficients, degree, max_order, kernel_size, rollout, substeps, smooth, iterations,
-    l1, threshold, learn_moments, weighting, holdout, max_windows, seed, progress,
-) -> Fit:
+def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
     t_start = time.perf_counter()
-    if coefficients not in COEFFICIENTS:
-        raise ValueError(f"coefficients must be one of {', '.join(COEFFICIENTS)}; got {coefficients!r}")
-    if coefficients == "constant" and degree is not None:
-        raise ValueError("degree applies to variable coefficients only (--coefficients variable)")
     N, T, C, H, W = data.u.shape
-    if coefficients == "variable" and degree is None:
+    degree = settings.degree
+    if settings.coefficients == "variable" and degree is None:
         degree = min(6, (min(H, W) - 1) // 2) if data.bc == "periodic" else 6
-    if min(H, W) < kernel_size:
+    if min(H, W) < settings.kernel_size:
         raise ValueError(
-            f"the {H}×{W} grid is smaller than the {kernel_size}×{kernel_size} filters; lower --kernel-size"
+            f"the {H}×{W} grid is smaller than the {settings.kernel_size}×{settings.kernel_size} filters; "
+            "lower --kernel-size"
         )
-    if smooth < 0 or smooth % 2 == 0 and smooth != 0:
-        raise ValueError(f"smooth must be 0 (off) or an odd filter size; got {smooth}")
-    if rollout < 1 or iterations < 0 or (substeps is not None and substeps < 1):
-        raise ValueError(f"need rollout ≥ 1, substeps ≥ 1 and iterations ≥ 0; got {rollout}, {substeps}, {iterations}")
-    if l1 < 0 or threshold < 0:
-        raise ValueError(f"l1 and threshold must be ≥ 0; got {l1} and {threshold}")
-    train, heldout = _split(N, holdout)
+    train, heldout = _split(N, settings.holdout)
+    # the settings in effect, recorded in the result: defaults resolved for this data
+    s = settings = replace(settings, degree=degree, rollout=min(settings.rollout, T - 1), holdout=len(heldout))
     u = torch.from_numpy(data.u)
     u_train = u[train]
     model = PolynomialPDE(
-        build_library(data.components, library, max_order=max_order), data.components, shape=(H, W),
-        dx=data.dx, dy=data.dy, bc=data.bc, kernel_size=kernel_size, degree=degree, learn_moments=learn_moments,
+        build_library(data.components, s.library, max_order=s.max_order), data.components, shape=(H, W),
+        dx=data.dx, dy=data.dy, bc=data.bc, kernel_size=s.kernel_size, degree=s.degree,
+        learn_moments=s.learn_moments,
     )
     scale, still = _scales(model, u_train, data.dt)
     model.scale.copy_(scale)
-    weights = resolution_weights(model, u_train, weighting)
-    sparse_regression(model, u_train, data.dt, weights, l1=l1, threshold=threshold)
+    weights = resolution_weights(model, u_train, s.weighting)
+    sparse_regression(model, u_train, data.dt, weights, l1=s.l1, threshold=s.threshold)
     with torch.no_grad():
         model.mask[still] = 0.0
     model = model.restricted()
 
-    steps_per_dt = model.stable_substeps(u_train[:, 0], data.dt, minimum=substeps or 1)
-    windows = _windows(u_train, weights, min(rollout, T - 1), max_windows, np.random.default_rng(seed))
-    loss = lambda: _rollout_loss(model, *windows, data.dt, steps_per_dt, smooth)  # noqa: E731
+    steps_per_dt = model.stable_substeps(u_train[:, 0], data.dt, minimum=s.substeps or 1)
+    windows = _windows(u_train, weights, s.rollout, s.max_windows, np.random.default_rng(s.seed))
+    loss = lambda: _rollout_loss(model, *windows, data.dt, steps_per_dt, s.smooth)  # noqa: E731
     history: list[tuple[str, float]] = []
     with torch.no_grad():
         history.append(("sparse regression", float(loss())))
-    if iterations and model.terms:
-        history.append(("rollout refit", _lbfgs(model, loss, iterations, progress)))
+    if s.iterations and model.terms:
+        history.append(("rollout refit", _lbfgs(model, loss, s.iterations, progress)))
     judged = heldout or train[:1]
     error, predicted = prediction_error(model, u[judged], data.dt, steps_per_dt)
-    options = dict(
-        library=library, coefficients=coefficients, degree=degree, max_order=max_order, kernel_size=kernel_size,
-        rollout=min(rollout, T - 1), smooth=smooth, iterations=iterations, l1=l1, threshold=threshold,
-        learn_moments=learn_moments, weighting=weighting, holdout=len(heldout), max_windows=max_windows, seed=seed,
-    )
     return Fit(
         model=model, data=data, train=train, heldout=heldout, equations=model.equations(), error=error,
         error_source="held-out" if heldout else "training", error_trajectory=judged[0], predicted=predicted,
-        substeps=steps_per_dt, options=options, seconds=time.perf_counter() - t_start,
+        substeps=steps_per_dt, settings=settings, seconds=time.perf_counter() - t_start,
         history=history,
     )

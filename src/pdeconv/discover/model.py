@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from pdeconv.boundary import pad
 from pdeconv.discover.library import Term
+from pdeconv.layers.steppers import RK4, runge_kutta_step
 from pdeconv.layers.varcoef import monomials
 from pdeconv.stencil import kernel_from_moments, moment_constraints
 
@@ -259,11 +260,7 @@ class PolynomialPDE(nn.Module):
         p = self.prepare() if prepared is None else prepared
         h = dt / substeps
         for _ in range(substeps):
-            k1 = self(u, p)
-            k2 = self(u + 0.5 * h * k1, p)
-            k3 = self(u + 0.5 * h * k2, p)
-            k4 = self(u + h * k3, p)
-            u = u + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+            u = runge_kutta_step(lambda v: self(v, p), u, h, RK4)
         return u
 
     def rollout(self, u0: Tensor, steps: int, dt: float, substeps: int = 1) -> Tensor:

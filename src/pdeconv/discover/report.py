@@ -58,7 +58,7 @@ def pde_json(fit: Fit) -> dict:
     eqs = {}
     for e, terms in fit.equations.items():
         eqs[e] = {"terms": dict(terms)}
-        if fit.options["coefficients"] == "variable":
+        if fit.settings.coefficients == "variable":
             eqs[e]["variable"] = variable.get(e, [])
     d = fit.data
     out = {
@@ -67,7 +67,7 @@ def pde_json(fit: Fit) -> dict:
         "grid": {"H": d.u.shape[-2], "W": d.u.shape[-1], "dx": d.dx, "dy": d.dy, "dt": d.dt, "bc": d.bc},
         "options": fit.options,
     }
-    if fit.options["coefficients"] == "variable":
+    if fit.settings.coefficients == "variable":
         out["fields"] = "fields.npz"
     if fit.error is not None:
         out["prediction_error"] = {"trajectories": fit.error_source, "relative_l2": [float(e) for e in fit.error]}
@@ -131,7 +131,7 @@ def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None)
         json.dump(pde_json(fit), f, indent=2)
         f.write("\n")
     m, d = fit.model, fit.data
-    if fit.options["coefficients"] == "variable":
+    if fit.settings.coefficients == "variable":
         paths["fields.npz"] = os.path.join(out, "fields.npz")
         np.savez_compressed(
             paths["fields.npz"], fields=fit.fields, equations=np.array(m.components), terms=np.array(m.names),
@@ -158,7 +158,7 @@ def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None)
         "",
         "x runs along the width (columns), y along the height (rows, downwards); `u_xy` is ∂x∂y u. "
         + ("`(x,y)` marks a variable coefficient: the number is the mean of its field (all fields in `fields.npz`)."
-           if fit.options["coefficients"] == "variable" else ""),
+           if fit.settings.coefficients == "variable" else ""),
         "",
         "## Prediction",
         "",

@@ -1,42 +1,46 @@
-"""PDE layers: each idea of the essay as a small ``nn.Module`` (floor 0).
+"""PDE layers: each idea of the essay as a small ``nn.Module`` (floor 0), one file per idea.
 
-Names are resolved lazily from their modules (one small file per idea), so ``import pdeconv.layers`` is
-cheap and each module can be read alone.
+* ``varcoef``: fields a(x, y) that multiply a layer's output (variable coefficients);
+* ``differential``: the essay's depthwise ×m differential convolution;
+* ``steppers``: the residual connection as a time stepper (Euler, Runge–Kutta, leapfrog, Verlet) and exact
+  adjoints;
+* ``hyperbolic``: symmetric hyperbolic systems (Maxwell, Dirac);
+* ``quasilinear``: the essay author's later block, coefficients that depend on u.
 """
 
-from __future__ import annotations
+from pdeconv.layers.differential import DifferentialConv2d
+from pdeconv.layers.hyperbolic import SymmetricHyperbolic2d, dirac, maxwell_te
+from pdeconv.layers.quasilinear import QuasiLinear
+from pdeconv.layers.steppers import (
+    RK4,
+    TABLEAUS,
+    ButcherTableau,
+    EulerStep,
+    Leapfrog,
+    RungeKutta,
+    SymmetricConv,
+    Verlet,
+    conv_adjoint,
+    runge_kutta_step,
+)
+from pdeconv.layers.varcoef import VariableCoefficients, monomials
 
-import importlib
-
-_EXPORTS: dict[str, str] = {
-    # variable coefficients: fields a(x, y) that multiply a layer's output
-    "VariableCoefficients": "varcoef",
-    "monomials": "varcoef",
-    # the essay's depthwise ×m differential convolution
-    "DifferentialConv2d": "differential",
-    # the residual connection as a time stepper
-    "EulerStep": "steppers",
-    "Leapfrog": "steppers",
-    "Verlet": "steppers",
-    "SymmetricConv": "steppers",
-    "conv_adjoint": "steppers",
-    # symmetric hyperbolic systems
-    "SymmetricHyperbolic2d": "hyperbolic",
-    "maxwell_te": "hyperbolic",
-    "dirac": "hyperbolic",
-    # the essay author's later block
-    "QuasiLinear": "quasilinear",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pdeconv.layers' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"pdeconv.layers.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__ = [
+    "RK4",
+    "TABLEAUS",
+    "ButcherTableau",
+    "DifferentialConv2d",
+    "EulerStep",
+    "Leapfrog",
+    "QuasiLinear",
+    "RungeKutta",
+    "SymmetricConv",
+    "SymmetricHyperbolic2d",
+    "VariableCoefficients",
+    "Verlet",
+    "conv_adjoint",
+    "dirac",
+    "maxwell_te",
+    "monomials",
+    "runge_kutta_step",
+]

@@ -11,7 +11,8 @@ for ``dirichlet`` and ``periodic`` boundaries; :class:`SymmetricConv` is their l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,18 @@ from torch import Tensor, nn
 
 from pdeconv.boundary import boundary_of, pad, padding_mode
 
-__all__ = ["EulerStep", "Leapfrog", "Verlet", "conv_adjoint", "SymmetricConv"]
+__all__ = [
+    "ButcherTableau",
+    "EulerStep",
+    "Leapfrog",
+    "RK4",
+    "RungeKutta",
+    "SymmetricConv",
+    "TABLEAUS",
+    "Verlet",
+    "conv_adjoint",
+    "runge_kutta_step",
+]
 
 StepFunctions = nn.Module | Sequence[nn.Module]
 
@@ -60,6 +72,53 @@ class _Stepper(nn.Module):
         return f"steps={self.steps}, h={h:g}, learn_h={isinstance(self.h, nn.Parameter)}"
 
 
+@dataclass(frozen=True)
+class ButcherTableau:
+    """An explicit Runge–Kutta method of order ``order``: with ``a`` strictly lower triangular (row i holds
+    a[i][0..i−1]), the stages are ``k_i = f(u + h·Σ_j a[i][j]·k_j)`` and the step is ``u + h·Σ_i b[i]·k_i``."""
+
+    name: str
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    order: int
+
+    def __post_init__(self) -> None:
+        if len(self.a) != len(self.b) or any(len(row) != i for i, row in enumerate(self.a)):
+            raise ValueError(f"{self.name}: a must be strictly lower triangular with one row per weight in b")
+
+
+RK4 = ButcherTableau("rk4", ((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)), (1 / 6, 1 / 3, 1 / 3, 1 / 6), 4)
+#: explicit Runge–Kutta methods by name: forward Euler (the ResNet block), Heun, Kutta's third order, classical RK4
+TABLEAUS: dict[str, ButcherTableau] = {
+    "euler": ButcherTableau("euler", ((),), (1.0,), 1),
+    "heun": ButcherTableau("heun", ((), (1.0,)), (0.5, 0.5), 2),
+    "rk3": ButcherTableau("rk3", ((), (0.5,), (-1.0, 2.0)), (1 / 6, 2 / 3, 1 / 6), 3),
+    "rk4": RK4,
+}
+
+
+def runge_kutta_step(
+    f: Callable[[Tensor], Tensor], u: Tensor, h: float | Tensor, tableau: ButcherTableau | str = RK4
+) -> Tensor:
+    """One step ``u(t) → u(t + h)`` of ``u_t = f(u)`` with an explicit Runge–Kutta method (default RK4).
+
+    Each stage is a residual block ``u + h·Σ a·k``; forward Euler (``"euler"``) is the plain ResNet block.
+    """
+    if isinstance(tableau, str):
+        if tableau not in TABLEAUS:
+            raise ValueError(f"unknown Runge–Kutta method {tableau!r}; valid ones: {', '.join(TABLEAUS)}")
+        tableau = TABLEAUS[tableau]
+    stages: list[Tensor] = []
+    for row in tableau.a:
+        v = u
+        for a_ij, k in zip(row, stages):
+            if a_ij:
+                v = v + (h * a_ij) * k
+        stages.append(f(v))
+    increment = sum(b_i * k for b_i, k in zip(tableau.b, stages) if b_i)
+    return u + h * increment
+
+
 class EulerStep(_Stepper):
     """Forward Euler for ``u_t = f(u)``: ``u ← u + h·f(u)``, ``steps`` times; one step is the ResNet block.
 
@@ -75,6 +134,36 @@ class EulerStep(_Stepper):
         for n in range(self.steps):
             u = u + self.h * self.f(n)(u)
         return u
+
+
+class RungeKutta(_Stepper):
+    """``steps`` explicit Runge–Kutta steps of ``u_t = f(u)`` (:func:`runge_kutta_step`), ``method`` by name or
+    tableau; ``RungeKutta(f, h, method="euler")`` is :class:`EulerStep`. Each step is one layer made of as many
+    residual stages as the method has (4 for ``rk4``), all with the step's ``f``."""
+
+    def __init__(
+        self,
+        f: StepFunctions,
+        h: float = 1.0,
+        *,
+        method: ButcherTableau | str = "rk4",
+        steps: int | None = None,
+        learn_h: bool = False,
+    ):
+        super().__init__()
+        self.fs, self.steps = _as_steps(f, steps)
+        self.h = _step_size(h, learn_h)
+        self.tableau = TABLEAUS.get(method) if isinstance(method, str) else method
+        if self.tableau is None:
+            raise ValueError(f"unknown Runge–Kutta method {method!r}; valid ones: {', '.join(TABLEAUS)}")
+
+    def forward(self, u: Tensor) -> Tensor:
+        for n in range(self.steps):
+            u = runge_kutta_step(self.f(n), u, self.h, self.tableau)
+        return u
+
+    def extra_repr(self) -> str:
+        return f"method={self.tableau.name}, {super().extra_repr()}"
 
 
 class Leapfrog(_Stepper):

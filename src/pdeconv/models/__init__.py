@@ -14,10 +14,10 @@ from __future__ import annotations
 from pdeconv.models.blocks import BasicBlock, Bottleneck
 from pdeconv.models.convert import ConvertReport, ModulatedConv2d, convert
 from pdeconv.models.profile import Profile, profile, saved_activation_bytes
-from pdeconv.models.registry import MODELS, create, list_models, register_timm
+from pdeconv.models.registry import MODELS, create, list_models, register_model, register_timm
 from pdeconv.models.resnet import PDEResNet, pde_resnet18, pde_resnet34, pde_resnet50, pde_resnet101, pde_resnet152
 from pdeconv.models.small import CifarResNet, pde_resnet18_small, pde_resnet20, pde_resnet32, pde_resnet56
-from pdeconv.models.variants import VARIANTS, VariantOptions, get_variant, variants
+from pdeconv.models.variants import VARIANTS, Variant, VariantOptions, get_variant, variant_penalty_weight, variants
 from pdeconv.models.weights import LoadReport, load_torchvision_weights
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "PDEResNet",
     "Profile",
     "VARIANTS",
+    "Variant",
     "VariantOptions",
     "convert",
     "create",
@@ -48,7 +49,9 @@ __all__ = [
     "pde_resnet18_small",
     "profile",
     "saved_activation_bytes",
+    "register_model",
     "register_timm",
+    "variant_penalty_weight",
     "variants",
 ]
 

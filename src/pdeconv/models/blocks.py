@@ -11,10 +11,12 @@ spatial stage ``conv → bn → relu``:
 * ``quasilinear``: the depthwise layer is :class:`~pdeconv.layers.QuasiLinear` (1×1 to 2C, product, step).
 * ``varcoef = d``: the output of each spatial conv is multiplied by polynomial fields ``a(x, y)`` of degree d
   before its BatchNorm (``mix`` in the Bottleneck as in the essay; ``mix1``/``mix2`` in the BasicBlock).
-* ``bc``: the boundary condition of every padded convolution.
+* ``bc``: the boundary condition of every padded convolution of the block, set in one place: the block's last
+  line, ``set_boundary(self, options.bc)`` (the networks set their stem's the same way).
 
 With the ``seed`` options the Bottleneck has exactly the essay's state-dict keys and computes the same
-function (``tests/test_models.py`` checks this against a verbatim copy of the essay's block).
+function up to floating-point rounding (``tests/test_models.py`` checks it against a verbatim copy of the
+essay's block).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def spatial_operator(
     """The variant's 3×3 operator and its number of output channels.
 
     Full 3×3 conv ``in → out`` (baseline), or depthwise ×m (``options.dw``) with the 1×1 to ``out`` when
-    ``pointwise`` (else ``in·m`` outputs, left for the caller's next 1×1 to mix).
+    ``pointwise`` (else ``in·m`` outputs, left for the caller's next 1×1 to mix). Zero padding: the block
+    that holds the operator gives it the variant's boundary condition (one ``set_boundary`` over the block).
     """
     if options.dw is None:
         return conv3x3(in_channels, out_channels, stride, groups, dilation), out_channels
@@ -58,7 +61,6 @@ def spatial_operator(
         in_channels,
         options.dw,
         order=options.order,
-        bc=options.bc,
         stride=stride,
         mix=pointwise,
         out_channels=out_channels if pointwise else None,

@@ -23,7 +23,7 @@ from functools import cache
 from torch import Tensor, nn
 
 from pdeconv.boundary import padding_mode, set_boundary
-from pdeconv.layers import DifferentialConv2d, VariableCoefficients
+from pdeconv.layers import VariableCoefficients
 
 __all__ = ["ConvertReport", "ModulatedConv2d", "convert"]
 
@@ -109,11 +109,7 @@ def convert(
                 return True
             return False
 
-        set_boundary(model, bc, only=record)
-        for name, module in model.named_modules():
-            if isinstance(module, DifferentialConv2d) and selected(name, module):
-                module.bc = bc
-                report.boundary.append(name)
+        set_boundary(model, bc, only=record)  # padded convs, and pdeconv's layers that carry a named bc
 
     if variable_coefficients is not None:
         spatial = [

@@ -1,4 +1,5 @@
-"""Every PDE-ResNet by name: ``create(name, **kw)``, ``list_models()``, and registration with timm.
+"""Every PDE-ResNet by name: ``@register_model`` where a builder is defined, ``create(name, **kw)``,
+``list_models()``, and registration with timm.
 
 With timm installed, :func:`register_timm` (run on ``import pdeconv.models``) makes each model a timm
 entrypoint, so ``timm.create_model("pde_resnet50", variant="seed")`` works; timm's own keywords
@@ -13,25 +14,20 @@ from typing import Any
 
 from torch import nn
 
-from pdeconv.models import resnet, small
+__all__ = ["MODELS", "create", "list_models", "register_model", "register_timm"]
 
-__all__ = ["MODELS", "create", "list_models", "register_timm"]
+#: name → builder ``(*, variant, num_classes, bc, **kw) -> nn.Module``, filled by :func:`register_model`
+MODELS: dict[str, Callable[..., nn.Module]] = {}
 
-#: name → builder ``(*, variant, num_classes, bc, **kw) -> nn.Module``
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    builder.__name__: builder
-    for builder in (
-        resnet.pde_resnet18,
-        resnet.pde_resnet34,
-        resnet.pde_resnet50,
-        resnet.pde_resnet101,
-        resnet.pde_resnet152,
-        small.pde_resnet20,
-        small.pde_resnet32,
-        small.pde_resnet56,
-        small.pde_resnet18_small,
-    )
-}
+Builder = Callable[..., nn.Module]
+
+
+def register_model(builder: Builder) -> Builder:
+    """Decorator: file ``builder`` under its function name (as timm's ``@register_model`` does)."""
+    if builder.__name__ in MODELS:
+        raise ValueError(f"a model named {builder.__name__!r} is registered already")
+    MODELS[builder.__name__] = builder
+    return builder
 
 # keywords timm.create_model passes to every entrypoint; they mean nothing for these models
 _TIMM_KEYWORDS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")

@@ -17,6 +17,7 @@ from torchvision.models.resnet import ResNet
 
 from pdeconv.boundary import set_boundary
 from pdeconv.models.blocks import BasicBlock, Bottleneck, init_weights, with_options
+from pdeconv.models.registry import register_model
 from pdeconv.models.variants import VariantOptions, get_variant
 
 __all__ = [
@@ -84,8 +85,7 @@ class PDEResNet(ClassifierMixin, ResNet):
     """torchvision's ``ResNet`` whose blocks read ``options``; ``small_stem`` = 3×3 stride-1 stem, no max-pool.
 
     Extra keywords go to ``torchvision.models.ResNet`` (``zero_init_residual``, ``groups``,
-    ``width_per_group``, ``norm_layer``, ...). ``model.variant`` holds the options (the training engine reads
-    ``variant.penalty_weight``).
+    ``width_per_group``, ``norm_layer``, ...). ``model.variant`` holds the options.
     """
 
     def __init__(
@@ -114,7 +114,7 @@ class PDEResNet(ClassifierMixin, ResNet):
         self.num_features = 512 * block.expansion
         self.global_pool = "avg"
         init_weights(self, convs=False, zero_init_residual=zero_init_residual)  # torchvision did nn.Conv2d
-        set_boundary(self, options.bc)
+        set_boundary(self.conv1, options.bc)  # the stem; each block sets its own convs
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -131,6 +131,7 @@ def _resnet(
     return PDEResNet(block, layers, options=resolve_options(variant, bc), **kwargs)
 
 
+@register_model
 def pde_resnet18(
     *, variant: str | VariantOptions = "baseline", num_classes: int = 1000, bc: str | None = None, **kwargs: Any
 ) -> PDEResNet:
@@ -138,6 +139,7 @@ def pde_resnet18(
     return _resnet(BasicBlock, [2, 2, 2, 2], variant, bc, num_classes=num_classes, **kwargs)
 
 
+@register_model
 def pde_resnet34(
     *, variant: str | VariantOptions = "baseline", num_classes: int = 1000, bc: str | None = None, **kwargs: Any
 ) -> PDEResNet:
@@ -145,22 +147,25 @@ def pde_resnet34(
     return _resnet(BasicBlock, [3, 4, 6, 3], variant, bc, num_classes=num_classes, **kwargs)
 
 
+@register_model
 def pde_resnet50(
     *, variant: str | VariantOptions = "baseline", num_classes: int = 1000, bc: str | None = None, **kwargs: Any
 ) -> PDEResNet:
-    """ResNet-50 (Bottleneck ×[3, 4, 6, 3]); ``variant="seed"`` is the essay's model exactly."""
+    """ResNet-50 (Bottleneck ×[3, 4, 6, 3]); ``variant="seed"`` is the essay's model (its state dict)."""
     return _resnet(Bottleneck, [3, 4, 6, 3], variant, bc, num_classes=num_classes, **kwargs)
 
 
+@register_model
 def pde_resnet101(
     *, variant: str | VariantOptions = "baseline", num_classes: int = 1000, bc: str | None = None, **kwargs: Any
 ) -> PDEResNet:
-    """ResNet-101 (Bottleneck ×[3, 4, 23, 3]); ``variant="seed"`` is the essay's model exactly."""
+    """ResNet-101 (Bottleneck ×[3, 4, 23, 3]); ``variant="seed"`` is the essay's model (its state dict)."""
     return _resnet(Bottleneck, [3, 4, 23, 3], variant, bc, num_classes=num_classes, **kwargs)
 
 
+@register_model
 def pde_resnet152(
     *, variant: str | VariantOptions = "baseline", num_classes: int = 1000, bc: str | None = None, **kwargs: Any
 ) -> PDEResNet:
-    """ResNet-152 (Bottleneck ×[3, 8, 36, 3]); ``variant="seed"`` is the essay's model exactly."""
+    """ResNet-152 (Bottleneck ×[3, 8, 36, 3]); ``variant="seed"`` is the essay's model (its state dict)."""
     return _resnet(Bottleneck, [3, 8, 36, 3], variant, bc, num_classes=num_classes, **kwargs)

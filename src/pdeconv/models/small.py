@@ -19,6 +19,7 @@ from torchvision.models.resnet import conv1x1, conv3x3
 
 from pdeconv.boundary import set_boundary
 from pdeconv.models.blocks import BasicBlock, init_weights
+from pdeconv.models.registry import register_model
 from pdeconv.models.resnet import ClassifierMixin, PDEResNet, resolve_options
 from pdeconv.models.variants import VariantOptions
 
@@ -86,7 +87,7 @@ class CifarResNet(ClassifierMixin, nn.Module):
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes)
         init_weights(self, zero_init_residual=zero_init_residual)
-        set_boundary(self, options.bc)
+        set_boundary(self.conv1, options.bc)  # the stem; each block sets its own convs
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -100,6 +101,7 @@ def _cifar(
     return CifarResNet(n, options=options, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
+@register_model
 def pde_resnet20(
     *,
     variant: str | VariantOptions = "baseline",
@@ -112,6 +114,7 @@ def pde_resnet20(
     return _cifar(3, variant, bc, num_classes, in_chans, **kwargs)
 
 
+@register_model
 def pde_resnet32(
     *,
     variant: str | VariantOptions = "baseline",
@@ -124,6 +127,7 @@ def pde_resnet32(
     return _cifar(5, variant, bc, num_classes, in_chans, **kwargs)
 
 
+@register_model
 def pde_resnet56(
     *,
     variant: str | VariantOptions = "baseline",
@@ -136,6 +140,7 @@ def pde_resnet56(
     return _cifar(9, variant, bc, num_classes, in_chans, **kwargs)
 
 
+@register_model
 def pde_resnet18_small(
     *,
     variant: str | VariantOptions = "baseline",

@@ -3,6 +3,10 @@
 A variant spec is a name or several joined by ``+`` (``"seed+neumann"``). Specs merge field by field: a
 field left at its default takes the other's value; two different non-default values are a conflict
 (``ValueError``). The blocks in :mod:`pdeconv.models.blocks` read the merged :class:`VariantOptions`.
+
+A variant may also change how the model is trained (``hyperbolic``: a penalty added to the loss). That is not
+architecture, so it is not a :class:`VariantOptions` field: it is part of the variant's :class:`Variant` entry,
+and :func:`variant_penalty_weight` merges it for a spec; the run module (:mod:`pdeconv.run`) reads it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from functools import reduce
 
 from pdeconv.boundary import padding_mode
 
-__all__ = ["VariantOptions", "VARIANTS", "variants", "get_variant"]
+__all__ = ["Variant", "VariantOptions", "VARIANTS", "variants", "get_variant", "variant_penalty_weight"]
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,6 @@ class VariantOptions:
     seed_compatible: the essay's coordinate grid and initialisation for ``varcoef`` (see ``seed``).
     quasilinear:     with ``dw``, the depthwise operator becomes :class:`pdeconv.layers.QuasiLinear`:
                      1×1 to 2C, product of the halves, then the depthwise step (coefficients depend on u).
-    penalty_weight:  default weight of the hyperbolicity penalty the training engine adds to the loss
-                     (:func:`pdeconv.regularize.hyperbolicity_penalty`, a mean over layers of scale-free
-                     terms in [0, 3]; 0.1 keeps it a fraction of the initial cross-entropy, ln 10 ≈ 2.3);
-                     the architecture is unchanged.
     name:            the spec this was parsed from (not an option; ignored when merging).
     """
 
@@ -41,7 +41,6 @@ class VariantOptions:
     varcoef: int | None = None
     seed_compatible: bool = False
     quasilinear: bool = False
-    penalty_weight: float = 0.0
     name: str = "baseline"
 
     def __post_init__(self) -> None:
@@ -54,8 +53,6 @@ class VariantOptions:
             raise ValueError("seed_compatible reproduces the essay's degree-2 fields; it needs varcoef=2")
         if self.quasilinear and self.dw is None:
             raise ValueError("quasilinear feeds a depthwise step; set dw too (as variant 'quasilinear' does)")
-        if self.penalty_weight < 0:
-            raise ValueError(f"penalty_weight must be ≥ 0; got {self.penalty_weight}")
 
     def merge(self, other: VariantOptions) -> VariantOptions:
         """The options of both; ``ValueError`` if a field is set to two different non-default values."""
@@ -72,35 +69,50 @@ class VariantOptions:
         return VariantOptions(**merged, name=f"{self.name}+{other.name}")
 
 
-#: name → (options, one-line description). ``seed`` is the block the essay gives as code.
-VARIANTS: dict[str, tuple[VariantOptions, str]] = {
-    "baseline": (VariantOptions(), "plain torchvision ResNet: full 3×3 convolutions, zero padding (Dirichlet)"),
-    "neumann": (
+@dataclass(frozen=True)
+class Variant:
+    """A registered variant: its architecture options, a one-line description, and how it trains.
+
+    ``penalty_weight``: the weight of the hyperbolicity penalty (:func:`pdeconv.regularize.hyperbolicity_penalty`,
+    a mean over layers of terms in [0, 1]) that training adds to the loss by default; 0.1 keeps it a fraction of
+    the initial cross-entropy (ln 10 ≈ 2.3). The architecture is unchanged by it.
+    """
+
+    options: VariantOptions
+    description: str
+    penalty_weight: float = 0.0
+
+
+#: name → :class:`Variant`. ``seed`` is the block the essay gives as code.
+VARIANTS: dict[str, Variant] = {
+    "baseline": Variant(VariantOptions(), "plain torchvision ResNet: full 3×3 convolutions, zero padding (Dirichlet)"),
+    "neumann": Variant(
         VariantOptions(bc="neumann"),
         "Neumann boundary condition (reflect padding) in every convolution, so waves bounce back",
     ),
-    "periodic": (VariantOptions(bc="periodic"), "periodic boundary condition (circular padding): a torus"),
-    "dw4": (
+    "periodic": Variant(VariantOptions(bc="periodic"), "periodic boundary condition (circular padding): a torus"),
+    "dw4": Variant(
         VariantOptions(dw=4),
         "each 3×3 → depthwise 3×3 ×4 (four differential operators per channel) + 1×1 that mixes them",
     ),
-    "order2": (
+    "order2": Variant(
         VariantOptions(dw=4, order=2),
         "dw4 with every depthwise kernel parameterised as a differential operator of order ≤ 2",
     ),
-    "varcoef": (
+    "varcoef": Variant(
         VariantOptions(varcoef=2),
         "variable coefficients: each 3×3 output × a(x, y), a degree-2 polynomial field starting at 1",
     ),
-    "seed": (
+    "seed": Variant(
         VariantOptions(dw=4, varcoef=2, seed_compatible=True),
-        "the essay's modified Bottleneck exactly: depthwise ×4 + degree-2 variable coefficients",
+        "the essay's modified Bottleneck: depthwise ×4 + degree-2 variable coefficients",
     ),
-    "hyperbolic": (
-        VariantOptions(penalty_weight=0.1),
-        "baseline architecture trained with + 0.1 × the hyperbolicity penalty (scale-free, ≤ 3 per layer)",
+    "hyperbolic": Variant(
+        VariantOptions(),
+        "baseline architecture trained with + 0.1 × the hyperbolicity penalty (a mean over layers, each in [0, 1])",
+        penalty_weight=0.1,
     ),
-    "quasilinear": (
+    "quasilinear": Variant(
         VariantOptions(dw=4, quasilinear=True),
         "quasilinear: coefficients depend on u (1×1 to 2C, product of halves, depthwise ×4 step, 1×1)",
     ),
@@ -109,17 +121,32 @@ VARIANTS: dict[str, tuple[VariantOptions, str]] = {
 
 def variants() -> dict[str, str]:
     """The registered variant names with their one-line descriptions."""
-    return {name: description for name, (_, description) in VARIANTS.items()}
+    return {name: v.description for name, v in VARIANTS.items()}
 
 
-def get_variant(spec: str | VariantOptions) -> VariantOptions:
-    """Parse a variant spec (``"seed"``, ``"seed+neumann"``) into merged options; options pass through."""
-    if isinstance(spec, VariantOptions):
-        return spec
+def _names(spec: str) -> list[str]:
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"variant must be a name like 'seed' or 'seed+neumann'; got {spec!r}")
     names = [part.strip() for part in spec.split("+")]
     for name in names:
         if name not in VARIANTS:
             raise ValueError(f"unknown variant {name!r} in {spec!r}; valid ones: {', '.join(VARIANTS)}")
-    return reduce(VariantOptions.merge, [replace(VARIANTS[name][0], name=name) for name in names])
+    return names
+
+
+def get_variant(spec: str | VariantOptions) -> VariantOptions:
+    """Parse a variant spec (``"seed"``, ``"seed+neumann"``) into merged options; options pass through."""
+    if isinstance(spec, VariantOptions):
+        return spec
+    return reduce(VariantOptions.merge, [replace(VARIANTS[name].options, name=name) for name in _names(spec)])
+
+
+def variant_penalty_weight(spec: str | VariantOptions) -> float:
+    """The hyperbolicity-penalty weight a spec trains with by default (0 for none); ``ValueError`` when two
+    names of the spec ask for different non-zero weights. Options objects carry no training setting: 0."""
+    if isinstance(spec, VariantOptions):
+        return 0.0
+    weights = {VARIANTS[name].penalty_weight for name in _names(spec)} - {0.0}
+    if len(weights) > 1:
+        raise ValueError(f"variant {spec!r} combines different penalty weights {sorted(weights)}")
+    return weights.pop() if weights else 0.0

@@ -1,0 +1,52 @@
+"""Variants × seeds → runs → ``results.csv``, ``report.md`` and plots: the essay's ideas, ablated honestly.
+
+An experiment directory holds::
+
+    experiment.json           the shared training settings (everything but the variant and the seed)
+    runs/VARIANT/seedN/       one ``pdeconv train`` run each (config.json, metrics.jsonl, checkpoint.pt, ...)
+    results.csv               one row per run
+    report.md                 per variant: mean ± std and 95% CI of test accuracy, cost, Welch t-test vs baseline
+    accuracy_per_epoch.png    mean and min–max band over seeds, per variant
+    accuracy_vs_flops.png     mean ± std of test accuracy against forward FLOPs per image
+
+By idea: :mod:`~pdeconv.experiment.compare` trains the runs (skipping finished ones, resuming unfinished
+ones), :mod:`~pdeconv.experiment.results` collects ``results.csv``, :mod:`~pdeconv.experiment.stats` holds the
+statistics, :mod:`~pdeconv.experiment.plots` the figures and :mod:`~pdeconv.experiment.report` writes
+``report.md``. How one run is configured and built is :mod:`pdeconv.run`'s.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from pdeconv.experiment.compare import CompareResult, compare
+from pdeconv.experiment.report import summary_table, write_report
+from pdeconv.experiment.results import RESULT_COLUMNS, collect
+from pdeconv.run import PRESETS, Preset, build_model
+
+__all__ = [
+    "PRESETS",
+    "RESULT_COLUMNS",
+    "CompareResult",
+    "Preset",
+    "build_model",
+    "collect",
+    "compare",
+    "regularizer_for",
+    "summary_table",
+    "write_report",
+]
+
+
+def regularizer_for(variant: str):
+    """Deprecated: use :func:`pdeconv.run.make_config` and :func:`pdeconv.run.regularizer`.
+
+    The hyperbolicity penalty when the variant trains with one, else ``None``; and the variant's weight.
+    """
+    warnings.warn("pdeconv.experiment.regularizer_for is deprecated; use pdeconv.run.make_config and "
+                  "pdeconv.run.regularizer", DeprecationWarning, stacklevel=2)
+    from pdeconv.models import variant_penalty_weight
+    from pdeconv.regularize import hyperbolicity_penalty
+
+    weight = variant_penalty_weight(variant)
+    return (hyperbolicity_penalty if weight > 0 else None), weight
