@@ -22,12 +22,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 import torch
+from _common import code_version, machine
 
 from pdeconv.discover import fit, simulate, true_equations
 from pdeconv.discover.fit import prediction_error
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     record = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command=" ".join(["python", "benchmarks/discover.py", *(sys.argv[1:] if argv is None else argv)]),
-        machine=dict(arch=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(),
-                     python=platform.python_version(), fit_threads=1),
+        code=code_version(),
+        machine={**machine(torch.device("cpu")), "fit_threads": 1},
         torch=torch.__version__, numpy=np.__version__, quick=a.quick, results=results,
     )
     os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)

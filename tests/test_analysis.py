@@ -243,9 +243,16 @@ def test_differential_conv_kernels_are_analysed_like_their_conv2d(order):
     e = a.layers[0]
     assert (e.kind, e.in_channels, e.out_channels, e.groups) == ("DifferentialConv2d", 3, 12, 3)
     assert e.depthwise.span_dims == [4, 4, 4]
-    reference = analyze_model(nn.Sequential(conv_from(layer.kernel.detach(), groups=3))).layers[0]
-    assert spectrum(e) == pytest.approx(spectrum(reference), abs=1e-12)
-    assert e.operator_shares == pytest.approx(reference.operator_shares, abs=1e-12)
+    # per channel the operators 1, ∂x, ∂y, ∂x² + ∂y² hold moment energies 1, 1, 1, 1 + 1 (of E = 5 per
+    # channel, 15 in all): orders 0, 1, 2 get 1/5, 2/5, 2/5 and each of the five operators 1/5
+    assert spectrum(e) == pytest.approx([0.2, 0.4, 0.4, 0.0], abs=1e-12)
+    shares = {"1": 0.2, "∂x": 0.2, "∂y": 0.2, "∂x²": 0.2, "∂y²": 0.2}
+    expected = {
+        stencil.operator_name(ab): shares.get(stencil.operator_name(ab), 0.0)
+        for ab in stencil.multi_indices(4, size=3)
+    }
+    assert len(expected) == 9 and e.operator_shares == pytest.approx(expected, abs=1e-12)
+    assert e.laplacian_like == pytest.approx(3 * (1 + 1) ** 2 / 2 / 15, abs=1e-12)  # Σ (M_xx + M_yy)²/2 / E
 
 
 # -------------------------------------------------------------------------------------------- scores, fields
@@ -253,13 +260,23 @@ def test_differential_conv_kernels_are_analysed_like_their_conv2d(order):
 
 def test_hyperbolicity_comes_from_regularize():
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 6, 3), conv_from(diagonal(stencil.dx(), [1, 2])))
+    model = nn.Sequential(
+        nn.Conv2d(4, 4, 3),
+        nn.Conv2d(4, 6, 3),
+        conv_from(diagonal(stencil.dx(), [1, 2])),
+        conv_from(diagonal(stencil.laplacian(), [1, 2])),
+        conv_from(diagonal(stencil.identity() + stencil.dx(), [1, 1])),
+    )
     a = analyze_model(model)
     scores = hyperbolicity(model)
     assert a.layers[0].hyperbolicity == pytest.approx(scores["0"])
     assert a.layers[1].hyperbolicity is None  # C_in ≠ C_out: not scored
     assert a.layers[2].hyperbolicity == pytest.approx(1)  # diagonal ∂x: symmetric hyperbolic
-    assert variant_summary(a)["hyperbolicity"] == pytest.approx((scores["0"] + 1) / 2)
+    assert a.layers[3].hyperbolicity == pytest.approx(0, abs=1e-12)  # a Laplacian: all energy second order
+    # (1 + ∂x)·I on 2 channels: energies ‖I‖² = 2 at order 0 (symmetric, penalised) and 2 at order 1
+    # (symmetric, free): 1 − 2/4
+    assert a.layers[4].hyperbolicity == pytest.approx(0.5, abs=1e-12)
+    assert variant_summary(a)["hyperbolicity"] == pytest.approx((scores["0"] + 1 + 0 + 0.5) / 4)
 
 
 def test_coefficient_fields_are_sampled_at_pixel_centres():
@@ -362,8 +379,17 @@ def test_cli_analyzes_a_training_run(tmp_path, capsys):
     }  # conv1 1→16: no C→C 3×3 conv in a depthwise model
     data = json.loads((out / "analysis.json").read_text())
     assert len(data["layers"]) == 19 and len(data["coefficient_fields"]) == 18  # one per 3×3 operator
-    assert data["layers"][1]["depthwise"]["multiplier"] == 4 and data["summary"]["depthwise_span_dim"] > 1
-    assert printed.count("\n| ") >= 19 and "wrote analysis.json" in printed
+    assert data["layers"][1]["depthwise"]["multiplier"] == 4
+    # the summary is that of the checkpoint's model analysed in process (JSON keeps float64 exactly; the
+    # values are shares ≤ 1 or span dimensions ≤ 4, so abs 1e-12)
+    expected = analyze_model(model)
+    assert data["summary"] == pytest.approx(variant_summary(expected), abs=1e-12)
+    assert data["summary"]["spatial_convs"] == 19 and data["summary"]["depthwise_span_dim"] is not None
+    # the printed table: one header row and one row per spatial convolution, in module order
+    rows = [line for line in printed.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 19
+    assert [row.split(" | ")[1] for row in rows[1:]] == [e.name for e in expected.layers]
+    assert "wrote analysis.json" in printed
 
     out2 = tmp_path / "from_checkpoint"
     args = ["analyze", str(run / engine.CHECKPOINT), "--out", str(out2), "--layer", "layer1.0.conv1"]
@@ -381,7 +407,12 @@ def test_cli_torchvision_and_model_names(tmp_path, capsys):
     )
     data = json.loads((tmp_path / "tv" / "analysis.json").read_text())
     assert len(data["layers"]) == 17 and data["model"] == "ResNet"
-    assert {"summary.md", "order_spectrum.png", "first_order_layer1.0.conv1.png"} <= written(tmp_path / "tv")
+    assert written(tmp_path / "tv") == {  # no VariableCoefficients layer: no coefficient_fields.png
+        "analysis.json",
+        "summary.md",
+        "order_spectrum.png",
+        "first_order_layer1.0.conv1.png",
+    }
 
     args = ["analyze", "pde_resnet20", "--variant", "dw4", "--in-chans", "1", "--num-classes", "10"]
     assert main([*args, "--out", str(tmp_path / "dw4")]) == 0

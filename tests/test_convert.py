@@ -96,7 +96,10 @@ def test_boundary_condition_everywhere():
     padded = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.padding != (0, 0)]
     assert report.boundary == padded and len(padded) == 17 and not report.modulated
     assert all(model.get_submodule(n).padding_mode == "reflect" for n in padded)
-    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
+    x = torch.randn(2, 3, 64, 64)
+    assert model(x).shape == (2, 1000)
+    # the stem now reads mirror images of the border (exact: the same pad and conv calls)
+    assert torch.equal(model.conv1(x), F.conv2d(F.pad(x, (3, 3, 3, 3), mode="reflect"), model.conv1.weight, stride=2))
     # pdeconv's own differential layers take the boundary condition too
     small = pde_resnet20(variant="dw4")
     report = convert(small, bc="periodic")
@@ -115,9 +118,18 @@ def test_converted_model_trains_one_step():
     before = [w.detach().clone() for w in fields]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
+    conv = model.layer1[0].conv1
+    seen = {}
+    conv.register_forward_hook(lambda m, args, out: seen.update(u=m._conv_forward(args[0], m.weight, m.bias)))
+    conv.register_full_backward_hook(lambda m, grad_in, grad_out: seen.update(g=grad_out[0]))
     loss = F.cross_entropy(model(x), y)
     loss.backward()
     assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in fields)
+    # at a ≡ 1 the field gradient is Σ_{n,y,x} g·conv(u)·P_k: against the monomials directly (float32 sums of
+    # 4·16·16 = 1,024 products in another order: relative 1e-4 is generous, a wrong monomial is off by far more)
+    P = monomials(16, 16, 2)[0]
+    expected = torch.einsum("nchw,khw->ck", seen["g"] * seen["u"], P)
+    torch.testing.assert_close(conv.varcoef.weight.grad[:, :, 0, 0], expected, rtol=1e-4, atol=1e-6)
     optimizer.step()
     assert all(not torch.equal(w, b) for w, b in zip(fields, before))
     with torch.no_grad():

@@ -146,15 +146,29 @@ def test_cifar_reader_refuses_code(tmp_path, make_cifar):
 
 
 def test_image_folder_loaders(tmp_path, make_image_folder):
-    make_image_folder(tmp_path / "tree", classes=("a", "b", "c"), per_class=2)
+    from PIL import Image
+
+    # 24×16 (W×H) images and image_size 14: evaluation resizes the short side to round(14 / 0.875) = 16, the
+    # size it already has (no resampling), then centre-crops 14×14: rows 1..14, columns 5..18 of the file
+    make_image_folder(tmp_path / "tree", classes=("a", "b", "c"), per_class=2, size=(24, 16))
     train, test, info = data.build_loaders(
-        "imagefolder", data_dir=tmp_path / "tree", batch_size=2, workers=0, image_size=16
+        "imagefolder", data_dir=tmp_path / "tree", batch_size=2, workers=0, image_size=14
     )
-    assert info.num_classes == 3 and info.image_size == 16 and len(train) == 3
+    assert info.num_classes == 3 and info.image_size == 14 and len(train) == 3
+    mean, std = torch.tensor(info.mean).view(1, 3, 1, 1), torch.tensor(info.std).view(1, 3, 1, 1)
     x, y = next(iter(train))
-    assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert sorted(torch.cat([y for _, y in test]).tolist()) == [0, 0, 1, 1, 2, 2]
-    assert abs(float(x.mean())) < 3  # normalised, not 0..255
+    assert x.shape == (2, 3, 14, 14) and x.dtype == torch.float32 and y.dtype == torch.int64
+    # normalised with the registry's mean and std: undone, the pixels are uint8 values / 255 (PIL crops and
+    # resizes 8-bit images), so in [0, 1] and multiples of 1/255 up to float32 rounding (~1e-6 here)
+    pixels = x * std + mean
+    assert float(pixels.min()) >= -1e-5 and float(pixels.max()) <= 1 + 1e-5
+    assert float((pixels * 255 - (pixels * 255).round()).abs().max()) < 1e-3
+    test_x, test_y = (torch.cat(t) for t in zip(*test))
+    assert test_y.tolist() == [0, 0, 1, 1, 2, 2]  # ImageFolder order: classes sorted, then file names
+    files = sorted((tmp_path / "tree" / "val").glob("*/*.png"))
+    source = torch.stack([torch.from_numpy(np.array(Image.open(f))).permute(2, 0, 1) for f in files]) / 255
+    # no resampling, so only float32 rounding of the normalisation and its inverse: ≤ 1e-6 ≪ 1/255
+    torch.testing.assert_close(test_x * std + mean, source[:, :, 1:15, 5:19], rtol=0, atol=1e-5)
 
 
 def test_image_folder_workers_are_seeded_by_seed_and_epoch(tmp_path, make_image_folder):
@@ -177,7 +191,7 @@ def test_image_folder_workers_are_seeded_by_seed_and_epoch(tmp_path, make_image_
 
 
 def test_random_crop_is_a_shifted_window_of_the_padded_image():
-    x = torch.randint(0, 256, (6, 2, 5, 8), dtype=torch.uint8)  # non-square
+    x = torch.randint(0, 256, (6, 2, 5, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))  # non-square
     out = data.random_crop(x, 2, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.dtype == torch.uint8
     dy, dx = torch.randint(0, 5, (2, 6), generator=torch.Generator().manual_seed(0))  # the same draw
@@ -192,7 +206,9 @@ def test_random_flip_mirrors_about_the_vertical_axis():
     out = data.random_flip(x, torch.Generator().manual_seed(1))
     flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, x)]
     assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, x))
-    assert 0 < sum(flipped) < len(x)
+    # the same draw: one uniform per image from the generator, flipped where it is below 1/2
+    mask = (torch.rand(len(x), generator=torch.Generator().manual_seed(1)) < 0.5).tolist()
+    assert flipped == mask and 0 < sum(mask) < len(x)  # images are not mirror-symmetric: a flip always shows
     assert torch.equal(out[flipped.index(True), 0, 0], x[flipped.index(True), 0, 0].flip(0))  # x → W−1−x
 
 

@@ -1,5 +1,7 @@
 """pdeconv.regularize: the hyperbolicity penalty and score of a model's convolutions."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -20,6 +22,32 @@ def _conv(weight: torch.Tensor, groups: int = 1) -> nn.Conv2d:
     with torch.no_grad():
         conv.weight.copy_(weight)
     return conv
+
+
+def _reference_terms(conv: nn.Conv2d) -> tuple[float, float, float, float]:
+    """(antisymmetric, diffusive, zeroth, E) of one conv, computed from the definitions independently of the
+    library: the grouped weight densified block by block, the moments M[o, i, a, b] = Σ_pq K[p, q] (p h)^a (q h)^b
+    / (a! b!) (a along the rows/y, b along the columns/x, h = the dilation) by an explicit einsum, in float64."""
+    W = conv.weight.detach().double()
+    c_out, c_in_g, k, _ = W.shape
+    n_out = c_out // conv.groups
+    dense = W.new_zeros(c_out, conv.in_channels, k, k)
+    for g in range(conv.groups):
+        dense[g * n_out:(g + 1) * n_out, g * c_in_g:(g + 1) * c_in_g] = W[g * n_out:(g + 1) * n_out]
+    h = conv.dilation[0]
+    offsets = torch.arange(k, dtype=F64) - k // 2
+    V = torch.stack([(offsets * h) ** a / math.factorial(a) for a in range(k)])  # V[a, p]; 0**0 = 1
+    M = torch.einsum("ap,oipq,bq->oiab", V, dense, V)
+    A01, A10, A00 = M[:, :, 0, 1], M[:, :, 1, 0], M[:, :, 0, 0]
+    anti = float(((A01 - A01.T) / 2).square().sum() + ((A10 - A10.T) / 2).square().sum())
+    diff = sum(float(M[:, :, a, b].square().sum()) for a in range(k) for b in range(k) if a + b >= 2)
+    zero = float(((A00 + A00.T) / 2).square().sum())
+    return anti, diff, zero, float(M.square().sum())
+
+
+def _reference_score(conv: nn.Conv2d) -> float:
+    anti, diff, zero, E = _reference_terms(conv)
+    return 1 - (anti + diff + zero) / E
 
 
 def _kron(M: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -66,6 +94,7 @@ def test_each_term_is_its_share_of_the_moment_energy():
 
 
 def test_penalty_is_scale_free():
+    torch.manual_seed(6)
     conv = nn.Conv2d(5, 5, 3).double()
     p = hyperbolicity_penalty(conv)
     with torch.no_grad():
@@ -91,11 +120,18 @@ def test_a_gradient_step_reduces_the_penalty():
 @pytest.mark.parametrize("seed", range(5))
 def test_scores_of_random_convs_lie_in_the_unit_interval(seed):
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(6, 6, 3), nn.Conv2d(6, 6, 3, groups=3), nn.Conv2d(6, 6, 5, groups=6))
+    model = nn.Sequential(
+        nn.Conv2d(6, 6, 3), nn.Conv2d(6, 6, 3, groups=3), nn.Conv2d(6, 6, 5, groups=6), nn.Conv2d(6, 6, 3, dilation=2)
+    )
     scores = hyperbolicity(model)
-    assert list(scores) == ["0", "1", "2"]
+    assert list(scores) == ["0", "1", "2", "3"]
     assert all(0.0 < s < 1.0 for s in scores.values()), scores
-    assert 0.0 < _penalty(model) < 3.0
+    # the values themselves, against the definitions computed independently (float64 sums of ≤ 900 terms: 1e-12)
+    for name, conv in zip(["0", "1", "2", "3"], model):
+        assert scores[name] == pytest.approx(_reference_score(conv), abs=1e-12), name
+    shares = [sum(t[:3]) / t[3] for t in map(_reference_terms, model)]
+    # the penalty runs in the model's float32: relative rounding ~1e-6 on sums of a few hundred terms
+    assert _penalty(model) == pytest.approx(sum(shares) / len(shares), rel=1e-5)
 
 
 @pytest.mark.parametrize("groups", [2, 6])
@@ -122,7 +158,13 @@ def test_depthwise_transport_is_hyperbolic():
     assert _penalty(conv) < 1e-12
     with torch.no_grad():  # + a decay term: zeroth order, symmetric, penalised
         conv.weight[:, :, 1, 1] -= 0.1
-    assert _penalty(conv, (0, 0, 1)) > 1e-4
+    # the centre tap only moves M00 = −0.1·I (4 channels: ‖sym M00‖² = 4·0.01); ∂x, ∂y keep M01 = diag(c),
+    # M10 = diag(d) and have no other moment, so E = Σc² + Σd² + 0.04
+    zeroth = 4 * 0.1**2
+    energy = float(speeds.square().sum()) + zeroth
+    assert _penalty(conv, (0, 0, 1)) == pytest.approx(zeroth / energy, rel=1e-12)
+    assert _penalty(conv, (1, 1, 0)) == pytest.approx(0.0, abs=1e-12)
+    assert hyperbolicity(conv)[""] == pytest.approx(1 - zeroth / energy, abs=1e-12)
 
 
 def test_models_without_square_convs_give_a_zero_tensor():
@@ -145,7 +187,9 @@ def test_resnet18_scores_exactly_its_square_channel_3x3_convs():
     }
     scores = hyperbolicity(model)
     assert set(scores) == expected and len(expected) == 13
-    assert all(0.0 <= s <= 1.0 for s in scores.values())
+    modules = dict(model.named_modules())
+    for name, score in scores.items():  # float64 sums of up to 2.4M squares: far inside 1e-12
+        assert score == pytest.approx(_reference_score(modules[name]), abs=1e-12), name
     hyperbolicity_penalty(model).backward()
     with_grad = {n.rsplit(".", 1)[0] for n, p in model.named_parameters() if p.grad is not None}
     assert with_grad == expected

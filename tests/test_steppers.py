@@ -179,10 +179,19 @@ def test_verlet_harmonic_oscillator_is_the_exact_symplectic_matrix(h, steps):
     y0, z0 = torch.randn(2, 2, 3, 4, 5, dtype=F64, generator=g)
     out = Verlet(nn.Identity(), nn.Identity(), h, steps=steps)(torch.cat([y0, z0], 1))
     M = np.array([[1 - h * h, h], [-h, 1.0]])
-    assert np.isclose(np.linalg.det(M), 1.0)
     Mn = np.linalg.matrix_power(M, steps)
     torch.testing.assert_close(out[:, :3], Mn[0, 0] * y0 + Mn[0, 1] * z0)
     torch.testing.assert_close(out[:, 3:], Mn[1, 0] * y0 + Mn[1, 1] * z0)
+    # the library's own Jacobian on one (y, z) pixel is that matrix, symplectic: det 1 and JᵀΩJ = Ω
+    # (float64, ≤ 25 products of 2×2 matrices with entries ≤ ~1.3: rounding far below 1e-10)
+    stepper = Verlet(nn.Identity(), nn.Identity(), h, steps=steps)
+    J = torch.autograd.functional.jacobian(
+        lambda v: stepper(v.reshape(1, 2, 1, 1)).flatten(), torch.zeros(2, dtype=F64)
+    )
+    torch.testing.assert_close(J, torch.from_numpy(Mn), rtol=0, atol=1e-10)
+    Omega = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=F64)
+    torch.testing.assert_close(J.T @ Omega @ J, Omega, rtol=0, atol=1e-10)
+    assert float(torch.linalg.det(J)) == pytest.approx(1.0, abs=1e-10)
 
 
 def test_verlet_with_identity_kinetic_part_is_leapfrog():
@@ -216,7 +225,9 @@ def test_verlet_channel_split():
     with pytest.raises(ValueError, match="split"):
         Verlet(nn.Identity(), nn.Identity())(torch.zeros(1, 3, 2, 2))
     out = Verlet(nn.Identity(), Lambda(lambda y: y[:, :1]), 1.0, split=2)(torch.ones(1, 3, 2, 2))
-    assert out.shape == (1, 3, 2, 2)
+    # y = channels 0, 1 and z = channel 2: z ← 1 − 1·y[:, :1] = 0, then y ← y + 1·z = 1 (exact)
+    expected = torch.tensor([1.0, 1.0, 0.0])[None, :, None, None].expand(1, 3, 2, 2)
+    assert torch.equal(out, expected)
     pair = Verlet(SymmetricConv(1), [SymmetricConv(1), SymmetricConv(1)], steps=2)
     assert len(pair.state_dict()) == 6  # each weight and bias once
     with pytest.raises(ValueError, match="f_y gives 1 steps and f_z 2"):

@@ -104,11 +104,25 @@ def test_grid_is_cached_and_rebuilt_only_when_the_key_changes():
 
 def test_state_dict_is_only_the_weight_and_gradient_reaches_it():
     torch.manual_seed(4)
-    m = VariableCoefficients(3, init="default")
-    u = torch.randn(2, 3, 5, 8)
+    m = VariableCoefficients(3, init="default").double()
+    u = torch.randn(2, 3, 5, 8, dtype=torch.float64)
     m(u).square().sum().backward()
     assert list(m.state_dict()) == ["weight"]
-    assert m.weight.grad is not None and (m.weight.grad != 0).all()
+    # L = Σ (u·a)², a_c = Σ_k w[c, k]·P_k: ∂L/∂w[c, k] = Σ_{n,y,x} 2·u²·a·P_k
+    P = monomials(5, 8, dtype=torch.float64)[0]
+    a = m.coefficient_fields(5, 8)
+    expected = torch.einsum("nchw,khw->ck", 2 * u * u * a, P)
+    torch.testing.assert_close(m.weight.grad[:, :, 0, 0], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_training_product_passes_gradcheck():
+    # the product has its own autograd function in training: finite differences in float64
+    torch.manual_seed(4)
+    m = VariableCoefficients(2, init="default").double()
+    u = torch.randn(3, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: m(x), (u,))
+    w = m.weight
+    assert torch.autograd.gradcheck(lambda weight: torch.func.functional_call(m, {"weight": weight}, (u,)), (w,))
 
 
 def test_bf16_autocast_forward():

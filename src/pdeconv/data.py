@@ -4,7 +4,8 @@ Images come out as normalised float32 tensors (N, C, H, W), labels as int64 (N,)
 
 Small datasets (Fashion-MNIST, CIFAR) are read once into uint8 tensors and served by :class:`TensorLoader`,
 which augments whole batches at once (random crop after zero padding, horizontal flip), the way fast
-CIFAR recipes (airbench) do: far faster than per-image PIL transforms, and it can live on the GPU.
+CIFAR recipes (airbench) do: a few tensor ops per batch instead of a Python call per image, and it can live on
+the GPU.
 ImageFolder trees use a ``DataLoader`` with ``torchvision.transforms.v2``.
 
 Both loaders make their order and augmentation a function of ``(seed, epoch)`` via ``set_epoch``, so a

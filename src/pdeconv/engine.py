@@ -11,10 +11,12 @@ A run directory holds (rank 0 writes, each file replaced atomically):
 - ``checkpoint.pt``  model, optimizer, scheduler, grad scaler, RNG states, epoch and the metrics so far
 - ``events.out.tfevents.*``  TensorBoard scalars, one point per epoch
 
-Resume is exact: the data order and augmentation of an epoch are functions of (seed, epoch), and the
-global RNGs are restored, so a run stopped after epoch k and resumed ends bit-identical to an
-uninterrupted one (same device and settings). Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``)
-the same code runs DistributedDataParallel: gloo on CPU, NCCL on GPU; ``batch_size`` is the global batch.
+Resume is exact on the CPU: the data order and augmentation of an epoch are functions of (seed, epoch), the
+global RNGs are restored and a resumed run keeps its thread count, so a run stopped after epoch k and resumed
+ends bit-identical to an uninterrupted one (same machine and settings). On CUDA, cuDNN's autotuned algorithms,
+TF32 and some nondeterministic backward kernels make a resumed run agree only statistically. Under
+``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) the same code runs DistributedDataParallel: gloo on CPU,
+NCCL on GPU; ``batch_size`` is the global batch.
 """
 
 from __future__ import annotations
@@ -164,8 +166,8 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     """``amp`` with ``"auto"`` replaced by ``"bf16"`` where ``device`` has native bfloat16 arithmetic, else ``"none"``.
 
     Native means a CUDA GPU that reports bf16 support (Ampere and later), or a CPU with AVX-512 BF16 or AMX
-    instructions (oneDNN then runs convolutions and matrix products in bf16; elsewhere bf16 is emulated and
-    slower than float32).
+    instructions (oneDNN then runs convolutions and matrix products in bf16; elsewhere it has no bf16
+    instructions and converts in software, so ``auto`` keeps float32).
     """
     if amp != "auto":
         return amp

@@ -33,7 +33,7 @@ def repeats_channels(u: Tensor, kernel: Tensor, *, groups: int, stride: int = 1,
     """Whether :func:`depthwise_conv` takes the repeated-channel path: a fixed rule, tuned on one CPU.
 
     CPU, ``multiplier > 1``, stride 1, at least 64 channels, at most 16×16 output pixels. The thresholds were
-    chosen by timing the two paths forward+backward on the development machine (a 2-core Intel x86_64 CPU with
+    chosen by timing the two paths forward+backward on machine dev-intel of BENCHMARKS.md (a 2-core Intel CPU with
     AVX-512 BF16 and AMX, model not recorded; m = 4, torch 2.14.1, oneDNN 3.12, 1 thread, 2026-11-24); no
     record of those timings was kept, and the rule is not re-measured on the machine that runs it, so on
     another CPU it may pick the slower path. There, from 28×28 up, or with 16–32 channels, the m-fold copy
@@ -88,7 +88,7 @@ def depthwise_conv(u: Tensor, kernel: Tensor, *, groups: int, stride: int = 1, p
     Output channel ``c·m + j`` is ``kernel[c·m + j] ⋆ u_c``. On CPU with ``m > 1`` computed on channels_last
     input, so the output is channels_last (ResNet-20 dw4 fp32 train step at 28×28, batch 128, 1 thread: 598 ms
     against 985 ms for the grouped conv on NCHW, ``python benchmarks/models.py --suite resnet20 --threads 1
-    --plain --repeats 7``, 2026-11-25 03:28 UTC on the development machine, benchmarks/results/models.jsonl).
+    --plain --repeats 7``, 2026-11-25 03:28 UTC on dev-intel, benchmarks/results/models.jsonl).
     Where :func:`repeats_channels` says so, computed as a depthwise conv of the m-fold repeated input (the
     backward rebuilds the copy instead of keeping it, so the saved activations are those of the plain path).
     Under autocast the inputs are cast as ``conv2d`` casts them.
