@@ -142,24 +142,24 @@ def to_format(module: nn.Module, x: Tensor, channels_last: bool) -> tuple[nn.Mod
 
 @contextlib.contextmanager
 def plain_layers():
-    """pdeconv's layers without their CPU fast paths, as they were before them: the depthwise conv as one
-    ``F.conv2d`` on the input's memory format, the fields' product with autograd's own backward."""
-    import torch.nn.functional as F
+    """pdeconv's layers without their fast paths: every layer on its reference path (``pdeconv.paths``
+    mode ``reference``: the depthwise conv as one ``F.conv2d`` on the input's memory format, then the 1×1) and the
+    fields' product with autograd's own backward."""
+    from pdeconv import paths
+    from pdeconv.layers import varcoef
 
-    from pdeconv.layers import differential, varcoef
+    class Product:  # the product and its field as plain autograd ops
+        @staticmethod
+        def apply(u, weight, grid):
+            return u * varcoef._field(weight, grid, varcoef._is_channels_last(u))
 
-    def conv(u, kernel, *, groups, stride=1, padding=0):
-        return F.conv2d(u, kernel, stride=stride, padding=padding, groups=groups)
-
-    class Product:
-        apply = staticmethod(torch.mul)
-
-    saved = differential.depthwise_conv, varcoef._Modulate
-    differential.depthwise_conv, varcoef._Modulate = conv, Product
+    saved = varcoef._Modulate
+    varcoef._Modulate = Product
     try:
-        yield
+        with paths.using("reference"):
+            yield
     finally:
-        differential.depthwise_conv, varcoef._Modulate = saved
+        varcoef._Modulate = saved
 
 
 PLAIN = "[plain]"

@@ -6,10 +6,11 @@
   channels_last.
 * ``resnet20``: ``pde_resnet20`` variants against its ``baseline`` at 28×28 (1 channel, 10 classes), batch 128.
 
-A train step is ``zero_grad``, forward, cross-entropy, backward and an SGD step (lr 0, so the weights and the
-work stay the same from step to step). The networks run interleaved, ratios are medians of per-round ratios
-(``_common``). FLOPs: forward, :func:`pdeconv.models.profile`; a step is 3× that, so the FLOP ratio of a step
-is the forward's. ``time/FLOPs`` = time ratio / FLOP ratio: 1 means the variant costs exactly its arithmetic.
+A train step is ``zero_grad``, forward, cross-entropy (plus the variant's hyperbolicity penalty, for
+``hyperbolic``), backward and an SGD step (lr 0, so the weights and the work stay the same from step to step).
+The networks run interleaved, ratios are medians of per-round ratios (``_common``). FLOPs: forward,
+:func:`pdeconv.models.profile`; a step is 3× that, so the FLOP ratio of a step is the forward's. ``time/FLOPs``
+= time ratio / FLOP ratio: 1 means the variant costs exactly its arithmetic.
 ``--plain`` adds each variant once more as ``VARIANT[plain]``, run without pdeconv's CPU fast paths
 (``_common.plain_layers``), to measure what they gain. ``--compile`` times every network (the reference too)
 through ``torch.compile``, which fuses elementwise work (BatchNorm, ReLU, the coefficient fields) into the
@@ -44,7 +45,15 @@ from _common import (
 from torch import nn
 from tqdm.auto import tqdm
 
-from pdeconv.models import get_variant, pde_resnet20, pde_resnet50, profile, saved_activation_bytes
+from pdeconv.models import (
+    get_variant,
+    pde_resnet20,
+    pde_resnet50,
+    profile,
+    saved_activation_bytes,
+    variant_penalty_weight,
+)
+from pdeconv.regularize import hyperbolicity_penalty
 
 SUITES = {
     # name: (reference, default variants, classes, in_chans)
@@ -63,14 +72,18 @@ def build(suite: str, variant: str) -> nn.Module:
 _optimizers: dict[int, torch.optim.Optimizer] = {}
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, device: torch.device):
-    """A closure running one train step; a model timed twice (``[plain]``) keeps one optimizer state."""
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, device: torch.device,
+               penalty_weight: float = 0.0):
+    """A closure running one train step (with the variant's hyperbolicity penalty, as training adds it); a model
+    timed twice (``[plain]``) keeps one optimizer state."""
     optimizer = _optimizers.setdefault(id(model), torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9))
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast(precision, device):
             loss = F.cross_entropy(model(x), y)
+        if penalty_weight > 0:
+            loss = loss + penalty_weight * hyperbolicity_penalty(model)
         loss.backward()
         optimizer.step()
 
@@ -97,7 +110,8 @@ def measure_suite(suite, variants, *, batch, size, channels_last, precision, rep
             forward = maybe_plain(lambda m=model, x=x: F.cross_entropy(m(x), y), v)
             saved[v] = saved_activation_bytes(forward, model.parameters())
         runner = torch.compile(model) if compiled else model  # memory and the profile: eager
-        steps[v] = maybe_plain(train_step(runner, x, y, precision, device), v)
+        weight = 0.0 if v == "torchvision" else variant_penalty_weight(v.removesuffix(PLAIN))
+        steps[v] = maybe_plain(train_step(runner, x, y, precision, device, weight), v)
         steps[v]()  # gradients and optimizer state exist before the peak is measured
         peak[v] = peak_bytes(steps[v], device)
     times = interleaved(steps, repeats=repeats, warmup=warmup, device=device)

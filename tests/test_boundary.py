@@ -129,3 +129,40 @@ def test_set_boundary_switches_pdeconv_layers_by_name():
     with torch.no_grad():
         model[0].weight.copy_(S.laplacian().expand(4, 1, 3, 3))
     assert torch.equal(model[0](u), torch.zeros(1, 4, 5, 7))  # a constant is harmonic under neumann
+
+
+@pytest.mark.parametrize("lrtb", [(1, 1, 1, 1), (2, 1, 0, 3), (3, 3, 2, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_circular_ring_way_is_circular_padding_with_its_gradient(lrtb, channels_last):
+    # the ring way's own backward against finite differences and against PyTorch's circular padding
+    from pdeconv.boundary import _circular_ring
+
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    assert torch.equal(_circular_ring(x, lrtb), torch.nn.functional.pad(x, lrtb, mode="circular"))
+    assert torch.autograd.gradcheck(lambda t: _circular_ring(t, lrtb), (x,))
+    g = torch.randn_like(_circular_ring(x, lrtb))
+    ours = torch.autograd.grad(_circular_ring(x, lrtb), x, g)[0]
+    theirs = torch.autograd.grad(torch.nn.functional.pad(x, lrtb, mode="circular"), x, g)[0]
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)  # sums of ≤ 4 terms in float64
+
+
+@pytest.mark.parametrize("bc", ["neumann", "periodic", "replicate"])
+def test_switched_convs_pad_through_pad_and_keep_their_parameters(bc):
+    torch.manual_seed(4)
+    conv = nn.Conv2d(3, 4, 3, padding=1, stride=2).double()
+    state = {k: v.clone() for k, v in conv.state_dict().items()}
+    B.set_boundary(conv, bc)
+    assert isinstance(conv, (B.BoundaryConv2d, nn.Conv2d)) and conv.padding_mode == B.padding_mode(bc)
+    assert all(torch.equal(v, state[k]) for k, v in conv.state_dict().items())
+    x = torch.randn(2, 3, 6, 9, dtype=torch.float64, requires_grad=True)
+    mode = {"neumann": "reflect", "periodic": "circular", "replicate": "replicate"}[bc]
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode=mode), conv.weight,
+                                          conv.bias, stride=2)
+    torch.testing.assert_close(conv(x), expected, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(conv, (x,))
+    B.set_boundary(conv, "dirichlet")  # back to zero padding inside the convolution
+    torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride=2, padding=1))

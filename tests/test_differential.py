@@ -1,7 +1,5 @@
 """pdeconv.layers.differential: the essay's depthwise ×m differential convolution."""
 
-from unittest.mock import patch
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +9,7 @@ from torch import nn
 from pdeconv import boundary
 from pdeconv import stencil as S
 from pdeconv.layers import DifferentialConv2d
-from pdeconv.layers.differential import depthwise_conv
+from pdeconv.layers.differential import PATHS, depthwise_conv
 
 NAMES = ["1", "∂x", "∂y", "∂x²", "∂x∂y", "∂y²"]
 
@@ -198,7 +196,9 @@ def _cotangent(out: torch.Tensor) -> torch.Tensor:
 
 def _reference(layer: DifferentialConv2d):
     """The layer as plain autograd ops on whatever memory format its input has: grouped conv2d, then 1×1."""
-    return lambda u: layer.pointwise(F.conv2d(boundary.pad(u, 1, layer.bc), layer.kernel, groups=layer.channels))
+    return lambda u: layer.pointwise(
+        F.conv2d(boundary.pad(u, 1, layer.bc), layer.kernel, stride=layer.stride, groups=layer.channels)
+    )
 
 
 def _absolute_sums(layer: DifferentialConv2d, u: torch.Tensor):
@@ -206,7 +206,8 @@ def _absolute_sums(layer: DifferentialConv2d, u: torch.Tensor):
     ua = u.detach().abs().requires_grad_()
     kernel = layer.kernel.detach().abs().requires_grad_()
     pointwise = layer.pointwise.weight.detach().abs().requires_grad_()
-    out = F.conv2d(F.conv2d(boundary.pad(ua, 1, layer.bc), kernel, groups=layer.channels), pointwise)
+    padded = boundary.pad(ua, 1, layer.bc)
+    out = F.conv2d(F.conv2d(padded, kernel, stride=layer.stride, groups=layer.channels), pointwise)
     out.backward(_cotangent(out).abs())
     params = [kernel.grad]
     if layer.order is not None:  # coefficients[i, n] = Σ_pq basis[n, p, q] · kernel-gradient[i, p, q]
@@ -215,24 +216,27 @@ def _absolute_sums(layer: DifferentialConv2d, u: torch.Tensor):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("repeat", [False, True])
-@pytest.mark.parametrize("bc, order", [("dirichlet", None), ("neumann", 2)])
-def test_cpu_fast_paths_equal_the_plain_grouped_conv(channels_last, repeat, bc, order):
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("bc, order, stride", [("dirichlet", None, 1), ("neumann", 2, 1), ("periodic", None, 2)])
+def test_every_path_equals_the_plain_grouped_conv(channels_last, path, bc, order, stride):
     torch.manual_seed(9)
-    layer = DifferentialConv2d(4, 3, order=order, bc=bc, out_channels=5)
-    N, (H, W), m, c_out = 2, (5, 8), 3, 5
-    u = torch.randn(N, 4, H, W)
+    layer = DifferentialConv2d(4, 3, order=order, bc=bc, out_channels=5, stride=stride)
+    if path not in layer.available_paths():
+        pytest.skip(f"{path} does not apply at stride {stride}")
+    C, N, (H, W), m, c_out = 4, 2, (5, 8), 3, 5
+    u = torch.randn(N, C, H, W)
     if channels_last:
         u = u.contiguous(memory_format=torch.channels_last)
     expected = _grads(layer, u, _reference(layer))
-    with patch("pdeconv.layers.differential.repeats_channels", return_value=repeat):
-        got = _grads(layer, u, layer)
-    # The same products in another order (memory format, repeated channels, this CPU's kernels): equal up to
-    # the rounding of the sums each value is made of. Reduction lengths, chained: output 9 (depthwise) + m
-    # (1×1); grad u: c_out + 9m; grad kernel: c_out + N·H·W; coefficients: 9 more; grad 1×1: 9 + N·H·W.
+    layer.set_path(path)
+    got = _grads(layer, u, layer)
+    # The same products in another order (memory format, repeated channels, the folded dense weight, this CPU's
+    # kernels): equal up to the rounding of the sums each value is made of. Reduction lengths, chained, the
+    # longest of the paths: output 9·C (dense) + m (fold or 1×1); grad u 9·c_out + 9·m; grad kernel c_out +
+    # N·H·W (+ 9 into the coefficients); grad 1×1 9 + N·H·W.
     bounds = _absolute_sums(layer, u)
-    assert_same_sums(got[0], expected[0], terms=9 + m, scale=bounds[0], msg="output")
-    assert_same_sums(got[1], expected[1], terms=c_out + 9 * m, scale=bounds[1], msg="grad u")
+    assert_same_sums(got[0], expected[0], terms=9 * C + m, scale=bounds[0], msg="output")
+    assert_same_sums(got[1], expected[1], terms=9 * (c_out + m), scale=bounds[1], msg="grad u")
     depthwise_terms = c_out + N * H * W + (0 if order is None else 9)
     assert_same_sums(got[2][0], expected[2][0], terms=depthwise_terms, scale=bounds[2][0], msg="grad depthwise")
     assert_same_sums(got[2][1], expected[2][1], terms=9 + N * H * W, scale=bounds[2][1], msg="grad 1×1")
@@ -247,18 +251,31 @@ def test_the_tolerance_catches_a_small_kernel_change():  # so that the test abov
         layer.weight[0, 0, 1, 1] *= 1 + 1e-4
     bound = _absolute_sums(layer, u)[0]
     with pytest.raises(AssertionError):
-        assert_same_sums(layer(u), expected, terms=9 + 3, scale=bound)
+        assert_same_sums(layer(u), expected, terms=9 * 4 + 3, scale=bound)
+
+
+def test_folded_weight_is_the_dense_operator_and_its_moments_the_operator_matrix():
+    torch.manual_seed(12)
+    layer = DifferentialConv2d(3, 4, out_channels=5).double()
+    W = layer.folded_weight()
+    assert W.shape == (5, 3, 3, 3)
+    u = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+    torch.testing.assert_close(F.conv2d(u, W, padding=1), _reference(layer)(u), rtol=1e-12, atol=1e-12)
+    # entry by entry: W[o, c] = Σ_j P[o, 4c + j]·K[4c + j]
+    P, K = layer.pointwise.weight[:, :, 0, 0], layer.weight[:, 0]
+    for o, c in [(0, 0), (4, 2), (2, 1)]:
+        torch.testing.assert_close(W[o, c], sum(P[o, 4 * c + j] * K[4 * c + j] for j in range(4)))
+    with pytest.raises(ValueError, match="needs the 1×1"):
+        DifferentialConv2d(3, 4, mix=False).folded_weight()
 
 
 def test_repeated_channel_path_keeps_no_m_fold_copy_and_follows_autocast():
     torch.manual_seed(10)
     layer = DifferentialConv2d(4, 4, mix=False)
+    layer.set_path("repeated")
     u = torch.randn(2, 4, 6, 6, requires_grad=True)
     saved = []
-    with (
-        patch("pdeconv.layers.differential.repeats_channels", return_value=True),
-        torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t),
-    ):
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
         layer(u)
         assert saved == [u.shape, layer.weight.shape]  # u and the kernel, not the (2, 16, 6, 6) repeat
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -268,25 +285,43 @@ def test_repeated_channel_path_keeps_no_m_fold_copy_and_follows_autocast():
     torch.testing.assert_close(out.float(), layer(u), atol=0.05, rtol=0.05)
 
 
-@pytest.mark.parametrize("repeat", [False, True])
-def test_fast_paths_pass_gradcheck(repeat):
-    # float64 finite differences against the backward of each path (the repeated-channel path has its own)
+@pytest.mark.parametrize("path", PATHS)
+def test_every_path_passes_gradcheck(path):
+    # float64 finite differences against each path's backward, to the input and every parameter
     torch.manual_seed(11)
-    layer = DifferentialConv2d(2, 3, out_channels=2).double()
+    layer = DifferentialConv2d(2, 3, order=2, out_channels=2, bc="neumann").double()
+    layer.set_path(path)
     u = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
-    with patch("pdeconv.layers.differential.repeats_channels", return_value=repeat):
-        forward = lambda x, w: layer.pointwise(depthwise_conv(x, w, groups=2, padding=1))  # noqa: E731
-        assert torch.autograd.gradcheck(forward, (u, layer.weight.detach().clone().requires_grad_()))
+    names = [n for n, _ in layer.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in layer.parameters())
+    forward = lambda x, *ps: torch.func.functional_call(layer, dict(zip(names, ps)), (x,))  # noqa: E731
+    assert torch.autograd.gradcheck(forward, (u, *params))
 
 
-def test_fast_path_rule():
-    from pdeconv.layers.differential import repeats_channels
+def test_a_path_that_does_not_apply_is_refused_with_the_valid_ones():
+    with pytest.raises(ValueError, match=r"path 'folded' does not apply .*valid ones: reference, channels_last, "
+                       r"repeated \(folded needs the 1×1"):
+        DifferentialConv2d(4, 4, mix=False).set_path("folded")
+    with pytest.raises(ValueError, match="valid ones: reference, channels_last, folded"):
+        DifferentialConv2d(4, 4, stride=2).set_path("repeated")
+    with pytest.raises(ValueError, match="unknown path 'fast'"):
+        depthwise_conv(torch.zeros(1, 2, 3, 3), torch.zeros(4, 1, 3, 3), groups=2, path="fast")
 
-    kernel = torch.empty(4 * 64, 1, 3, 3)
-    assert repeats_channels(torch.empty(8, 64, 16, 16), kernel, groups=64, padding=1)
-    assert repeats_channels(torch.empty(8, 64, 18, 18), kernel, groups=64)  # padded by the bc: 16×16 out
-    assert not repeats_channels(torch.empty(8, 64, 18, 18), kernel, groups=64, padding=1)
-    assert not repeats_channels(torch.empty(8, 64, 16, 16), kernel, groups=64, stride=2, padding=1)
-    assert not repeats_channels(torch.empty(8, 64, 28, 28), kernel, groups=64, padding=1)
-    assert not repeats_channels(torch.empty(8, 64, 8, 8), torch.empty(64, 1, 3, 3), groups=64, padding=1)
-    assert not repeats_channels(torch.empty(8, 32, 8, 8), torch.empty(128, 1, 3, 3), groups=32, padding=1)
+
+def test_compile_and_autocast_take_a_path_too():
+    from pdeconv import paths
+
+    torch.manual_seed(13)
+    layer = DifferentialConv2d(4, 4, out_channels=4)
+    u = torch.randn(8, 4, 6, 6)
+    eager = layer(u)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    # a compiled graph runs the cached path or the reference one: the same sums, maybe in another order
+    bound = _absolute_sums(layer, u)[0]
+    assert_same_sums(compiled(u), eager, terms=9 * 4 + 4, scale=bound)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = layer(u)
+    assert low.dtype == torch.bfloat16
+    # bf16 rounds inputs and weights (2^-9 relative each) and the sums: a few hundredths of the scale
+    torch.testing.assert_close(low.float(), eager, rtol=0, atol=float(0.02 * bound.detach().max()))
+    assert any(key.startswith("DifferentialConv2d|") and "|bfloat16|" in key for key in paths.chosen())

@@ -51,7 +51,7 @@ def _essay_xy(H, W, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
-def test_seed_compatible_is_the_essays_bottleneck_bit_for_bit(dtype):
+def test_seed_compatible_is_the_essays_grid_bit_for_bit_and_its_fields(dtype):
     H, W = 7, 12
     assert torch.equal(monomials(H, W, seed_compatible=True, dtype=dtype), _essay_xy(H, W, dtype))
     if dtype == torch.float16:
@@ -61,8 +61,10 @@ def test_seed_compatible_is_the_essays_bottleneck_bit_for_bit(dtype):
     m = VariableCoefficients(8, seed_compatible=True, init="default").to(dtype)
     m.load_state_dict(mix.state_dict())
     out = torch.randn(2, 8, H, W, dtype=dtype)
-    # exact: the same conv2d call (1×1 weight on the same grid, same layout) and the same product
-    assert torch.equal(m(out), out * mix(_essay_xy(H, W, dtype)))
+    # the same grid bit for bit (above); the field a = Σ_k w_k·P_k is a matrix product here and a 1×1 conv in the
+    # essay (another kernel: 6 terms in another order), then one more rounding in the product
+    scale = out.abs() * F.conv2d(_essay_xy(H, W, dtype).abs(), mix.weight.detach().abs())
+    assert_same_sums(m(out), out * mix(_essay_xy(H, W, dtype)), terms=6 + 1, scale=scale)
 
 
 def test_seed_compatible_needs_degree_2_and_init_is_checked():

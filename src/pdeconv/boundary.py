@@ -17,16 +17,27 @@ name           padding mode      meaning (ghost samples u[-1], u[-2], ... left o
 
 Reflect and replicate padding break the exact adjoint of a convolution (see ``layers.steppers``): only
 ``dirichlet`` and ``periodic`` keep ``⟨K u, v⟩ = ⟨u, Kᵀ v⟩`` with Kᵀ the flipped kernel.
+
+Speed: zero padding is fused into the convolution; the others are a padding copy first. PyTorch computes the
+gradient of circular padding through a composite of slices (several full-size temporaries); :func:`pad` also
+has a ``ring`` way for it, the ghost rows and columns added back onto the border in place, and
+:mod:`pdeconv.paths` measures which is faster for each shape (``set_boundary`` routes ``nn.Conv2d`` through
+:func:`pad` too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import cache
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-__all__ = ["BOUNDARY_CONDITIONS", "padding_mode", "pad", "convolve", "set_boundary", "boundary_of"]
+from pdeconv import paths
+
+__all__ = ["BOUNDARY_CONDITIONS", "BoundaryConv2d", "padding_mode", "pad", "convolve", "set_boundary", "boundary_of"]
 
 #: boundary condition → ``nn.Conv2d(padding_mode=...)``
 BOUNDARY_CONDITIONS: dict[str, str] = {
@@ -73,6 +84,44 @@ def _check_reflect(x: Tensor, lrtb: tuple[int, int, int, int], where: str = "") 
         )
 
 
+class _CircularPad(torch.autograd.Function):
+    """``F.pad(x, lrtb, mode="circular")`` whose backward adds the ghost cells' gradient back onto the opposite
+    border in place (PyTorch's own goes through a composite of slices with full-size temporaries)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, lrtb: tuple[int, int, int, int]) -> Tensor:
+        ctx.lrtb = lrtb
+        return F.pad(x, lrtb, mode="circular")
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        left, right, top, bottom = ctx.lrtb
+        rows = g[..., :, left:g.shape[-1] - right]  # interior columns, all rows: fold the rows first
+        h = rows.shape[-2] - top - bottom
+        folded = rows[..., top:top + h, :].clone(memory_format=torch.preserve_format)
+        if top:
+            folded[..., h - top:, :] += rows[..., :top, :]  # ghost rows above are the last rows
+        if bottom:
+            folded[..., :bottom, :] += rows[..., top + h:, :]  # ghost rows below are the first rows
+        w = folded.shape[-1]
+        blocks = ((slice(0, left), slice(w - left, w)), (slice(left + w, left + w + right), slice(0, right)))
+        for ghost, target in blocks:
+            if ghost.stop > ghost.start:
+                cols = g[..., :, ghost]  # ghost columns, all rows (corners included): fold their rows too
+                part = cols[..., top:top + h, :].clone()
+                if top:
+                    part[..., h - top:, :] += cols[..., :top, :]
+                if bottom:
+                    part[..., :bottom, :] += cols[..., top + h:, :]
+                folded[..., :, target] += part
+        return folded, None
+
+
+def _circular_ring(x: Tensor, lrtb: tuple[int, int, int, int]) -> Tensor:
+    return _CircularPad.apply(x, lrtb)
+
+
 def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet") -> Tensor:
     """Pad the last two axes of ``x`` (..., H, W) by ``width`` under boundary condition ``bc``.
 
@@ -86,6 +135,10 @@ def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet") -> Tenso
         return F.pad(x, lrtb)
     if x.dim() < 3:  # F.pad's non-constant modes want a channel axis
         return F.pad(x.unsqueeze(0), lrtb, mode=mode).squeeze(0)
+    if mode == "circular" and x.dim() == 4 and max(lrtb[:2]) <= x.shape[-1] and max(lrtb[2:]) <= x.shape[-2]:
+        ways = {"aten": lambda t: F.pad(t, lrtb, mode="circular"), "ring": lambda t: _circular_ring(t, lrtb)}
+        way = paths.choose("pad", ("periodic", lrtb), ways, [x], reference="aten")
+        return ways[way](x)
     return F.pad(x, lrtb, mode=mode)
 
 
@@ -109,10 +162,28 @@ def convolve(u: Tensor, kernel: Tensor, bc: str = "dirichlet", stride: int = 1, 
     return out[0, 0] if squeeze else out
 
 
-def _reflect_guard(module: nn.Conv2d, args: tuple) -> None:
-    # Forward pre-hook on convs switched to neumann: turn PyTorch's cryptic reflect error into a clear one.
-    p = module._reversed_padding_repeated_twice
-    _check_reflect(args[0], tuple(p), where=f"Conv2d({module.in_channels}, {module.out_channels}): ")
+class BoundaryConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` whose non-zero padding goes through :func:`pad` (the boundary condition's fast ways, and a
+    clear error for inputs too small to reflect). :func:`set_boundary` gives convolutions this class (a subclass
+    of their own, so their parameters, state-dict keys and ``isinstance`` checks stay what they were)."""
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if self.padding_mode == "zeros":
+            return super()._conv_forward(input, weight, bias)
+        p = tuple(self._reversed_padding_repeated_twice)
+        if self.padding_mode == "reflect":
+            _check_reflect(input, p, where=f"Conv2d({self.in_channels}, {self.out_channels}): ")
+        padded = pad(input, p, _BC_OF_MODE[self.padding_mode])
+        return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
+@cache
+def _boundary_class(cls: type[nn.Conv2d]) -> type[nn.Conv2d]:
+    if issubclass(cls, BoundaryConv2d):
+        return cls
+    if cls is nn.Conv2d:
+        return BoundaryConv2d
+    return type(f"Boundary{cls.__name__}", (BoundaryConv2d, cls), {})
 
 
 def set_boundary(
@@ -148,11 +219,7 @@ def set_boundary(
             changed += 1
             continue
         m.padding_mode = mode
-        guards = [k for k, hook in m._forward_pre_hooks.items() if hook is _reflect_guard]
-        if mode == "reflect" and not guards:
-            m.register_forward_pre_hook(_reflect_guard)
-        elif mode != "reflect":
-            for k in guards:
-                del m._forward_pre_hooks[k]
+        if mode != "zeros" and type(m)._conv_forward is not BoundaryConv2d._conv_forward:
+            m.__class__ = _boundary_class(type(m))  # padding through pad(): its fast ways and clear errors
         changed += 1
     return changed

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from pdeconv import __version__, _checkpoint
+from pdeconv import __version__, _checkpoint, paths
 from pdeconv._checkpoint import CheckpointError
 from pdeconv.data import DATASETS, DatasetInfo, build_loaders, dataset_info
 from pdeconv.runtime import cpu_description, set_threads
@@ -513,7 +513,7 @@ def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoc
     if procs.world_size > 1:
         model = DistributedDataParallel(fast, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
     params = sum(p.numel() for p in raw.parameters())
-    writer = _open_run(out, config, procs, info, params, history) if procs.main else None
+    writer, meta = _open_run(out, config, procs, info, params, history) if procs.main else (None, None)
 
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -531,6 +531,9 @@ def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoc
             if procs.world_size > 1:  # BatchNorm statistics: every rank evaluates and saves rank 0's
                 for buffer in raw.buffers():
                     dist.broadcast(buffer, 0)
+                box = [paths.chosen()]  # and every rank takes the fast paths rank 0 measured from here on
+                dist.broadcast_object_list(box, src=0)
+                paths.restore(box[0])
             record = {"epoch": epoch, **record}
             record |= evaluate(fast, test_loader, device=procs.device, amp=config.amp, tta_flip=config.tta_flip,
                                channels_last=config.channels_last)
@@ -539,8 +542,11 @@ def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoc
             if procs.main:
                 state = {"epoch": epoch, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                         "rng": _checkpoint.rng_state(), "metrics": history, "config": asdict(config)}
+                         "rng": _checkpoint.rng_state(), "metrics": history, "config": asdict(config),
+                         "paths": paths.chosen()}
                 _checkpoint.save(ckpt_path, state)  # first: the other files are never ahead of it
+                meta["paths"] = state["paths"]
+                _checkpoint.write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")
                 _log_epoch(out, writer, record, history, config.epochs)
             if on_epoch_end is not None:
                 on_epoch_end(record)
@@ -571,6 +577,7 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, scheduler, scale
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         _checkpoint.set_rng_state(state["rng"])
+        paths.restore(state.get("paths", {}))  # the same layer paths as before the stop: an exact continuation
         history = list(state["metrics"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -580,8 +587,9 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, scheduler, scale
     return history
 
 
-def _open_run(out: Path, config: TrainConfig, procs: _Processes, info, params: int, history) -> Any:
-    """Write config.json and the metrics so far; return the TensorBoard writer (rank 0 only)."""
+def _open_run(out: Path, config: TrainConfig, procs: _Processes, info, params: int, history) -> tuple[Any, dict]:
+    """Write config.json and the metrics so far; return the TensorBoard writer and the run's metadata (rank 0
+    only). ``paths``: the layer paths chosen so far (:mod:`pdeconv.paths`), rewritten every epoch."""
     from torch.utils.tensorboard import SummaryWriter
 
     out.mkdir(parents=True, exist_ok=True)
@@ -596,10 +604,11 @@ def _open_run(out: Path, config: TrainConfig, procs: _Processes, info, params: i
         "params": params,
         "dataset": asdict(info),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "paths": paths.chosen(),
     }
     _checkpoint.write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")
     _write_metrics(out, history)  # drops any epoch logged after the checkpoint we resume from
-    return SummaryWriter(str(out), purge_step=len(history) + 1 if history else None)
+    return SummaryWriter(str(out), purge_step=len(history) + 1 if history else None), meta
 
 
 def _log_epoch(out: Path, writer, record: dict[str, Any], history: list[dict[str, Any]], epochs: int) -> None:

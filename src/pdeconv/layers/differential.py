@@ -5,14 +5,23 @@ Each input channel ``c`` is hit by ``m`` learned 3×3 kernels, i.e. ``m`` differ
 as ``nn.Conv2d(C, C·m, 3, groups=C)`` orders them. An optional 1×1 conv then takes linear combinations.
 Padding 1 is the boundary condition ``bc`` (:mod:`pdeconv.boundary`).
 
-Speed (CPU, ``m > 1``; :func:`depthwise_conv`): oneDNN has true depthwise kernels only for one output per
-input channel; for ``m > 1`` it runs a GEMM per group on NCHW tensors (slow, and very slow with several
-threads on busy cores) or pads each group to 16×16 channels on channels_last ones. So the depthwise conv runs
-on channels_last input and returns channels_last output (the layers after it then run channels_last too,
-which measured faster on CPU), and where :func:`repeats_channels` says so it repeats each input channel m
-times and runs the ``groups = C·m`` depthwise kernel instead. Every path computes the same products; they may
-add them in another order (another kernel), so results agree to floating-point rounding, not bit for bit
-(``tests/test_differential.py`` bounds the difference by the sums' rounding error).
+The layer is linear, and with the 1×1 it is one dense operator: ``pointwise(depthwise(u)) = conv2d(u, W)`` with
+``W[o, c] = Σ_j P[o, c·m + j] · K[c·m + j]`` (:meth:`DifferentialConv2d.folded_weight`): in the dictionary, a
+C_out × C·m matrix of constants times a diagonal of m operators per channel is a C_out × C matrix of
+differential operators. The parameters stay the depthwise kernels and the 1×1 weight either way.
+
+Paths (:mod:`pdeconv.paths` measures them at first use and takes the fastest, on the machine running):
+
+* ``reference``: the grouped convolution on the input as it is stored, then the 1×1;
+* ``channels_last``: the grouped convolution on channels-last memory (oneDNN's grouped kernels with several
+  outputs per group are slow on NCHW CPU tensors), then the 1×1;
+* ``repeated``: each input channel repeated m times and the ``groups = C·m`` depthwise kernel (stride 1,
+  m > 1); its backward rebuilds the copy instead of keeping it;
+* ``folded`` (with the 1×1): one dense convolution with :meth:`~DifferentialConv2d.folded_weight`; autograd
+  takes the gradient through the fold to the same parameters.
+
+Every path computes the same products; they add them in other orders (other kernels), so results agree to
+floating-point rounding, not bit for bit (``tests/test_differential.py`` bounds the difference).
 """
 
 from __future__ import annotations
@@ -23,25 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pdeconv import boundary
+from pdeconv import boundary, paths
 from pdeconv.stencil import basis, moments, multi_indices, operator_name
 
-__all__ = ["DifferentialConv2d", "depthwise_conv", "repeats_channels"]
+__all__ = ["DifferentialConv2d", "PATHS", "depthwise_conv", "fold"]
 
-
-def repeats_channels(u: Tensor, kernel: Tensor, *, groups: int, stride: int = 1, padding: int = 0) -> bool:
-    """Whether :func:`depthwise_conv` takes the repeated-channel path: a fixed rule, tuned on one CPU.
-
-    CPU, ``multiplier > 1``, stride 1, at least 64 channels, at most 16×16 output pixels. The thresholds were
-    chosen by timing the two paths forward+backward on machine dev-intel of BENCHMARKS.md (a 2-core Intel CPU with
-    AVX-512 BF16 and AMX, model not recorded; m = 4, torch 2.14.1, oneDNN 3.12, 1 thread, 2026-11-24); no
-    record of those timings was kept, and the rule is not re-measured on the machine that runs it, so on
-    another CPU it may pick the slower path. There, from 28×28 up, or with 16–32 channels, the m-fold copy
-    cost as much as the faster kernel saved or more; at stride 2 the copy is at full resolution. GPUs keep
-    cuDNN's grouped kernels.
-    """
-    H, W = (n + 2 * padding - k + 1 for n, k in zip(u.shape[-2:], kernel.shape[-2:]))
-    return u.device.type == "cpu" and kernel.shape[0] > groups and stride == 1 and groups >= 64 and H * W <= 16 * 16
+#: the paths a DifferentialConv2d may take (``folded`` needs the 1×1, ``repeated`` stride 1 and m > 1)
+PATHS = ("reference", "channels_last", "repeated", "folded")
 
 
 def _repeat(u: Tensor, m: int) -> Tensor:
@@ -82,22 +79,27 @@ class _RepeatedDepthwise(torch.autograd.Function):
         return grad_u, grad_kernel, None, None
 
 
-def depthwise_conv(u: Tensor, kernel: Tensor, *, groups: int, stride: int = 1, padding: int = 0) -> Tensor:
+def depthwise_conv(
+    u: Tensor, kernel: Tensor, *, groups: int, stride: int = 1, padding: int = 0, path: str = "reference"
+) -> Tensor:
     """``F.conv2d(u, kernel, stride=stride, padding=padding, groups=groups)`` for ``kernel`` (groups·m, 1, k, k).
 
-    Output channel ``c·m + j`` is ``kernel[c·m + j] ⋆ u_c``. On CPU with ``m > 1`` computed on channels_last
-    input, so the output is channels_last (ResNet-20 dw4 fp32 train step at 28×28, batch 128, 1 thread: 598 ms
-    against 985 ms for the grouped conv on NCHW, ``python benchmarks/models.py --suite resnet20 --threads 1
-    --plain --repeats 7``, 2026-11-25 03:28 UTC on dev-intel, benchmarks/results/models.jsonl).
-    Where :func:`repeats_channels` says so, computed as a depthwise conv of the m-fold repeated input (the
-    backward rebuilds the copy instead of keeping it, so the saved activations are those of the plain path).
-    Under autocast the inputs are cast as ``conv2d`` casts them.
+    Output channel ``c·m + j`` is ``kernel[c·m + j] ⋆ u_c``. ``path`` as in the module docstring:
+    ``reference`` (u as stored), ``channels_last`` (u converted, output channels-last) or ``repeated`` (stride
+    1, m > 1: a depthwise conv of the m-fold repeated input; the backward rebuilds the copy, so the saved
+    activations are those of the plain path). Under autocast the inputs are cast as ``conv2d`` casts them.
     """
-    if u.device.type == "cpu" and kernel.shape[0] > groups:
-        u = u.contiguous(memory_format=torch.channels_last)
-    if not repeats_channels(u, kernel, groups=groups, stride=stride, padding=padding):
+    if path == "reference":
         return F.conv2d(u, kernel, stride=stride, padding=padding, groups=groups)
+    if path == "channels_last":
+        u = u.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(u, kernel, stride=stride, padding=padding, groups=groups)
+    if path != "repeated":
+        raise ValueError(f"depthwise_conv: unknown path {path!r}; valid ones: reference, channels_last, repeated")
     multiplier = kernel.shape[0] // groups
+    if stride != 1 or multiplier < 2:
+        raise ValueError(f"depthwise_conv: the repeated path needs stride 1 and m > 1; got stride {stride}, "
+                         f"m = {multiplier}; valid paths here: reference, channels_last")
     if torch.is_autocast_enabled(u.device.type):  # conv2d's autocast rule: float32 (and float16) → the autocast dtype
         dtype = torch.get_autocast_dtype(u.device.type)
         u, kernel = (t.to(dtype) if t.dtype in (torch.float32, torch.float16) else t for t in (u, kernel))
@@ -107,6 +109,18 @@ def depthwise_conv(u: Tensor, kernel: Tensor, *, groups: int, stride: int = 1, p
         return F.conv2d(_repeat(u, multiplier), kernel, padding=padding, groups=kernel.shape[0])
     with torch.autocast(u.device.type, enabled=False):  # the backward must see the forward's dtypes
         return _RepeatedDepthwise.apply(u, kernel, padding, multiplier)
+
+
+def fold(kernel: Tensor, pointwise: Tensor, channels: int) -> Tensor:
+    """The dense weight of a depthwise ×m conv followed by a 1×1: ``W[o, c] = Σ_j P[o, c·m + j] · K[c·m + j]``.
+
+    ``kernel`` is (C·m, 1, k, k) for ``channels`` = C inputs, ``pointwise`` (C_out, C·m, 1, 1); returns
+    (C_out, C, k, k). Differentiable (the gradient reaches both factors).
+    """
+    cm, _, kh, kw = kernel.shape
+    m = cm // channels
+    P = pointwise.reshape(pointwise.shape[0], channels, m)
+    return torch.einsum("ocj,cjpq->ocpq", P, kernel.reshape(channels, m, kh, kw))
 
 
 class DifferentialConv2d(nn.Module):
@@ -152,6 +166,7 @@ class DifferentialConv2d(nn.Module):
             self.coefficients = nn.Parameter(torch.empty(channels * multiplier, len(self.basis)))
         self._reset_depthwise()  # before the 1×1 conv draws its init: the RNG order of the essay's two convs
         self.pointwise = nn.Conv2d(channels * multiplier, self.out_channels, 1, bias=False) if mix else None
+        self.path: str | None = None  # a forced path (set_path), else measured (pdeconv.paths)
 
     def reset_parameters(self) -> None:
         self._reset_depthwise()
@@ -190,12 +205,54 @@ class DifferentialConv2d(nn.Module):
         M = moments(self.weight[:, 0])
         return {operator_name((a, b)): M[:, a, b].reshape(shape) for a, b in multi_indices(2)}
 
+    def folded_weight(self) -> Tensor:
+        """The layer as one dense 3×3 convolution weight ``(out_channels, channels, 3, 3)``: :func:`fold` of the
+        depthwise kernels and the 1×1 (the C_out × C matrix of differential operators). Needs ``mix=True``."""
+        if self.pointwise is None:
+            raise ValueError("folded_weight needs the 1×1 (mix=True): without it the layer is C → C·m, not dense")
+        return fold(self.kernel, self.pointwise.weight, self.channels)
+
+    def available_paths(self) -> tuple[str, ...]:
+        """The exact paths this layer can take (see the module docstring)."""
+        names = ["reference", "channels_last"]
+        if self.stride == 1 and self.multiplier > 1:
+            names.append("repeated")
+        if self.pointwise is not None:
+            names.append("folded")
+        return tuple(names)
+
+    def set_path(self, path: str | None) -> None:
+        """Force this layer's path (``None``: choose as :mod:`pdeconv.paths` says); ``ValueError`` for a
+        path the layer cannot take."""
+        if path is not None and path not in self.available_paths():
+            raise ValueError(
+                f"DifferentialConv2d({self.extra_repr()}): path {path!r} does not apply to this layer; valid ones: "
+                f"{', '.join(self.available_paths())}"
+                + (" (folded needs the 1×1, mix=True)" if path == "folded" else "")
+            )
+        self.path = path
+
     def forward(self, u: Tensor) -> Tensor:
-        if self.bc == "dirichlet":  # conv2d's own zero padding is the fastest path
-            out = depthwise_conv(u, self.kernel, groups=self.channels, stride=self.stride, padding=1)
-        else:
-            out = depthwise_conv(boundary.pad(u, 1, self.bc), self.kernel, groups=self.channels, stride=self.stride)
-        return out if self.pointwise is None else self.pointwise(out)
+        padding = 1
+        if self.bc != "dirichlet":  # zero padding stays inside conv2d, the others are a padding copy first
+            u, padding = boundary.pad(u, 1, self.bc), 0
+        kernel, stride, groups = self.kernel, self.stride, self.channels
+
+        def separate(path: str):
+            def run(x: Tensor, k: Tensor, *pointwise: Tensor) -> Tensor:
+                out = depthwise_conv(x, k, groups=groups, stride=stride, padding=padding, path=path)
+                return F.conv2d(out, pointwise[0]) if pointwise else out
+
+            return run
+
+        candidates = {name: separate(name) for name in self.available_paths() if name != "folded"}
+        inputs = [u, kernel]
+        if self.pointwise is not None:
+            inputs.append(self.pointwise.weight)
+            candidates["folded"] = lambda x, k, p: F.conv2d(x, fold(k, p, groups), stride=stride, padding=padding)
+        config = (self.channels, self.multiplier, self.out_channels, self.stride, self.bc)
+        path = self.path or paths.choose("DifferentialConv2d", config, candidates, inputs, reference="reference")
+        return candidates[path](*inputs)
 
     def extra_repr(self) -> str:
         return (

@@ -9,10 +9,9 @@ pixel centres of [−1, 1]: ``x_j = (2j + 1)/W − 1``, ``y_i = (2i + 1)/H − 1
 ``seed_compatible=True`` instead reproduces the essay's Bottleneck bit for bit: ``x_j = 2j/W − 1``,
 ``y_i = 2i/H − 1`` (so x runs over [−1, 1 − 2/W]), monomials in float64, then cast to the input's dtype.
 
-Speed: in training the product has its own backward. autograd's generic one forms ``g·u`` at full size and
-reduces it over the batch with a 4-D ``sum_to_size``; here the batch sum accumulates sample by sample into one
-field-sized buffer, in the input's memory layout (measured against autograd's: ``[plain]`` rows of
-``python benchmarks/blocks.py --plain``, benchmarks/results/blocks.jsonl).
+Training: the product has its own backward, whose field gradient ``Σ_n g_n·u_n`` is one matrix product over the
+batch in the input's memory order (accumulated in float32 also under bf16 autocast), where autograd's generic
+backward reduces with a slower 4-D ``sum_to_size``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pdeconv.stencil import multi_indices
@@ -68,39 +66,50 @@ def monomials(
     return grid.unsqueeze(0).to(device=device, dtype=torch.get_default_dtype() if dtype is None else dtype)
 
 
-def _channels_last(t: Tensor) -> bool:
-    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+def _is_channels_last(t: Tensor) -> bool:
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
-def _rows(t: Tensor, channels_last: bool) -> Tensor:
-    """(N, C, H, W) as (N, H·W·C) (channels_last order) or (N, C·H·W): a view when t is stored so."""
-    return (t.permute(0, 2, 3, 1) if channels_last else t).reshape(t.shape[0], -1)
+def _field(weight: Tensor, grid: Tensor, channels_last: bool) -> Tensor:
+    """``a = weight ⋆ grid`` for weight (C, n) and grid (n, H, W): (1, C, H, W), channels-last or not."""
+    n, H, W = grid.shape
+    if channels_last:  # (H·W, n) @ (n, C) is the (1, H, W, C) memory of a channels-last (1, C, H, W)
+        return (grid.reshape(n, -1).T @ weight.T).view(1, H, W, -1).permute(0, 3, 1, 2)
+    return (weight @ grid.reshape(n, -1)).view(1, -1, H, W)
 
 
 class _Modulate(torch.autograd.Function):
-    """``u · a`` for u (N, C, H, W) and a (1, C, H, W); backward ``(g·a, Σ_n g_n·u_n)``."""
+    """``u · a`` with ``a = weight ⋆ grid``, for u (N, C, H, W), weight (C, n), grid (n, H, W), one autograd node.
+
+    Backward: ``g·a`` for u; for the weight ``Σ_{n,y,x} g·u·P_k``, the batch sum first as a matrix product
+    ``ones(1, N) @ (g·u)`` viewed (N, pixels) in u's memory order (a reduction over the outermost axis ran 3–5×
+    faster as a GEMM than as a sum: ``python benchmarks/varcoef_reduction.py``, BENCHMARKS.md; GEMMs accumulate
+    in float32 under bf16), then the contraction with the monomials.
+    """
 
     @staticmethod
-    def forward(ctx, u: Tensor, a: Tensor) -> Tensor:
-        ctx.save_for_backward(u, a)
+    def forward(ctx, u: Tensor, weight: Tensor, grid: Tensor) -> Tensor:
+        a = _field(weight, grid, _is_channels_last(u))
+        ctx.save_for_backward(u, a, grid)
         return u * a
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        u, a = ctx.saved_tensors
+        u, a, grid = ctx.saved_tensors
         grad_u = grad * a if ctx.needs_input_grad[0] else None
-        grad_a = None
+        grad_w = None
         if ctx.needs_input_grad[1]:
-            channels_last = _channels_last(u)  # sum in u's memory order: u is read in place
-            g, v = _rows(grad, channels_last), _rows(u, channels_last)
-            acc = g[0] * v[0]
-            for n in range(1, len(g)):
-                acc.addcmul_(g[n], v[n])
+            N, C, H, W = u.shape
+            product = grad * u
+            channels_last = _is_channels_last(product)
+            rows = (product.permute(0, 2, 3, 1) if channels_last else product).reshape(N, -1)
+            total = product.new_ones(1, N) @ rows  # Σ_n, (1, H·W·C) or (1, C·H·W)
+            monomials = grid.reshape(grid.shape[0], -1)  # (n, H·W)
             if channels_last:
-                grad_a = acc.view(1, u.shape[2], u.shape[3], u.shape[1]).permute(0, 3, 1, 2)
+                grad_w = (monomials @ total.view(H * W, C)).T  # (C, n)
             else:
-                grad_a = acc.view(1, *u.shape[1:])
-        return grad_u, grad_a
+                grad_w = total.view(C, H * W) @ monomials.T
+        return grad_u, grad_w, None
 
 
 class VariableCoefficients(nn.Module):
@@ -150,13 +159,23 @@ class VariableCoefficients(nn.Module):
         return grid
 
     def field(
-        self, H: int, W: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        H: int,
+        W: int,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        *,
+        channels_last: bool = False,
     ) -> Tensor:
-        """The fields ``a_c(x_j, y_i)``, shape ``(1, C, H, W)``; dtype and device default to the weight's."""
+        """The fields ``a_c(x_j, y_i)``, shape ``(1, C, H, W)``; dtype and device default to the weight's.
+
+        The essay's ``self.mix(self.XY)``, a 1×1 convolution of the monomials, computed as the matrix product
+        it is (under autocast in the autocast dtype), laid out channels-last (``channels_last=True``, for
+        channels-last inputs: a broadcast product over mismatched layouts ran 10× slower on the CPU) or not.
+        """
         dtype = self.weight.dtype if dtype is None else dtype
         device = torch.device(device) if device is not None else self.weight.device
-        # the essay's self.mix(self.XY); under autocast conv2d picks the autocast dtype
-        return F.conv2d(self._monomials(H, W, dtype, device), self.weight.to(dtype))
+        return _field(self.weight.to(dtype)[:, :, 0, 0], self._monomials(H, W, dtype, device)[0], channels_last)
 
     @torch.no_grad()
     def coefficient_fields(self, H: int, W: int) -> Tensor:
@@ -164,11 +183,14 @@ class VariableCoefficients(nn.Module):
         return self.field(H, W)[0].detach()
 
     def forward(self, u: Tensor) -> Tensor:
-        a = self.field(u.shape[-2], u.shape[-1], u.dtype, u.device)
+        H, W = u.shape[-2:]
         traced = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-        if u.dim() != 4 or traced or not (torch.is_grad_enabled() and (u.requires_grad or a.requires_grad)):
-            return u * a  # nothing to save for a backward, or the compiler fuses the product itself
-        return _Modulate.apply(u, a)
+        wants_grad = torch.is_grad_enabled() and (u.requires_grad or self.weight.requires_grad)
+        if u.dim() != 4 or traced or not wants_grad:  # nothing to save for a backward, or a compiler fuses it
+            return u * self.field(H, W, u.dtype, u.device, channels_last=_is_channels_last(u))
+        weight = self.weight.to(u.dtype)[:, :, 0, 0]  # under autocast: the dtype of u, as conv2d would cast
+        with torch.autocast(u.device.type, enabled=False):
+            return _Modulate.apply(u, weight, self._monomials(H, W, u.dtype, u.device)[0])
 
     def extra_repr(self) -> str:
         return (
