@@ -125,3 +125,45 @@ def test_bad_options_are_one_line_errors(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "choose from nchw, channels_last" in done.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_speed_smoke(tmp_path):
+    out = _smoke("speed", tmp_path)
+    rows = out["record"]["results"]
+    assert [(r["suite"], r["model"]) for r in rows] == [
+        ("resnet20", "baseline"), ("resnet20", "neumann"), ("resnet20", "periodic"),
+        ("resnet50", "torchvision"), ("resnet50", "baseline"), ("resnet50", "neumann"),
+    ]
+    _ratio_from_rounds(rows[:3], rows[0])
+    _ratio_from_rounds(rows[3:], rows[3])
+    for r in rows:
+        assert r["speed"] == pytest.approx(1 / r["time_ratio"]) and r["format"] == "channels_last"
+
+
+def test_varcoef_reduction_smoke(tmp_path):
+    out = _smoke("varcoef_reduction", tmp_path)
+    rows = out["record"]["results"]
+    assert {r["way"] for r in rows} == {"sum f32", "sum", "loop", "matmul"}
+    for r in rows:  # every way computes the batch sum: bf16 to its rounding, float32 to 1e-5
+        assert r["rel_error"] < (2e-2 if r["precision"] == "bf16" else 1e-5), r
+        assert r["ms"] == pytest.approx(statistics.median(r["round_ms"]))
+
+
+def test_padding_smoke_and_its_cat_pad(tmp_path):
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("padding_bench", BENCHMARKS / "padding.py")
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    x = torch.randn(2, 3, 5, 6, generator=torch.Generator().manual_seed(0))
+    for mode in ("reflect", "circular", "replicate"):  # the cat way pads as F.pad does
+        assert torch.equal(module.cat_pad(x, mode), torch.nn.functional.pad(x, (1, 1, 1, 1), mode=mode)), mode
+    (row,) = _smoke("padding", tmp_path)["record"]["results"]
+    assert set(row) == {"shape", "zeros", "reflect F.pad", "circular F.pad", "replicate F.pad", "reflect cat",
+                        "circular cat", "circular ring"}
