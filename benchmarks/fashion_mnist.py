@@ -16,39 +16,19 @@ that reached it).
 
 from __future__ import annotations
 
-import gzip
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from _common import parser, record, run, setup, table
 
 from pdeconv import engine
 from pdeconv import run as run_module
+from pdeconv.data import write_synthetic_fashion_mnist
 from pdeconv.models import get_variant
 from pdeconv.run import PRESETS
-
-
-def write_tiny_fashion_mnist(folder: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> Path:
-    """The four Fashion-MNIST IDX files (gzipped) holding learnable 28×28 gratings: class k has period
-    (2, 3, 4, 6, 8)[k // 2], horizontal for even k, vertical for odd k (the test suite's fixture data)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    coord, ones = np.arange(28), np.ones(28)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, n)
-        waves = [np.cos(2 * np.pi * coord / (2, 3, 4, 6, 8)[k // 2] + rng.uniform(0, 2 * np.pi)) for k in labels]
-        images = np.stack([np.outer(w, ones) if k % 2 == 0 else np.outer(ones, w) for w, k in zip(waves, labels)])
-        images = np.clip(127.5 * (1 + images) + rng.normal(0, 25, images.shape), 0, 255)
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            array = np.ascontiguousarray(array, np.uint8)
-            header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()  # IDX: type, sizes
-            with gzip.open(folder / f"{split}-{kind}-ubyte.gz", "wb") as f:
-                f.write(header + array.tobytes())
-    return folder
 
 
 def train_once(config: engine.TrainConfig) -> dict:
@@ -98,7 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir
         if args.smoke:
-            data_dir = str(write_tiny_fashion_mnist(Path(tmp) / "data"))
+            data_dir = str(write_synthetic_fashion_mnist(Path(tmp) / "data"))
         out = args.out or Path(tmp) / "runs"
         settings = {"epochs": 1, "batch_size": 16, "train_subset": None} if args.smoke else {}
         if gpu:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import pickle
 from pathlib import Path
@@ -14,57 +13,25 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import pytest
 
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    """IDX format: bytes 0 0 0x08 ndim, ndim big-endian int32 sizes, then the uint8 data; gzipped if *.gz."""
-    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
-    data = header + np.ascontiguousarray(array, np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
-        f.write(data)
-
-
-def _stripes(n: int, *, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` learnable uint8 images (n, size, size) and labels 0..9: class k is a grating of period
-    (2, 3, 4, 6, 8)[k // 2], horizontal (k even) or vertical (k odd), random phase, plus noise.
-    Random crops and mirror images keep the class, like real Fashion-MNIST augmentation does."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n)
-    coord = np.arange(size)
-    images = np.empty((n, size, size))
-    for i, k in enumerate(labels):
-        period = (2, 3, 4, 6, 8)[k // 2]
-        wave = np.cos(2 * np.pi * coord / period + rng.uniform(0, 2 * np.pi))
-        images[i] = wave[:, None] if k % 2 == 0 else wave[None, :]
-    images = 127.5 * (1 + images) + rng.normal(0, 25, images.shape)
-    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
+from pdeconv import data
 
 
 @pytest.fixture
 def write_idx():
     """``write_idx(path, uint8_array)``: an IDX file, gzipped when the name ends in .gz."""
-    return _write_idx
+    return data.write_idx
 
 
 @pytest.fixture
 def stripes():
     """``stripes(n, size=28, seed=0) -> (images, labels)``: the learnable images the Fashion-MNIST files hold."""
-    return _stripes
+    return data.stripes
 
 
 @pytest.fixture
 def make_fashion_mnist():
     """``make(folder, n_train, n_test, gz=True, size=28, seed=0)`` writes the four Fashion-MNIST IDX files."""
-
-    def make(folder: Path, n_train: int = 64, n_test: int = 32, *, gz: bool = True, size: int = 28, seed: int = 0):
-        suffix = ".gz" if gz else ""
-        for split, n, s in (("train", n_train, seed), ("t10k", n_test, seed + 1)):
-            x, y = _stripes(n, size=size, seed=s)
-            _write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", x)
-            _write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", y)
-        return folder
-
-    return make
+    return data.write_synthetic_fashion_mnist
 
 
 @pytest.fixture

@@ -171,20 +171,32 @@ def test_image_folder_loaders(tmp_path, make_image_folder):
     torch.testing.assert_close(test_x * std + mean, source[:, :, 1:15, 5:19], rtol=0, atol=1e-5)
 
 
-def test_image_folder_workers_are_seeded_by_seed_and_epoch(tmp_path, make_image_folder):
+def test_image_folder_augmentation_is_a_function_of_seed_epoch_and_item_only(tmp_path, make_image_folder):
     make_image_folder(tmp_path / "tree", per_class=4)
 
-    def first_epoch_batches(torch_seed, epoch=3):
-        torch.manual_seed(torch_seed)  # the global RNG must not matter with workers
+    def batches(torch_seed, epoch=3, workers=1, epochs_before=()):
+        torch.manual_seed(torch_seed)  # the global RNG must not matter, with workers or without
         train, _, _ = data.build_loaders(
-            "imagefolder", data_dir=tmp_path / "tree", batch_size=4, workers=1, image_size=8, seed=5
+            "imagefolder", data_dir=tmp_path / "tree", batch_size=4, workers=workers, image_size=8, seed=5
         )
+        for e in epochs_before:  # persistent workers: earlier epochs leave nothing behind
+            train.set_epoch(e)
+            list(train)
         train.set_epoch(epoch)
         return [x for x, _ in train]
 
-    a, b, c = first_epoch_batches(0), first_epoch_batches(1), first_epoch_batches(0, epoch=4)
-    assert all(torch.equal(p, q) for p, q in zip(a, b))
-    assert not all(torch.equal(p, q) for p, q in zip(a, c))
+    a = batches(0)
+    assert all(torch.equal(p, q) for p, q in zip(a, batches(1)))
+    assert all(torch.equal(p, q) for p, q in zip(a, batches(0, workers=0)))  # as many workers as you like
+    assert all(torch.equal(p, q) for p, q in zip(a, batches(0, workers=2, epochs_before=(1, 2))))
+    assert not all(torch.equal(p, q) for p, q in zip(a, batches(0, epoch=4)))
+    # items seeded in the main process (no workers) put torch's random state back: dropout etc. are untouched
+    train, _, _ = data.build_loaders("imagefolder", data_dir=tmp_path / "tree", batch_size=4, workers=0,
+                                     image_size=8, seed=5)
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    list(train)
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 # ------------------------------------------------------------------------------------------ augmentation

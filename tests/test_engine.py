@@ -229,13 +229,23 @@ def test_amp_auto_picks_bf16_only_on_cpus_with_native_bf16(monkeypatch, avx512_b
     assert [engine.resolve_amp(a, cpu) for a in ("none", "bf16", "fp16")] == ["none", "bf16", "fp16"]
 
 
-def test_amp_auto_is_recorded_resolved_and_resumes(tmp_path, fmnist, monkeypatch):
+def test_amp_auto_is_recorded_as_asked_and_as_run_and_resumes_where_it_resolves_otherwise(tmp_path, fmnist,
+                                                                                          monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     with pytest.raises(Killed):
-        engine.train(config(tmp_path, fmnist, amp="auto"), tiny_model, on_epoch_end=kill_after(1))
-    assert json.loads((tmp_path / "run" / engine.CONFIG).read_text())["config"]["amp"] == "none"
-    assert engine.train(config(tmp_path, fmnist, amp="auto", resume=True), tiny_model)["epochs"] == 2
+        engine.train(config(tmp_path, fmnist, amp="auto", epochs=3), tiny_model, on_epoch_end=kill_after(1))
+    meta = json.loads((tmp_path / "run" / engine.CONFIG).read_text())
+    assert (meta["config"]["amp"], meta["amp"]) == ("auto", "none")
+    # resumed where auto means bf16 (a CPU with native bf16, or a GPU after a CPU): the same run, in bf16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    with pytest.raises(Killed):
+        engine.train(config(tmp_path, fmnist, amp="auto", epochs=3, resume=True), tiny_model,
+                     on_epoch_end=kill_after(2))
+    assert json.loads((tmp_path / "run" / engine.CONFIG).read_text())["amp"] == "bf16"
+    # an explicit other precision is another run
+    with pytest.raises(ValueError, match="amp: 'auto' → 'fp16'"):
+        engine.train(config(tmp_path, fmnist, amp="fp16", epochs=3, resume=True), tiny_model)
 
 
 # ------------------------------------------------------------------------------------------ failures

@@ -1,4 +1,4 @@
-"""The ``pdeconv`` command: ``train | compare | analyze | discover | demo``.
+"""The ``pdeconv`` command: ``train | compare | analyze | discover | demo | doctor``.
 
 The CLI only parses arguments and calls floor-2 (or demo) functions; everything here is also a Python
 call. Errors a user can fix (bad names, missing data, malformed files) print one line and exit with 2;
@@ -105,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
                              penalty_weight=args.penalty_weight, **_given(args, _ENGINE_SKIP))
     config = replace(config, out=args.out or f"runs/{config.model}-{args.variant}-seed{args.seed}")
     summary = run.train(config)
-    if summary.get("test_acc") is not None:
+    if summary.get("test_acc") is not None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 says it
         print(f"final test accuracy {summary['test_acc']:.2%} after {summary['epochs']} epochs; files in {config.out}")
     return 0
 
@@ -309,6 +309,37 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
         return 0
 
     f.set_defaults(func=run_fit)
+
+
+# -------------------------------------------------------------------------------------------------- doctor
+
+
+@command
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="check that this machine runs pdeconv's paths (GPU, AMP, channels-last, compile, NCCL)",
+        description="One line per check: every variant trains a step in float32, bf16/fp16 autocast and "
+        "channels-last (on the GPU when one is visible, and on the CPU), optionally torch.compile, and with two "
+        "or more GPUs a 2-process NCCL compare. Exit code 1 if any check failed.",
+    )
+    p.add_argument("--variants", default=None, help="comma-separated variants (default: all)")
+    p.add_argument("--compile", action="store_true", help="also check torch.compile (slow: it compiles)")
+    p.add_argument("--no-cpu", action="store_true", help="on a GPU machine, skip the CPU checks")
+
+    def run(a: argparse.Namespace) -> int:
+        from pdeconv.doctor import run_checks
+        from pdeconv.models import get_variant
+
+        variants = [v.strip() for v in a.variants.split(",")] if a.variants else None
+        for v in variants or []:
+            get_variant(v)
+        checks = run_checks(variants=variants, compile=a.compile, cpu=not a.no_cpu)
+        failed = [c for c in checks if c.status == "FAIL"]
+        print(f"{len(checks) - len(failed)} of {len(checks)} checks passed or skipped; {len(failed)} failed")
+        return 1 if failed else 0
+
+    p.set_defaults(func=run)
 
 
 # -------------------------------------------------------------------------------------------------- main

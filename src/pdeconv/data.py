@@ -27,7 +27,6 @@ import codecs
 import gzip
 import os
 import pickle
-import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -279,26 +278,72 @@ def load_tensors(name: str, data_dir: str | os.PathLike | None = None, *, downlo
     return tuple(out)
 
 
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write a uint8 array as an IDX file (the Fashion-MNIST format; gzipped when the name ends in ``.gz``):
+    bytes ``0 0 0x08 ndim``, ``ndim`` big-endian int32 sizes, then the data. The inverse of :func:`read_idx`."""
+    path = Path(path)
+    array = np.ascontiguousarray(array, np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
+        f.write(header + array.tobytes())
+    return path
+
+
+def stripes(n: int, *, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` learnable uint8 images ``(n, size, size)`` and labels 0..9: class k is a grating of period
+    (2, 3, 4, 6, 8)[k // 2], horizontal (k even) or vertical (k odd), with a random phase and noise. Random crops
+    and mirror images keep the class, as for real Fashion-MNIST."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    coord = np.arange(size)
+    images = np.empty((n, size, size))
+    for i, k in enumerate(labels):
+        period = (2, 3, 4, 6, 8)[k // 2]
+        wave = np.cos(2 * np.pi * coord / period + rng.uniform(0, 2 * np.pi))
+        images[i] = wave[:, None] if k % 2 == 0 else wave[None, :]
+    images = 127.5 * (1 + images) + rng.normal(0, 25, images.shape)
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
+
+
+def write_synthetic_fashion_mnist(
+    folder: str | os.PathLike, n_train: int = 64, n_test: int = 32, *, gz: bool = True, size: int = 28, seed: int = 0
+) -> Path:
+    """The four Fashion-MNIST IDX files in ``folder``, holding :func:`stripes` (train with ``seed``, test with
+    ``seed + 1``): a stand-in with the real format, for smoke runs, tests and machines without the data."""
+    folder = Path(folder)
+    suffix = ".gz" if gz else ""
+    for split, n, s in (("train", n_train, seed), ("t10k", n_test, seed + 1)):
+        x, y = stripes(n, size=size, seed=s)
+        write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", x)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", y)
+    return folder
+
+
 # ------------------------------------------------------------------------------------------ augmentation
 
 
-def random_crop(x: Tensor, padding: int, generator: torch.Generator) -> Tensor:
+def random_crop(x: Tensor, padding: int, generator: torch.Generator, *, shifts: Tensor | None = None) -> Tensor:
     """Per-image random crop of the zero-padded batch: ``out[n, c, i, j] = pad(x)[n, c, i + dy_n, j + dx_n]``.
 
-    ``dy_n, dx_n`` are uniform in ``0..2·padding`` (drawn on the CPU ``generator``); shapes and dtype kept.
+    ``dy_n, dx_n`` are uniform in ``0..2·padding``, drawn with ``generator`` (on its device), or given as
+    ``shifts`` (2, n); shapes and dtype kept.
     """
     n, c, h, w = x.shape
-    dy, dx = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device)
+    if shifts is None:
+        shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=generator.device)
+    dy, dx = shifts.to(x.device)
     padded = F.pad(x, (padding, padding, padding, padding))
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, c, h, w + 2 * padding)
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, c, h, w)
     return padded.gather(2, rows).gather(3, cols)  # rows first, then columns: two cheap gathers
 
 
-def random_flip(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Mirror each image left-right (x → W−1−x) with probability 1/2."""
-    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+def random_flip(x: Tensor, generator: torch.Generator, *, mask: Tensor | None = None) -> Tensor:
+    """Mirror each image left-right (x → W−1−x) with probability 1/2 (or where ``mask`` (n,) is true)."""
+    if mask is None:
+        mask = torch.rand(x.shape[0], generator=generator, device=generator.device) < 0.5
+    return torch.where(mask.to(x.device)[:, None, None, None], x.flip(-1), x)
 
 
 def _epoch_seed(*words: int) -> int:
@@ -371,40 +416,77 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         indices = self._indices().to(self.device)
-        augment = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch, self.rank, 1))
+        # Augmentation is drawn for the global batch (every rank's images, in the order of one process's batch)
+        # from (seed, epoch), and each rank takes its images' draws: an image is augmented the same whether one
+        # process or several train. Drawn where the images are: no host-device copy (and wait) per batch on a GPU.
+        augment = torch.Generator(self.device).manual_seed(_epoch_seed(self.seed, self.epoch, 1))
+        mine = slice(self.rank, None, self.world_size)
+        n_global = self.batch_size * self.world_size
         for b in range(len(self)):
             idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.images[idx]
             if self.shuffle and self.crop_padding:
-                x = random_crop(x, self.crop_padding, augment)
+                shifts = torch.randint(0, 2 * self.crop_padding + 1, (2, n_global), generator=augment,
+                                       device=self.device)
+                x = random_crop(x, self.crop_padding, augment, shifts=shifts[:, mine])
             if self.shuffle and self.flip:
-                x = random_flip(x, augment)
+                mask = torch.rand(n_global, generator=augment, device=self.device) < 0.5
+                x = random_flip(x, augment, mask=mask[mine])
             yield (x.float().div_(255) - self.mean) / self.std, self.labels[idx]
 
 
+class _EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(index, epoch)`` from another sampler, so the items' randomness can follow the epoch even in
+    persistent workers (which keep the dataset object they started with)."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return ((int(i), self.epoch) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class _SeededItems(torch.utils.data.Dataset):
+    """``dataset[i]`` with torch's random state seeded from ``(seed, epoch, i)`` for its transforms (and put back
+    afterwards): an item's augmentation depends on nothing else, not the worker or the number of workers."""
+
+    def __init__(self, dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, epoch = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_epoch_seed(self.seed, epoch, index))
+            return self.dataset[index]
+
+
 class FolderLoader(DataLoader):
-    """A DataLoader whose order and worker seeds are a function of ``(seed, epoch, rank)``.
+    """A DataLoader whose order and augmentation are functions of ``(seed, epoch)``: the sampler's order by
+    ``set_epoch``, each item's transforms by its own seed (:class:`_SeededItems`), so the workers persist
+    across epochs and their number changes nothing."""
 
-    Workers are started afresh each epoch (not persistent) so that their seeds follow ``set_epoch``;
-    with ``num_workers=0`` the transforms draw from the global torch RNG, which checkpoints save.
-    """
-
-    def __init__(self, dataset, *, seed: int, rank: int = 0, **kwargs) -> None:
-        super().__init__(dataset, generator=torch.Generator(), worker_init_fn=_seed_worker, **kwargs)
+    def __init__(self, dataset, *, seed: int, rank: int = 0, sampler=None, **kwargs) -> None:
+        sampler = _EpochSampler(sampler if sampler is not None else torch.utils.data.SequentialSampler(dataset))
+        persistent = kwargs.get("num_workers", 0) > 0
+        # its own generator: DataLoader draws a base seed per iteration, which must not touch torch's global RNG
+        super().__init__(_SeededItems(dataset, seed), sampler=sampler, persistent_workers=persistent,
+                         generator=torch.Generator().manual_seed(seed), **kwargs)
         self.seed, self.rank = seed, rank
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        if isinstance(self.sampler, DistributedSampler):
-            self.sampler.set_epoch(epoch)
-        self.generator.manual_seed(_epoch_seed(self.seed, epoch, self.rank))  # base seed of the workers
-
-
-def _seed_worker(worker_id: int) -> None:
-    """Seed numpy and random in a worker from its torch seed (which the loader's generator fixed)."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
+        self.sampler.set_epoch(epoch)
 
 
 def folder_transforms(info: DatasetInfo, image_size: int, *, train: bool):

@@ -45,7 +45,8 @@ from tqdm.auto import tqdm
 from pdeconv import __version__, _checkpoint, paths
 from pdeconv._checkpoint import CheckpointError
 from pdeconv.data import DATASETS, DatasetInfo, build_loaders, dataset_info
-from pdeconv.runtime import cpu_description, set_threads
+from pdeconv.distributed import Processes, agree, broadcast, on_main, start, stop
+from pdeconv.runtime import cpu_description, set_threads, usable_cpus
 
 CHECKPOINT, METRICS, CONFIG = "checkpoint.pt", "metrics.jsonl", "config.json"
 LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check); syncing every step slows GPUs
@@ -101,9 +102,13 @@ class TrainConfig:
     amp: str = _opt("none", "mixed precision (auto: bf16 where native)", ("none", "bf16", "fp16", "auto"))
     channels_last: bool = _opt(False, "channels-last memory format (faster convolutions on GPUs)")
     compile: bool = _opt(False, "torch.compile the model")
+    deterministic: bool = _opt(False, "CUDA: deterministic kernels, no cuDNN autotuning, no TF32 (slower; a resumed "
+                               "GPU run then continues bit for bit)")
+    sync_bn: bool = _opt(False, "under torchrun, BatchNorm statistics over the global batch (SyncBatchNorm)")
     threads: str = _opt("auto", "CPU intra-op threads: a count, or auto (the cores idle at the start; a resumed "
                         "run keeps its count)")
-    workers: int = _opt(2, "data-loading processes (image-folder datasets)")
+    workers: str = _opt("auto", "data-loading processes per training process (image-folder datasets): a count, "
+                        "or auto (from the CPUs, at most 8)")
     out: str = _opt("runs/train", "run directory")
     resume: bool = _opt(False, "continue the run in --out from its checkpoint")
     force: bool = _opt(False, "overwrite a different run already in --out")
@@ -127,12 +132,16 @@ class TrainConfig:
         if self.threads != "auto" and not (str(self.threads).isdigit() and int(self.threads) >= 1):
             raise ValueError(f"threads must be a positive count or auto, got {self.threads!r}")
         self.threads = str(self.threads)
+        if self.workers != "auto" and not str(self.workers).isdigit():
+            raise ValueError(f"workers must be a count (0 or more) or auto, got {self.workers!r}")
+        self.workers = str(self.workers)
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
 
 
 # Settings a resumed run may change: where and how fast it runs, not what it trains.
-_FREE_ON_RESUME = {"resume", "force", "progress", "workers", "data_dir", "out", "compile", "device", "threads"}
+_FREE_ON_RESUME = {"resume", "force", "progress", "workers", "data_dir", "out", "compile", "device", "threads",
+                   "deterministic"}
 
 
 # ------------------------------------------------------------------------------------------ pieces
@@ -171,8 +180,8 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     """
     if amp != "auto":
         return amp
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "none"
+    if device.type == "cuda":  # emulated bf16 (V100, T4) would be slower than float32
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "none"
     if device.type == "cpu":
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
         return "bf16" if native else "none"
@@ -341,8 +350,8 @@ def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     _checkpoint.write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
 
-def _prepare_out_dir(config: TrainConfig, out: Path, *, main: bool) -> None:
-    """Refuse to overwrite another run unless forced (every rank checks); with force, rank 0 clears it."""
+def _prepare_out_dir(config: TrainConfig, out: Path) -> None:
+    """Refuse to overwrite another run unless forced; with force, clear it (rank 0 only)."""
     if config.resume:
         if not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"nothing to resume: {out / CHECKPOINT} does not exist; run without --resume")
@@ -351,13 +360,16 @@ def _prepare_out_dir(config: TrainConfig, out: Path, *, main: bool) -> None:
     old = [p for p in old if p.exists()]
     if old and not config.force:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or --force to overwrite it")
-    for p in old if main else []:
+    for p in old:
         p.unlink()
 
 
 def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
     now = asdict(config)
-    diffs = [f"{k}: {saved.get(k)!r} → {v!r}" for k, v in now.items() if k not in _FREE_ON_RESUME and saved.get(k) != v]
+    free = set(_FREE_ON_RESUME)
+    if now.get("amp") == "auto" and saved.get("amp") in ("auto", "none", "bf16"):
+        free.add("amp")  # "bf16 where native": a run may move to a device that resolves it otherwise
+    diffs = [f"{k}: {saved.get(k)!r} → {v!r}" for k, v in now.items() if k not in free and saved.get(k) != v]
     if diffs:
         raise ValueError(
             f"{path} was trained with other settings ({'; '.join(diffs)}); "
@@ -374,47 +386,7 @@ def _describe_device(device: torch.device) -> str:
 # ------------------------------------------------------------------------------------------ processes
 
 
-@dataclass
-class _Processes:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-    owns_group: bool  # we started the process group, so we end it
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _start(config: TrainConfig) -> _Processes:
-    """Read torchrun's environment, pick the device, start the process group when there are several."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    name = config.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {config.device!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {config.device!r} asked for, but no CUDA GPU is available; use --device cpu")
-        device = torch.device("cuda", local if device.index is None else device.index)
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    owns = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        owns = True
-    if dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    return _Processes(rank, world, local, device, owns)
-
-
-def _set_threads(config: TrainConfig, out: Path, procs: _Processes) -> int:
+def _set_threads(config: TrainConfig, out: Path, procs: Processes) -> int:
     """Apply ``config.threads`` on the CPU. ``auto``: a resumed run keeps the count it started with (the same
     kernels and summation order, so it continues exactly); a new one :func:`pdeconv.runtime.auto_threads`."""
     if procs.device.type != "cpu":
@@ -435,25 +407,34 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def _build_loaders(config: TrainConfig, procs: _Processes):
-    first = procs.local_rank == 0  # one process per machine may download; the others wait for it
-    if procs.world_size > 1 and not first:
-        dist.barrier()
-    loaders = build_loaders(
-        config.dataset,
-        data_dir=config.data_dir,
-        batch_size=config.batch_size // procs.world_size,
-        workers=config.workers,
-        seed=config.seed,
-        rank=procs.rank,
-        world_size=procs.world_size,
-        device=procs.device,
-        download=first,
+def _build_loaders(config: TrainConfig, procs: Processes):
+    """The run's loaders. Under torchrun rank 0 reads (and if need be downloads) first, alone, so that several
+    processes never download into one cache at once; then every other rank reads without downloading. A rank
+    that fails makes every rank fail with its message (no rank waits for a dead one)."""
+    kwargs = dict(
+        data_dir=config.data_dir, batch_size=config.batch_size // procs.world_size, workers=_workers(config, procs),
+        seed=config.seed, rank=procs.rank, world_size=procs.world_size, device=procs.device,
         train_subset=config.train_subset,
     )
-    if procs.world_size > 1 and first:
-        dist.barrier()
+    if procs.world_size == 1:
+        return build_loaders(config.dataset, download=True, **kwargs)
+    # rank 0 first and alone (it downloads if need be), then everyone reads without downloading
+    on_main(lambda: build_loaders(config.dataset, download=True, **kwargs) and None, main=procs.main)
+    loaders, error = None, None
+    try:
+        loaders = build_loaders(config.dataset, download=False, **kwargs)
+    except (ValueError, OSError) as e:
+        error = FileNotFoundError(f"rank {procs.rank} could not read {config.dataset} ({e}); every machine must "
+                                  "see the data: a --data-dir on a shared filesystem, or a copy on each node")
+    agree(error)
     return loaders
+
+
+def _workers(config: TrainConfig, procs: Processes) -> int:
+    """``--workers auto``: image-folder loading processes per training process, from the CPUs it may share."""
+    if config.workers != "auto":
+        return int(config.workers)
+    return max(1, min(8, usable_cpus() // procs.local_world_size - 1))
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -472,25 +453,24 @@ def train(
     ``loaders`` (train, test, info) replaces the dataset named in ``config`` (loaders may offer
     ``set_epoch(epoch)``, as :mod:`pdeconv.data`'s do). ``regularizer(model)`` is a scalar added to the loss
     with weight ``config.penalty_weight``. ``on_epoch_end(record)`` runs on every rank after each epoch's
-    checkpoint is written. Started by torchrun, this runs DistributedDataParallel across its processes.
+    checkpoint is written. Started by torchrun, this runs DistributedDataParallel across its processes (in the
+    process group a caller started with :func:`pdeconv.distributed.start`, or its own).
     """
     if config.penalty_weight > 0 and regularizer is None:
         raise ValueError("penalty_weight > 0 needs a regularizer (e.g. the variant's hyperbolicity penalty)")
-    procs = _start(config)
-    try:
-        return _train(config, build_model, procs, loaders, regularizer, on_epoch_end)
-    finally:
-        if procs.owns_group:
-            dist.destroy_process_group()
+    procs = start(config.device, deterministic=config.deterministic)
+    summary = _train(config, build_model, procs, loaders, regularizer, on_epoch_end)
+    stop(procs)  # only after success: tearing down a group whose peer died can block (see pdeconv.distributed)
+    return summary
 
 
-def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoch_end) -> dict[str, Any]:
+def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch_end) -> dict[str, Any]:
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT
     if config.batch_size % procs.world_size:
-        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {procs.world_size} processes")
-    config = replace(config, amp=resolve_amp(config.amp, procs.device))  # recorded and checked as resolved
-    _prepare_out_dir(config, out, main=procs.main)
+        raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {procs.world_size} processes")
+    amp = resolve_amp(config.amp, procs.device)  # what runs; the config keeps what was asked ("auto")
+    on_main(lambda: _prepare_out_dir(config, out), main=procs.main)
     config = replace(config, threads=str(_set_threads(config, out, procs)))
     _seed_everything(config.seed)
     train_loader, test_loader, info = loaders or _build_loaders(config, procs)
@@ -498,14 +478,19 @@ def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoc
         raise ValueError("the training loader yields no batches; use a smaller --batch-size")
 
     raw = build_model(info).to(procs.device)
+    if config.sync_bn and procs.world_size > 1:
+        if procs.device.type == "cpu":
+            raise ValueError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); on the CPU each "
+                             "process normalises its own share of the batch: leave --sync-bn off")
+        raw = nn.SyncBatchNorm.convert_sync_batchnorm(raw)
     if config.channels_last:
-        raw = raw.to(memory_format=torch.channels_last)
+        raw = _to_channels_last(raw)
     optimizer = build_optimizer(raw, config)
     scheduler = _scheduler(optimizer, config, steps_per_epoch=len(train_loader))
-    scaler = torch.amp.GradScaler(procs.device.type, enabled=config.amp == "fp16")
+    scaler = torch.amp.GradScaler(procs.device.type, enabled=amp == "fp16")
     history: list[dict[str, Any]] = []
     if config.resume:
-        history = _restore(ckpt_path, config, raw, optimizer, scheduler, scaler)
+        history = _restore(ckpt_path, config, raw, optimizer, scheduler, scaler, procs)
     start_epoch = history[-1]["epoch"] if history else 0
 
     fast = torch.compile(raw) if config.compile else raw
@@ -513,7 +498,8 @@ def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoc
     if procs.world_size > 1:
         model = DistributedDataParallel(fast, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
     params = sum(p.numel() for p in raw.parameters())
-    writer, meta = _open_run(out, config, procs, info, params, history) if procs.main else (None, None)
+    writer, meta = _open_run(out, config, procs, info, params, history, amp) if procs.main else (None, None)
+    running = replace(config, amp=amp)
 
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -522,7 +508,7 @@ def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoc
                 train_loader.set_epoch(epoch)
             try:
                 record = train_one_epoch(
-                    model, train_loader, optimizer, scheduler, scaler, config=config, device=procs.device,
+                    model, train_loader, optimizer, scheduler, scaler, config=running, device=procs.device,
                     epoch=epoch, regularizer=regularizer, raw_model=raw, show_progress=config.progress and procs.main,
                 )
             except NonFiniteLossError as e:
@@ -531,11 +517,9 @@ def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoc
             if procs.world_size > 1:  # BatchNorm statistics: every rank evaluates and saves rank 0's
                 for buffer in raw.buffers():
                     dist.broadcast(buffer, 0)
-                box = [paths.chosen()]  # and every rank takes the fast paths rank 0 measured from here on
-                dist.broadcast_object_list(box, src=0)
-                paths.restore(box[0])
+                paths.restore(broadcast(paths.chosen()))  # and every rank takes the paths rank 0 measured
             record = {"epoch": epoch, **record}
-            record |= evaluate(fast, test_loader, device=procs.device, amp=config.amp, tta_flip=config.tta_flip,
+            record |= evaluate(fast, test_loader, device=procs.device, amp=amp, tta_flip=config.tta_flip,
                                channels_last=config.channels_last)
             record["wall_s"] = time.perf_counter() - began
             history.append(record)
@@ -556,6 +540,30 @@ def _train(config, build_model, procs: _Processes, loaders, regularizer, on_epoc
     return summarize(history, params=params)
 
 
+def _to_channels_last(model: nn.Module) -> nn.Module:
+    """The model in channels-last memory. A 4-D parameter with a dimension of size 1 (depthwise kernels
+    (C·m, 1, 3, 3), fields' weights (C, n, 1, 1)) has several stride patterns for one memory layout, and a
+    gradient may come back with another than the parameter's: a hook gives it the parameter's strides (a view,
+    no copy), so DDP's gradient buckets, laid out like the parameters, take it as is."""
+    model = model.to(memory_format=torch.channels_last)
+    for p in model.parameters():
+        if p.dim() == 4 and 1 in p.shape and p.requires_grad:
+            p.register_hook(_strides_of(p))
+    return model
+
+
+def _strides_of(param: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    size, strides = param.shape, param.stride()
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        same_memory = all(grad.stride(d) == strides[d] for d in range(grad.dim()) if size[d] > 1)
+        if grad.stride() == strides or not same_memory:
+            return grad
+        return grad.as_strided(size, strides)  # only the strides of size-1 dimensions differ: a view
+
+    return hook
+
+
 def _scheduler(optimizer, config: TrainConfig, *, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step :func:`lr_factor` schedule (a closure, so its state_dict holds numbers only)."""
     warmup_epochs = config.warmup_epochs
@@ -567,10 +575,14 @@ def _scheduler(optimizer, config: TrainConfig, *, steps_per_epoch: int) -> torch
     )
 
 
-def _restore(path: Path, config: TrainConfig, model, optimizer, scheduler, scaler) -> list[dict[str, Any]]:
-    """Load the checkpoint at ``path`` into the run's objects and the global RNGs; return its metrics."""
-    state = _checkpoint.load(path)
-    _check_same_run(state.get("config", {}), config, path)
+def _restore(path: Path, config: TrainConfig, model, optimizer, scheduler, scaler, procs: Processes
+             ) -> list[dict[str, Any]]:
+    """Load the checkpoint at ``path`` into the run's objects and the global RNGs; return its metrics.
+
+    Under torchrun rank 0 reads the file and sends its contents to the others, so only rank 0 needs to see the
+    run directory; an unreadable or mismatched checkpoint fails every rank with rank 0's message.
+    """
+    state = on_main(lambda: _checked_state(path, config), main=procs.main)
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -587,7 +599,14 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, scheduler, scale
     return history
 
 
-def _open_run(out: Path, config: TrainConfig, procs: _Processes, info, params: int, history) -> tuple[Any, dict]:
+def _checked_state(path: Path, config: TrainConfig) -> dict[str, Any]:
+    state = _checkpoint.load(path)
+    _check_same_run(state.get("config", {}), config, path)
+    return state
+
+
+def _open_run(out: Path, config: TrainConfig, procs: Processes, info, params: int, history, amp: str
+              ) -> tuple[Any, dict]:
     """Write config.json and the metrics so far; return the TensorBoard writer and the run's metadata (rank 0
     only). ``paths``: the layer paths chosen so far (:mod:`pdeconv.paths`), rewritten every epoch."""
     from torch.utils.tensorboard import SummaryWriter
@@ -600,6 +619,7 @@ def _open_run(out: Path, config: TrainConfig, procs: _Processes, info, params: i
         "python_version": platform.python_version(),
         "device": str(procs.device),
         "device_name": _describe_device(procs.device),
+        "amp": amp,  # what ran (config.amp is what was asked: "auto" resolves per device)
         "world_size": procs.world_size,
         "params": params,
         "dataset": asdict(info),

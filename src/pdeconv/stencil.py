@@ -92,10 +92,15 @@ def _vandermonde64(k: int, h: float) -> tuple[Tensor, Tensor]:
 
 
 def _matrices(k: int, h: float, like: Tensor, inverse: bool) -> Tensor:
-    V, Vinv = _vandermonde64(k, float(h))
-    m = Vinv if inverse else V
     dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
-    return m.to(device=like.device, dtype=dtype)
+    return _matrices_on(k, float(h), like.device, dtype, inverse)
+
+
+@lru_cache(maxsize=64)
+def _matrices_on(k: int, h: float, device: torch.device, dtype: torch.dtype, inverse: bool) -> Tensor:
+    """V or V⁻¹ in ``dtype`` on ``device``, kept: a copy to a GPU in every call would wait for the GPU."""
+    V, Vinv = _vandermonde64(k, h)
+    return (Vinv if inverse else V).to(device=device, dtype=dtype)
 
 
 def moments(weight: Tensor, h: float = 1.0) -> Tensor:

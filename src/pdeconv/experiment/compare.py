@@ -12,9 +12,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
+import torch
 
 from pdeconv import _checkpoint, engine, run
+from pdeconv.distributed import agree, on_main, start, stop
 from pdeconv.experiment.report import shared_settings, write_report
 from pdeconv.experiment.results import collect, run_dir
 
@@ -61,18 +62,6 @@ def _claim_directory(out: Path, config: engine.TrainConfig, force: bool) -> None
     _checkpoint.write_text(meta, json.dumps(settings, indent=2) + "\n")
 
 
-def _rank0() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _broadcast(value: Any) -> Any:
-    if dist.is_available() and dist.is_initialized():
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-    return value
-
-
 def compare(
     variants: Sequence[str],
     seeds: Sequence[int],
@@ -95,26 +84,30 @@ def compare(
     if not variants or not seeds:
         raise ValueError("compare needs at least one variant and one seed")
     out = Path(out)
-    if _rank0():
-        _claim_directory(out, base, force)
+    # under torchrun: one process group for the whole experiment, every decision made by rank 0 and shared
+    procs = start(base.device, deterministic=base.deterministic)
+    on_main(lambda: _claim_directory(out, base, force), main=procs.main)
+    say = print if procs.main else (lambda *args, **kwargs: None)
     total = len(variants) * len(seeds)
     for i, (variant, seed) in enumerate(((v, s) for v in variants for s in seeds), 1):
         directory = run_dir(out, variant, seed)
-        state = _broadcast(_state(directory) if _rank0() else None)
+        state = on_main(lambda d=directory: _state(d), main=procs.main)
         if state == "finished" and not force:
-            if _rank0():
-                print(f"[{i}/{total}] {variant} seed {seed}: finished earlier, skipped", flush=True)
+            say(f"[{i}/{total}] {variant} seed {seed}: finished earlier, skipped", flush=True)
             continue
         config = replace(run.variant_config(base, variant, seed, directory),
                          resume=state == "partial" and not force, force=force)
-        if _rank0():
-            how = "resuming" if config.resume else "training"
-            print(f"[{i}/{total}] {variant} seed {seed}: {how} → {directory}", flush=True)
+        say(f"[{i}/{total}] {variant} seed {seed}: {'resuming' if config.resume else 'training'} → {directory}",
+            flush=True)
+        if base.compile:  # each variant is a new graph: start from an empty compile cache, not its limit
+            torch._dynamo.reset()
         run.train(config)
     rows, table = [], ""
-    if _rank0():
+    if procs.main:
         rows = collect(out, variants, seeds, base)
         table = write_report(out, rows, base)
-        print(table, flush=True)
-        print(f"wrote {out / 'results.csv'}, {out / 'report.md'} and plots", flush=True)
+        say(table, flush=True)
+        say(f"wrote {out / 'results.csv'}, {out / 'report.md'} and plots", flush=True)
+    agree(None)  # every rank waits for rank 0's tables, then leaves together
+    stop(procs)
     return CompareResult(out, rows, table)

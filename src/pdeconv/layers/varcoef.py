@@ -153,8 +153,9 @@ class VariableCoefficients(nn.Module):
         if key == self._grid_key and self.grid.dtype == dtype and self.grid.device == device:
             return self.grid
         grid = monomials(H, W, self.degree, seed_compatible=self.seed_compatible, dtype=dtype, device=device)
-        # an exported program cannot resize a buffer: it keeps the grid as constants computed in its graph
-        if not torch.compiler.is_exporting():
+        # an exported or compiled graph cannot resize a buffer (a compiler would recompile on it): it keeps the
+        # grid as constants computed in its graph
+        if not (torch.compiler.is_exporting() or torch.compiler.is_compiling()):
             self.grid, self._grid_key = grid, key
         return grid
 
