@@ -82,10 +82,37 @@ def test_search_order(tmp_path, monkeypatch, make_fashion_mnist):
     monkeypatch.delenv("PDECONV_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "nowhere"))
     assert data.find_data("fashion-mnist") == system
-    assert data.find_data("fashion-mnist", tmp_path / "empty") == system  # an empty data_dir falls through
+    # a folder the user names is where the data must be: no silent fall-back to another copy
+    with pytest.raises(FileNotFoundError, match=r"data directory .*nowhere-dir does not exist; pass an existing"):
+        data.find_data("fashion-mnist", tmp_path / "nowhere-dir")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"fashion-mnist not found \(looked in .*empty; download disabled"):
+        data.find_data("fashion-mnist", tmp_path / "empty", download=False)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileNotFoundError, match="afile is a file, not a folder"):
+        data.find_data("fashion-mnist", tmp_path / "afile")
+
+
+def test_a_named_empty_folder_gets_the_download(tmp_path, monkeypatch, make_fashion_mnist):
+    monkeypatch.setattr(data, "_download", lambda name, root: make_fashion_mnist(root / "FashionMNIST" / "raw"))
+    (tmp_path / "mine").mkdir()
+    assert data.find_data("fashion-mnist", tmp_path / "mine") == tmp_path / "mine" / "FashionMNIST" / "raw"
+
+
+def test_loaders_record_the_folder_and_a_fingerprint_of_what_they_read(tmp_path, make_fashion_mnist):
+    import hashlib
+
+    folder = make_fashion_mnist(tmp_path / "d", 16, 8)
+    _, _, info = data.build_loaders("fashion-mnist", data_dir=folder, batch_size=4)
+    files = [folder / f"{s}-{k}-ubyte.gz" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
+    assert info.source == str(folder)
+    assert info.fingerprint == "sha256:" + hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    make_fashion_mnist(tmp_path / "d", 16, 8, seed=1)  # other data in the same place: another fingerprint
+    assert data.build_loaders("fashion-mnist", data_dir=folder, batch_size=4)[2].fingerprint != info.fingerprint
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):
+    (tmp_path / "nothing").mkdir()
     with pytest.raises(FileNotFoundError) as info:
         data.load_tensors("fashion-mnist", tmp_path / "nothing")
     message = str(info.value)

@@ -137,3 +137,15 @@ def test_every_help_page_renders(command, capsys):
         main([command, "--help"] if command else ["--help"])
     assert exit_.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_a_wrong_data_dir_is_an_error_and_a_run_records_the_data_it_read(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data-dir", str(tmp_path / "nonexistent" / "fm"), "--epochs", "1", "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nonexistent/fm does not exist" in err and not out.exists()
+    assert main(["train", "--data-dir", str(data_dir), "--epochs", "1", "--batch-size", "32", "--out", str(out),
+                 "--no-progress"]) == 0
+    dataset = json.loads((out / "config.json").read_text())["dataset"]
+    assert dataset["source"] == str(data_dir) and dataset["fingerprint"].startswith("sha256:")

@@ -226,3 +226,38 @@ def test_penalty_of_a_model_is_the_mean_of_its_layers_penalties():
         c.weight.grad = None
         hyperbolicity_penalty(nn.Sequential(c), weights).backward()
         torch.testing.assert_close(alone, c.weight.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_pdeconv_layers_are_scored_as_their_operator_matrices():
+    from pdeconv.layers import DifferentialConv2d, SymmetricHyperbolic2d
+    from pdeconv.regularize import scored_layers
+
+    torch.manual_seed(11)
+    diff = DifferentialConv2d(3, 4).double()
+    hyper = SymmetricHyperbolic2d(3, dissipation=0.3, spacing=0.5).double()
+    unmixed = DifferentialConv2d(3, 4, mix=False)  # C → 4C: not a C×C system, not scored
+    model = nn.Sequential(diff, hyper, unmixed)
+    assert scored_layers(model) == {"0": "DifferentialConv2d", "1": "SymmetricHyperbolic2d"}
+    scores = hyperbolicity(model)
+    # the depthwise ×4 + 1×1 pair is the dense conv with its folded weight
+    dense = nn.Conv2d(3, 3, 3, padding=1, bias=False).double()
+    with torch.no_grad():
+        dense.weight.copy_(diff.folded_weight())
+    assert scores["0"] == pytest.approx(hyperbolicity(dense)[""], abs=1e-12)
+    # A·∂x + B·∂y + C − γ: only the damping is not hyperbolic; E = ‖A‖² + ‖B‖² + ‖C − γI‖² in physical units
+    gamma, c = float(hyper.gamma.detach()), 3
+    eye = torch.eye(c, dtype=torch.float64)
+    energy = (hyper.A.square().sum() + hyper.B.square().sum() + (hyper.C - gamma * eye).square().sum()).detach()
+    assert scores["1"] == pytest.approx(1 - c * gamma**2 / float(energy), abs=1e-10)
+    assert hyperbolicity(SymmetricHyperbolic2d(3).double()) == {"": pytest.approx(1.0, abs=1e-12)}
+
+
+def test_the_penalty_reaches_the_parameters_of_pdeconv_layers():
+    from pdeconv.layers import DifferentialConv2d, SymmetricHyperbolic2d
+
+    torch.manual_seed(12)
+    model = nn.Sequential(DifferentialConv2d(3, 4), SymmetricHyperbolic2d(3, dissipation=0.3))
+    hyperbolicity_penalty(model).backward()
+    diff, hyper = model
+    assert diff.weight.grad.abs().sum() > 0 and diff.pointwise.weight.grad.abs().sum() > 0
+    assert hyper.log_gamma.grad > 0  # less damping, more hyperbolic

@@ -51,6 +51,8 @@ class DatasetInfo:
     crop_padding: int  # zero padding before the random crop (tensor datasets)
     flip: bool  # random horizontal flip when training
     in_memory: bool  # served by TensorLoader (True) or an ImageFolder DataLoader (False)
+    source: str = ""  # the folder the data was read from (set by build_loaders)
+    fingerprint: str = ""  # what was read: a sha256 of the files (in-memory sets) or the image counts
 
 
 #: The registry. Flip choices: Fashion-MNIST garments are near mirror-symmetric and a mirrored shoe is
@@ -228,13 +230,23 @@ def _download(name: str, root: Path) -> None:
 
 
 def find_data(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Path:
-    """The folder holding dataset ``name`` (see the module docstring for the search order).
+    """The folder holding dataset ``name``.
 
-    Downloads into :func:`cache_dir` when allowed and possible; otherwise FileNotFoundError saying how to
-    get the data.
+    With ``data_dir`` the data must be there (in one of the layouts the module docstring lists): a folder that
+    does not exist is an error, and an existing one without the data gets it downloaded into it when allowed
+    and possible. Without ``data_dir``: ``$PDECONV_DATA``, the cache, the system folders, then a download into
+    :func:`cache_dir`. FileNotFoundError (one line) says where it looked and how to get the data.
     """
     name = dataset_info(name).name
-    roots = search_dirs(name, data_dir)
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            what = "is a file, not a folder" if root.exists() else "does not exist"
+            raise FileNotFoundError(f"data directory {root} {what}; pass an existing folder as --data-dir, or leave "
+                                    f"--data-dir out to search the usual places for {name}")
+        roots, target = [root], root
+    else:
+        roots, target = search_dirs(name), cache_dir()
     for root in roots:
         for sub in _SUBDIRS[name]:
             if _CHECKS[name](root / sub):
@@ -242,8 +254,8 @@ def find_data(name: str, data_dir: str | os.PathLike | None = None, *, download:
     reason = "no download for this dataset"
     if download and name in ("fashion-mnist", "cifar10", "cifar100"):
         try:
-            _download(name, cache_dir())
-            return find_data(name, cache_dir(), download=False)
+            _download(name, target)
+            return find_data(name, target if data_dir is not None else cache_dir(), download=False)
         except (OSError, RuntimeError, ValueError) as e:  # no network, bad checksum, ...
             reason = f"download failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
     elif not download:
@@ -252,21 +264,43 @@ def find_data(name: str, data_dir: str | os.PathLike | None = None, *, download:
     raise FileNotFoundError(f"{name} not found (looked in {where}; {reason}); {_HOW_TO_GET[name]}")
 
 
+def fingerprint(paths: list[Path]) -> str:
+    """``sha256:`` of the files' bytes in order: which data a run actually read (recorded in its config.json)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
 def load_tensors(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True):
-    """A small dataset as uint8/int64 tensors: ``(train_x, train_y, test_x, test_y)``, x of shape (N, C, H, W)."""
+    """A small dataset as uint8/int64 tensors: ``(train_x, train_y, test_x, test_y)``, x of shape (N, C, H, W).
+
+    ``data_dir`` and ``download`` as in :func:`find_data`. For the folder and files read, see :func:`read_dataset`.
+    """
+    return read_dataset(name, data_dir, download=download)[0]
+
+
+def read_dataset(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True):
+    """``(tensors, folder, files)``: :func:`load_tensors`'s tensors, the folder they came from and the files read."""
     info = dataset_info(name)
     if not info.in_memory:
         raise ValueError(f"dataset {info.name!r} is an image-folder dataset, not held in memory")
     folder = find_data(info.name, data_dir, download=download)
-    out = []
+    out, files = [], []
     for split in ("train", "test"):
         if info.name == "fashion-mnist":
             images_file, labels_file = (_idx_path(folder, f) for f in _FMNIST_FILES[split])
+            files += [images_file, labels_file]
             x, y = read_idx(images_file), read_idx(labels_file)
             if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
                 raise ValueError(f"{images_file}: expected N×H×W images and N labels, got {x.shape}, {y.shape}")
             x = x[:, None]
         else:
+            files += [folder / f for f in _CIFAR_FILES[info.name][split]]
             batches = [read_cifar_batch(folder / f) for f in _CIFAR_FILES[info.name][split]]
             key = "labels" if info.name == "cifar10" else "fine_labels"
             try:
@@ -275,7 +309,7 @@ def load_tensors(name: str, data_dir: str | os.PathLike | None = None, *, downlo
             except (KeyError, ValueError) as e:
                 raise ValueError(f"{folder}: malformed {info.name} batch ({e!r})") from None
         out += [torch.from_numpy(np.ascontiguousarray(x, np.uint8)), torch.from_numpy(y.astype(np.int64))]
-    return tuple(out)
+    return tuple(out), folder, files
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
@@ -540,7 +574,8 @@ def build_loaders(
     info = dataset_info(name)
     eval_batch_size = eval_batch_size or batch_size
     if info.in_memory:
-        train_x, train_y, test_x, test_y = load_tensors(info.name, data_dir, download=download)
+        (train_x, train_y, test_x, test_y), folder, files = read_dataset(info.name, data_dir, download=download)
+        info = replace(info, source=str(folder), fingerprint=fingerprint(files))
         if train_subset is not None:
             keep = subset_indices(len(train_x), train_subset)
             train_x, train_y = train_x[keep], train_y[keep]
@@ -569,4 +604,5 @@ def build_loaders(
     test = FolderLoader(test_shard, batch_size=eval_batch_size, **common)
     if len(train) == 0:
         raise ValueError(f"batch size {batch_size} per process is larger than the training set shard; lower it")
-    return train, test, replace(info, num_classes=num_classes, image_size=size)
+    counts = f"{len(train_set)} training and {len(test_set)} validation images in {num_classes} classes"
+    return train, test, replace(info, num_classes=num_classes, image_size=size, source=str(root), fingerprint=counts)

@@ -8,26 +8,48 @@ symmetric hyperbolic, ``A_01·∂x + A_10·∂y + A_00`` with A_01, A_10 symmetr
 * ``diffusive = Σ_{a+b≥2} ‖A_ab‖²`` (second- and higher-order, diffusive/dispersive, part),
 * ``zeroth = ‖sym(A_00)‖²`` (sym(M) = (M + Mᵀ)/2; a symmetric hyperbolic system has a skew C)
 
-all vanish. Each term is divided by the layer's moment energy ``E = Σ_{a,b} ‖A_ab‖²`` (Frobenius norms), so
-it is scale-free and the three add up to at most 1 (0 for a zero weight). Only ``nn.Conv2d`` layers with
-C_in = C_out and a square odd kernel of size ≥ 3 are read; biases and any following BatchNorm scale are not.
+all vanish. Each term is divided by the layer's moment energy ``E = Σ_{a,b} ‖A_ab‖²`` (Frobenius norms). The
+three are disjoint shares of E, so they add up to at most 1 (0 for a zero weight), and a layer's weighted
+penalty lies in ``[0, max(w)]`` (in [0, 1] with the default weights).
+
+The layers read, each as its C×C matrix of operators (square, odd kernels of size ≥ 3):
+
+* ``nn.Conv2d`` with C_in = C_out (biases and any following BatchNorm scale are not read);
+* :class:`~pdeconv.layers.DifferentialConv2d` with its 1×1 and ``out_channels == channels``: the dense
+  operator ``W[o, c] = Σ_j P[o, c·m + j] K[c·m + j]`` (:meth:`~pdeconv.layers.DifferentialConv2d.folded_weight`);
+* :class:`~pdeconv.layers.SymmetricHyperbolic2d`: ``A·Dx + B·Dy + C − γ`` at its grid spacing (symmetric
+  hyperbolic by construction; only its damping γ scores).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from pdeconv.stencil import system_moments
 
-__all__ = ["hyperbolicity_penalty", "hyperbolicity"]
+__all__ = ["hyperbolicity_penalty", "hyperbolicity", "scored_layers"]
 
 TERMS = ("antisymmetric", "diffusive", "zeroth")
 
 
-def _hyperbolic_candidates(model: nn.Module) -> Iterator[tuple[str, nn.Conv2d]]:
+@dataclass
+class _Operator:
+    """A layer read as a C×C matrix of differential operators: ``weight()`` (C, C/groups, k, k) at spacing h."""
+
+    name: str
+    kind: str
+    weight: Callable[[], Tensor]
+    groups: int
+    h: float
+
+
+def _operators(model: nn.Module) -> Iterator[_Operator]:
+    from pdeconv.layers import DifferentialConv2d, SymmetricHyperbolic2d
+
     for name, m in model.named_modules():
         if (
             isinstance(m, nn.Conv2d)
@@ -36,7 +58,21 @@ def _hyperbolic_candidates(model: nn.Module) -> Iterator[tuple[str, nn.Conv2d]]:
             and m.kernel_size[0] % 2 == 1
             and m.dilation[0] == m.dilation[1]
         ):
-            yield name, m
+            yield _Operator(name, "Conv2d", lambda m=m: m.weight, m.groups, float(m.dilation[0]))
+        elif isinstance(m, DifferentialConv2d) and m.pointwise is not None and m.out_channels == m.channels:
+            yield _Operator(name, "DifferentialConv2d", m.folded_weight, 1, 1.0)
+        elif isinstance(m, SymmetricHyperbolic2d):
+            def weight(m=m) -> Tensor:
+                damping = torch.zeros(3, 3, dtype=m.P.dtype, device=m.P.device)
+                damping[1, 1] = 1.0
+                return m.kernel() - m.gamma * torch.eye(m.channels, dtype=m.P.dtype, device=m.P.device)[
+                    ..., None, None] * damping
+            yield _Operator(name, "SymmetricHyperbolic2d", weight, 1, m.spacing)
+
+
+def scored_layers(model: nn.Module) -> dict[str, str]:
+    """The layers :func:`hyperbolicity` and the penalty read, ``{module name: kind}``."""
+    return {op.name: op.kind for op in _operators(model)}
 
 
 def _terms(weight: Tensor, groups: int, h: float) -> Tensor:
@@ -59,16 +95,16 @@ def _terms(weight: Tensor, groups: int, h: float) -> Tensor:
     return terms / energy.clamp_min(torch.finfo(energy.dtype).tiny)[..., None]
 
 
-def _all_terms(convs: Sequence[nn.Conv2d]) -> Tensor:
-    """``_terms`` of every conv, shape (len(convs), 3): convs of one weight shape, groups, dtype, device and
+def _all_terms(operators: Sequence[_Operator]) -> Tensor:
+    """``_terms`` of every operator, shape (len(operators), 3): weights of one shape, groups, dtype, device and
     spacing are stacked and computed together."""
-    out: list[Tensor | None] = [None] * len(convs)
+    weights = [op.weight() for op in operators]
+    out: list[Tensor | None] = [None] * len(operators)
     batches: dict[tuple, list[int]] = {}
-    for i, m in enumerate(convs):
-        key = (tuple(m.weight.shape), m.groups, m.weight.dtype, m.weight.device, m.dilation[0])
-        batches.setdefault(key, []).append(i)
+    for i, (op, w) in enumerate(zip(operators, weights)):
+        batches.setdefault((tuple(w.shape), op.groups, w.dtype, w.device, op.h), []).append(i)
     for (_, groups, _, _, h), idx in batches.items():
-        terms = _terms(torch.stack([convs[i].weight for i in idx]), groups, h)
+        terms = _terms(torch.stack([weights[i] for i in idx]), groups, h)
         for j, i in enumerate(idx):
             out[i] = terms[j]
     return torch.stack(out)
@@ -93,15 +129,16 @@ def hyperbolicity_penalty(
     """Differentiable ``mean over layers of (w_a·antisymmetric + w_d·diffusive + w_0·zeroth) / E`` (see module).
 
     ``weights`` is ``(w_antisymmetric, w_diffusive, w_zeroth)`` or a dict with those keys (missing ones 1).
-    Each layer contributes a value in ``[0, max(w)]``; a model without such convs gives a zero tensor on the
-    device of its parameters. Add it, times a coefficient, to the loss.
+    Each layer contributes a value in ``[0, max(w)]``; the layers read are :func:`scored_layers`'s. A model
+    without such layers gives a zero tensor on the device of its parameters. Add it, times a coefficient, to
+    the loss.
     """
     w = _weights(weights)
-    convs = [m for _, m in _hyperbolic_candidates(model)]
-    if not convs:
+    operators = list(_operators(model))
+    if not operators:
         device = next(model.parameters(), torch.empty(0)).device
         return torch.zeros((), device=device)
-    terms = _all_terms(convs)
+    terms = _all_terms(operators)
     return (w[0] * terms[:, 0] + w[1] * terms[:, 1] + w[2] * terms[:, 2]).mean()  # Python floats: no host copy
 
 
@@ -109,10 +146,10 @@ def hyperbolicity_penalty(
 def hyperbolicity(model: nn.Module) -> dict[str, float]:
     """``{module name: 1 − (antisymmetric + diffusive + zeroth)/E}`` ∈ [0, 1]; 1 = exactly symmetric hyperbolic.
 
-    Computed in float64 for every C→C conv with a square odd kernel ≥ 3 (see module); 0 means that the
-    operator has no first-order symmetric or zeroth-order skew part at all (e.g. a Laplacian).
+    Computed in float64 for every layer :func:`scored_layers` lists (see module); 0 means that the operator has
+    no first-order symmetric or zeroth-order skew part at all (e.g. a Laplacian).
     """
     return {
-        name: min(1.0, max(0.0, 1.0 - float(_terms(m.weight.double(), m.groups, m.dilation[0]).sum())))
-        for name, m in _hyperbolic_candidates(model)
+        op.name: min(1.0, max(0.0, 1.0 - float(_terms(op.weight().double(), op.groups, op.h).sum())))
+        for op in _operators(model)
     }

@@ -132,7 +132,9 @@ class SymmetricHyperbolic2d(nn.Module):
 
     def kernel(self) -> Tensor:
         """The (C, C, 3, 3) conv weight of L = A·Dx + B·Dy + C: output channel i, input channel j."""
-        stencils = (stencil.dx(self.spacing), stencil.dy(self.spacing), stencil.identity())
+        dtype = self.P.dtype  # the stencils in the parameters' precision (float32 ones are off by ~1e-8)
+        stencils = (stencil.dx(self.spacing, dtype=dtype), stencil.dy(self.spacing, dtype=dtype),
+                    stencil.identity(dtype=dtype))
         return sum(M[..., None, None] * s.to(M) for M, s in zip((self.A, self.B, self.C), stencils))
 
     def time_derivative(self, u: Tensor) -> Tensor:
