@@ -310,3 +310,22 @@ def test_benchmark_quick_runs(tmp_path):
         assert r["worst_coefficient_error"] == max(r["coefficient_error"].values())
         assert 0 <= r["worst_coefficient_error"] < worst[name], (name, r["coefficient_error"])
         assert 0 <= r["largest_spurious"] < spurious[name], (name, r["largest_spurious"])
+
+
+def test_a_fit_says_how_much_of_u_t_it_explains_and_warns_on_noise(tmp_path, capsys):
+    from pdeconv.cli import main
+
+    rng = np.random.default_rng(0)  # random integers: no PDE behind them
+    np.savez(tmp_path / "noise.npz", u=rng.integers(0, 100, (2, 12, 16, 16)).astype(np.float64), dt=0.1, dx=1.0,
+             dy=1.0, bc="periodic")
+    assert main(["discover", "fit", str(tmp_path / "noise.npz"), "--out", str(tmp_path / "n"), "--kernel-size", "5",
+                 "--iterations", "2", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: the recovered PDE explains only" in printed
+    report = (tmp_path / "n" / "report.md").read_text()
+    assert "**Warning:** the recovered PDE explains only" in report
+    assert json.loads((tmp_path / "n" / "pde.json").read_text())["explained_share"] < 0.5
+    # a clean simulation is explained almost entirely, without a warning
+    data = simulate("heat", grid=16, steps=12, trajectories=2, seed=0)
+    result = fit(data, kernel_size=5, iterations=2, progress=False)
+    assert result.explained > 0.99 and result.warning is None

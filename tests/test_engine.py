@@ -388,3 +388,17 @@ def test_two_processes_gloo_end_with_identical_parameters(tmp_path, fmnist):
     assert len(read_metrics(out)) == 2 and len(list(out.glob("events.out.tfevents.*"))) == 1  # rank 0 only
     meta = json.loads((out / engine.CONFIG).read_text())
     assert meta["world_size"] == 2
+
+
+def test_a_finished_run_is_extended_with_a_constant_schedule_and_told_why_not_otherwise(tmp_path, fmnist):
+    engine.train(config(tmp_path, fmnist, epochs=1, schedule="constant"), tiny_model)
+    summary = engine.train(config(tmp_path, fmnist, epochs=2, schedule="constant", resume=True), tiny_model)
+    assert summary["epochs"] == 2 and [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2]
+    # exact: the same as a run of two epochs from the start (the constant schedule does not know the length)
+    engine.train(config(tmp_path, fmnist, epochs=2, schedule="constant", out=str(tmp_path / "straight")), tiny_model)
+    a, b = (engine.load_checkpoint(tmp_path / r / engine.CHECKPOINT)["model"] for r in ("run", "straight"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    engine.train(config(tmp_path, fmnist, epochs=1, out=str(tmp_path / "cos")), tiny_model)
+    with pytest.raises(ValueError, match="1 epochs under the cosine schedule, which spans the run's length.*"
+                                         "--schedule constant"):
+        engine.train(config(tmp_path, fmnist, epochs=2, out=str(tmp_path / "cos"), resume=True), tiny_model)

@@ -92,7 +92,8 @@ class TrainConfig:
     momentum: float = _opt(0.9, "SGD momentum")
     nesterov: bool = _opt(True, "Nesterov momentum (SGD)")
     weight_decay: float = _opt(5e-4, "weight decay (not applied to biases and normalisation weights)")
-    schedule: str = _opt("cosine", "learning-rate schedule after warmup", ("cosine", "onecycle"))
+    schedule: str = _opt("cosine", "learning-rate schedule after warmup (constant: a run can be extended with "
+                         "--resume --epochs N)", ("cosine", "onecycle", "constant"))
     warmup_epochs: float | None = _opt(None, "linear warmup length (default: 0 for cosine, 0.3·epochs onecycle)")
     label_smoothing: float = _opt(0.0, "label smoothing ε of the training cross-entropy")
     penalty_weight: float = _opt(0.0, "weight of the regularizer(model) term added to the loss")
@@ -151,10 +152,13 @@ def lr_factor(step: int, *, total: int, warmup: int, schedule: str) -> float:
     """Multiplier of the peak lr at optimizer step ``step`` (0-based) of ``total``.
 
     Linear warmup ``(step + 1) / warmup``, then with t ∈ [0, 1) the fraction of the remaining steps done:
-    cosine ½(1 + cos πt), or onecycle 1 − t (the triangular one-cycle of fast CIFAR recipes).
+    cosine ½(1 + cos πt), onecycle 1 − t (the triangular one-cycle of fast CIFAR recipes), or constant 1 (which
+    does not depend on ``total``, so a run can be made longer).
     """
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * (1 + math.cos(math.pi * t)) if schedule == "cosine" else 1 - t
 
@@ -369,6 +373,17 @@ def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> N
     free = set(_FREE_ON_RESUME)
     if now.get("amp") == "auto" and saved.get("amp") in ("auto", "none", "bf16"):
         free.add("amp")  # "bf16 where native": a run may move to a device that resolves it otherwise
+    if now.get("schedule") == saved.get("schedule") == "constant" and now["epochs"] >= saved.get("epochs", 0):
+        free.add("epochs")  # a constant schedule does not depend on the run's length: extending it is exact
+    elif now["epochs"] != saved.get("epochs") and all(
+        now[k] == saved.get(k) for k in now if k not in free | {"epochs"}
+    ):
+        raise ValueError(
+            f"{path} was trained for {saved.get('epochs')} epochs under the {saved.get('schedule')} schedule, which "
+            f"spans the run's length: a {now['epochs']}-epoch run would have used other learning rates from the "
+            f"start, so it is another run. Train it afresh with --epochs {now['epochs']} (another --out), or use "
+            "--schedule constant for runs you want to extend with --resume --epochs N"
+        )
     diffs = [f"{k}: {saved.get(k)!r} → {v!r}" for k, v in now.items() if k not in free and saved.get(k) != v]
     if diffs:
         raise ValueError(

@@ -59,6 +59,9 @@ def summary(result: Fit, paths: Mapping[str, str]) -> str:
     from pdeconv.discover.report import format_equations, variable_terms
 
     lines = [format_equations(result.equations, variable_terms(result))]
+    lines.append(f"explains {result.explained:.1%} of u_t on the training data (1 − residual/‖u_t‖²; u_t = 0: 0%)")
+    if result.warning:
+        lines.append(f"warning: {result.warning}")
     e = result.error
     lines.append(
         f"prediction error ({result.error_source}): {e[-1]:.3e} after {len(e) - 1} steps "

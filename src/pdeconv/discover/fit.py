@@ -37,8 +37,10 @@ from pdeconv.stencil import finite_difference, gaussian
 
 __all__ = [
     "COEFFICIENTS",
+    "EXPLAINED_WARNING",
     "Fit",
     "FitSettings",
+    "explained_share",
     "fit",
     "time_derivative",
     "resolution_weights",
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 COEFFICIENTS = ("constant", "variable")
+#: below this share of u_t explained (on the training data), a fit comes with a warning
+EXPLAINED_WARNING = 0.5
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,16 @@ class Fit:
     settings: FitSettings
     seconds: float
     history: list[tuple[str, float]] = field(default_factory=list)
+    explained: float = float("nan")  # 1 − ‖u_t − F(u)‖² / ‖u_t‖² on the training data (:func:`explained_share`)
+
+    @property
+    def warning(self) -> str | None:
+        """A sentence when the PDE explains less than :data:`EXPLAINED_WARNING` of ``u_t``, else ``None``."""
+        if self.explained >= EXPLAINED_WARNING:
+            return None
+        return (f"the recovered PDE explains only {self.explained:.1%} of u_t on the training data (u_t = 0 "
+                f"explains 0%): these data may not follow a PDE of this library, or may be too noisy or too coarse "
+                f"in time; check the data, or try another --library or --max-order")
 
     @property
     def options(self) -> dict:
@@ -361,6 +375,16 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool) -> fl
     return last
 
 
+def explained_share(model: PolynomialPDE, u: torch.Tensor, dt: float) -> float:
+    """``1 − ‖u_t − F(u)‖² / ‖u_t‖²`` over the frames where :func:`time_derivative` gives ``u_t``: 1 for a perfect
+    fit, 0 for the trivial PDE ``u_t = 0``, negative when F predicts worse than that."""
+    ut, frames = time_derivative(u, dt)
+    with torch.no_grad():
+        residual = sum(float((ut[n] - model(u[n, frames])).square().sum()) for n in range(u.shape[0]))
+    total = float(ut.square().sum())
+    return 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else float("-inf"))
+
+
 def prediction_error(
     model: PolynomialPDE, u: torch.Tensor, dt: float, substeps: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -469,9 +493,10 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
         history.append(("rollout refit", _lbfgs(model, loss, s.iterations, progress)))
     judged = heldout or train[:1]
     error, predicted = prediction_error(model, u[judged], data.dt, steps_per_dt)
+    explained = explained_share(model, u_train, data.dt)
     return Fit(
         model=model, data=data, train=train, heldout=heldout, equations=model.equations(), error=error,
         error_source="held-out" if heldout else "training", error_trajectory=judged[0], predicted=predicted,
         substeps=steps_per_dt, settings=settings, seconds=time.perf_counter() - t_start,
-        history=history,
+        history=history, explained=explained,
     )

@@ -66,6 +66,7 @@ def pde_json(fit: Fit) -> dict:
         "components": list(d.components),
         "grid": {"H": d.u.shape[-2], "W": d.u.shape[-1], "dx": d.dx, "dy": d.dy, "dt": d.dt, "bc": d.bc},
         "options": fit.options,
+        "explained_share": fit.explained,
     }
     if fit.settings.coefficients == "variable":
         out["fields"] = "fields.npz"
@@ -160,6 +161,10 @@ def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None)
         + ("`(x,y)` marks a variable coefficient: the number is the mean of its field (all fields in `fields.npz`)."
            if fit.settings.coefficients == "variable" else ""),
         "",
+        f"It explains {fit.explained:.1%} of u_t on the training data (1 − ‖u_t − F(u)‖² / ‖u_t‖²; the trivial "
+        "PDE u_t = 0 explains 0%).",
+        "",
+        *([f"**Warning:** {fit.warning}.", ""] if fit.warning else []),
         "## Prediction",
         "",
     ]
