@@ -438,9 +438,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     )
     not_a_checkpoint = tmp_path / "notes.pt"
     not_a_checkpoint.write_text("hello")
+    state_dict, whole = tmp_path / "sd.pt", tmp_path / "whole.pt"
+    torch.save(nn.Conv2d(1, 1, 3).state_dict(), state_dict)
+    torch.save(nn.Conv2d(1, 1, 3), whole)
     cases = {
         "nonexistent_model": "neither an existing run directory",
-        str(not_a_checkpoint): "not a readable pdeconv checkpoint",
+        str(not_a_checkpoint): "not a PyTorch checkpoint (neither a zip archive nor a pickle)",
+        str(state_dict): "a state dict (tensors by name), not a pdeconv run's checkpoint. Analyse it as the model it "
+                         "belongs to: `pdeconv analyze MODEL_NAME --weights FILE`",
+        str(whole): "holds pickled Python objects (a whole model saved with torch.save(model)?)",
         str(tmp_path): "holds no checkpoint.pt",
         str(tiny): "'my_tiny_net' is not a pdeconv model",
     }
@@ -449,8 +455,28 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert main(["analyze", source, "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("pdeconv analyze: error: ") and message in err and err.count("\n") == 1
+        assert "weights_only=False" not in err and "\x1b" not in err  # no unsafe advice, no terminal codes
     assert main(["analyze", "--torchvision", "resnet19", "--out", str(tmp_path / "out")]) == 2
     assert "valid ones: alexnet" in capsys.readouterr().err
     assert main(["analyze", "pde_resnet20", "--layer", "nope", "--out", str(tmp_path / "out")]) == 2
     assert "no spatial convolution named 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_state_dict_is_analysed_as_the_model_it_belongs_to(tmp_path, capsys):
+    from pdeconv.cli import main
+    from pdeconv.models import pde_resnet20
+
+    torch.manual_seed(0)
+    model = pde_resnet20(in_chans=1, variant="dw4")
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    assert main(["analyze", "pde_resnet20", "--variant", "dw4", "--in-chans", "1", "--weights", str(tmp_path / "w.pt"),
+                 "--out", str(tmp_path / "a")]) == 0
+    direct = variant_summary(analyze_model(model.eval()))  # the trained weights, not a random init
+    saved = json.loads((tmp_path / "a" / "analysis.json").read_text())["summary"]
+    assert saved["hyperbolicity"] == pytest.approx(direct["hyperbolicity"], abs=1e-12)
+    assert saved["depthwise_span_dim"] == pytest.approx(direct["depthwise_span_dim"], abs=1e-12)
+    capsys.readouterr()
+    assert main(["analyze", "pde_resnet20", "--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err  # a baseline model: the dw4 weights' keys are unexpected
+    assert "do not fit pde_resnet20 (Unexpected key(s)" in err and "check --variant" in err

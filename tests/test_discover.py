@@ -329,3 +329,15 @@ def test_a_fit_says_how_much_of_u_t_it_explains_and_warns_on_noise(tmp_path, cap
     data = simulate("heat", grid=16, steps=12, trajectories=2, seed=0)
     result = fit(data, kernel_size=5, iterations=2, progress=False)
     assert result.explained > 0.99 and result.warning is None
+
+
+def test_files_that_are_not_npz_get_a_message_that_says_what_to_do(tmp_path):
+    import pickle
+
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "obj.pkl").write_bytes(pickle.dumps({"u": [1, 2]}))
+    for name, says in (("notes.txt", "neither an .npz archive nor an .npy array"), ("obj.pkl", "is a pickle")):
+        with pytest.raises(ValueError) as info:
+            load(tmp_path / name)
+        message = str(info.value)
+        assert says in message and "numpy.savez(path, u=..." in message and "allow_pickle" not in message

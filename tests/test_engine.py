@@ -75,15 +75,28 @@ def test_lr_factor_warmup_then_cosine_or_linear():
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="unknown optimizer 'adam'; choose one of: sgd, adamw"):
+    with pytest.raises(ValueError, match=r"unknown optimizer \(--optimizer\) 'adam'; choose one of: sgd, adamw"):
         TrainConfig(optimizer="adam")
-    with pytest.raises(ValueError, match="unknown amp 'fp8'; choose one of: none, bf16, fp16"):
+    with pytest.raises(ValueError, match=r"unknown amp \(--amp\) 'fp8'; choose one of: none, bf16, fp16"):
         TrainConfig(amp="fp8")
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         TrainConfig(dataset="mnist")
-    with pytest.raises(ValueError, match="epochs must be at least 1"):
+    with pytest.raises(ValueError, match=r"epochs \(--epochs\) must be at least 1"):
         TrainConfig(epochs=0)
     assert TrainConfig(dataset="CIFAR10").dataset == "cifar10"
+    with pytest.raises(ValueError, match=r"batch_size \(--batch-size\) must be at least 1"):
+        TrainConfig(batch_size=0)
+
+
+def test_out_that_is_a_file_is_a_clear_error(tmp_path, fmnist, capsys):
+    from pdeconv.cli import main
+
+    (tmp_path / "afile.txt").write_text("mine")
+    with pytest.raises(ValueError, match="afile.txt is a file; --out must be a directory"):
+        engine.train(config(tmp_path, fmnist, out=str(tmp_path / "afile.txt")), tiny_model)
+    assert main(["compare", "--variants", "baseline", "--seeds", "1", "--out", str(tmp_path / "afile.txt")]) == 2
+    assert "afile.txt is a file; --out must be a directory" in capsys.readouterr().err
+    assert (tmp_path / "afile.txt").read_text() == "mine"
 
 
 def test_evaluate_with_flip_tta_averages_mirror_logits():
@@ -312,8 +325,9 @@ def test_crafted_checkpoint_runs_no_code(tmp_path):
     ):
         marker, path = tmp_path / f"pwned{i}", tmp_path / f"evil{i}.pt"
         write(path)
-        with pytest.raises(engine.CheckpointError, match=f"{path}: not a readable pdeconv checkpoint"):
+        with pytest.raises(engine.CheckpointError, match=f"{path}: .*pickle.* could run code") as info:
             engine.load_checkpoint(path)
+        assert info.value.kind == "objects" and "weights_only=False" not in str(info.value)
         assert not marker.exists()
         if i == 0:  # the control: loading it without weights_only does run the payload
             torch.load(path, weights_only=False)
@@ -324,13 +338,15 @@ def test_corrupt_truncated_and_foreign_checkpoints(tmp_path, fmnist):
     engine.train(config(tmp_path, fmnist, epochs=1), tiny_model)
     good = (tmp_path / "run" / engine.CHECKPOINT).read_bytes()
     cases = {"truncated.pt": good[: len(good) // 2], "garbage.pt": bytes(range(256)) * 4}
+    kinds = {"truncated.pt": ("damaged", "a damaged PyTorch file"), "garbage.pt": ("foreign", "not a PyTorch")}
     for name, blob in cases.items():
         (tmp_path / name).write_bytes(blob)
         with pytest.raises(engine.CheckpointError) as info:
             engine.load_checkpoint(tmp_path / name)
         assert str(info.value).startswith(f"{tmp_path / name}: ") and "\n" not in str(info.value)
+        assert info.value.kind == kinds[name][0] and kinds[name][1] in str(info.value)
     torch.save(tiny_model(dataset_info("fashion-mnist")).state_dict(), tmp_path / "foreign.pt")
-    with pytest.raises(engine.CheckpointError, match="foreign.pt: not a pdeconv checkpoint"):
+    with pytest.raises(engine.CheckpointError, match="foreign.pt: a state dict .*not a pdeconv run's checkpoint"):
         engine.load_checkpoint(tmp_path / "foreign.pt")
     # a valid checkpoint of another architecture cannot be resumed into this one
     wide = lambda info: nn.Sequential(nn.Flatten(), nn.Linear(784, info.num_classes))  # noqa: E731

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -21,7 +22,52 @@ FORMAT_VERSION = 1
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used (corrupt, truncated, foreign or unsafe); the message is one line."""
+    """A checkpoint that cannot be used; the message is one line. ``kind`` says why: ``damaged`` (a truncated or
+    corrupt archive), ``objects`` (pickled Python objects, refused: loading them could run code), ``foreign``
+    (not a PyTorch file at all), ``state_dict`` (tensors, but not a pdeconv run's checkpoint), ``newer``."""
+
+    def __init__(self, message: str, kind: str = "foreign") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def read_tensors(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU with one-line errors that say what the file is.
+
+    Never runs code from the file, and never suggests ``weights_only=False``.
+    """
+    import zipfile
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses anyway
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises many kinds (UnpicklingError, RuntimeError, KeyError, EOFError, ...)
+        text = str(e)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: a damaged PyTorch file (a truncated archive); copy it again", "damaged") \
+            from None
+    if zipfile.is_zipfile(path):
+        if "Weights only load failed" in text:
+            raise CheckpointError(
+                f"{path}: holds pickled Python objects (a whole model saved with torch.save(model)?), which pdeconv "
+                "does not load: loading them could run code from the file",
+                "objects",
+            ) from None
+        raise CheckpointError(f"{path}: a damaged PyTorch file (truncated or corrupt archive); copy it again",
+                              "damaged") from None
+    if head[:1] == b"\x80":  # the PROTO opcode a pickle (and PyTorch's legacy format) starts with
+        raise CheckpointError(
+            f"{path}: a pickle of Python objects, not a PyTorch checkpoint of tensors; pdeconv does not load it "
+            "(loading it could run code from the file)", "objects",
+        ) from None
+    raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)", "foreign") \
+        from None
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -76,19 +122,14 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     CheckpointError (one line, naming the file) for a missing-format, corrupt, truncated or unsafe file.
     """
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # torch raises many kinds (UnpicklingError, RuntimeError, EOFError, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: not a readable pdeconv checkpoint (corrupt, truncated or unsafe: {first})"
-        ) from None
+    state = read_tensors(path)
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: a state dict (tensors by name), not a pdeconv run's checkpoint", "state_dict")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a pdeconv checkpoint (no 'format': '{FORMAT}' entry)")
     if state.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {state['format_version']} is newer than this pdeconv")
+        raise CheckpointError(f"{path}: checkpoint format {state['format_version']} is newer than this pdeconv",
+                              "newer")
     return state
 
 

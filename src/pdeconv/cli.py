@@ -198,6 +198,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", help="variant of a pdeconv model name, e.g. dw4 or seed+neumann")
     p.add_argument("--in-chans", type=int, help="input channels of a pdeconv model name")
     p.add_argument("--num-classes", type=int, help="classes of a pdeconv or torchvision model name")
+    p.add_argument("--weights", metavar="FILE", help="a state dict (torch.save(model.state_dict())) for a model name")
     p.add_argument("--layer", help="layer whose first-order matrices are drawn (default: first C→C 3×3 conv)")
     p.add_argument("--h", type=float, default=1.0, help="grid spacing of the moments (default: 1, pixels)")
     p.add_argument("--image-size", type=int, help="grid of the coefficient fields' samples (default: 32)")
@@ -212,6 +213,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
             variant=a.variant,
             in_chans=a.in_chans,
             num_classes=a.num_classes,
+            weights=a.weights,
         )
         result = analysis.analyze_model(model, h=a.h, image_size=a.image_size)
         paths = analysis.write_report(result, model, a.out, layer=a.layer)

@@ -116,28 +116,33 @@ class TrainConfig:
     progress: bool = _opt(True, "show a progress bar (only on a terminal)")
 
     def __post_init__(self) -> None:
+        # messages name the field and its command-line flag: Python and CLI users both recognise one of them
+        flag = lambda name: f"{name} (--{name.replace('_', '-')})"  # noqa: E731
         for f in fields(self):
             choices = f.metadata["choices"]
             if choices and f.name != "dataset" and getattr(self, f.name) not in choices:
-                raise ValueError(f"unknown {f.name} {getattr(self, f.name)!r}; choose one of: {', '.join(choices)}")
+                value = getattr(self, f.name)
+                raise ValueError(f"unknown {flag(f.name)} {value!r}; choose one of: {', '.join(choices)}")
         self.dataset = dataset_info(self.dataset).name
         for name in ("epochs", "batch_size", "train_subset"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise ValueError(f"{flag('lr')} must be positive, got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.penalty_weight < 0 or self.weight_decay < 0:
-            raise ValueError("penalty_weight and weight_decay must not be negative")
+            raise ValueError(f"{flag('label_smoothing')} must be in [0, 1), got {self.label_smoothing}")
+        for name in ("penalty_weight", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{flag(name)} must not be negative, got {getattr(self, name)}")
         if self.threads != "auto" and not (str(self.threads).isdigit() and int(self.threads) >= 1):
-            raise ValueError(f"threads must be a positive count or auto, got {self.threads!r}")
+            raise ValueError(f"{flag('threads')} must be a positive count or auto, got {self.threads!r}")
         self.threads = str(self.threads)
         if self.workers != "auto" and not str(self.workers).isdigit():
-            raise ValueError(f"workers must be a count (0 or more) or auto, got {self.workers!r}")
+            raise ValueError(f"{flag('workers')} must be a count (0 or more) or auto, got {self.workers!r}")
         self.workers = str(self.workers)
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
+            raise ValueError(f"{flag('warmup_epochs')} must be between 0 and --epochs ({self.epochs}), "
+                             f"got {self.warmup_epochs}")
 
 
 # Settings a resumed run may change: where and how fast it runs, not what it trains.
@@ -354,8 +359,17 @@ def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     _checkpoint.write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
 
+def check_out_dir(out: Path) -> None:
+    """``ValueError`` (one line) when ``--out`` names something other than a folder (or a place for one)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; --out must be a directory (created if missing)")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ValueError(f"--out {out}: {out.parent} is a file, not a directory")
+
+
 def _prepare_out_dir(config: TrainConfig, out: Path) -> None:
     """Refuse to overwrite another run unless forced; with force, clear it (rank 0 only)."""
+    check_out_dir(out)
     if config.resume:
         if not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"nothing to resume: {out / CHECKPOINT} does not exist; run without --resume")

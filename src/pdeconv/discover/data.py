@@ -94,10 +94,17 @@ def load(path: str | os.PathLike) -> Dataset:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such data file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:4] != b"PK\x03\x04" and head != b"\x93NUMPY":
+        kind = "a pickle (pdeconv does not load pickles: they can run code)" if head[:1] == b"\x80" else \
+            "neither an .npz archive nor an .npy array"
+        raise ValueError(f"{path} is {kind}; save solution data with numpy.savez(path, u=..., dt=..., dx=..., "
+                         "dy=...) (docs/discover.md)")
     try:
         z = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise ValueError(f"{path} is not a readable .npz archive ({_one_line(str(e))})") from None
+        raise ValueError(f"{path} is a damaged .npz archive ({_one_line(str(e))}); write it again") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise ValueError(f"{path} is a single .npy array, not an .npz archive with 'u', 'dt', 'dx'")
     with z:

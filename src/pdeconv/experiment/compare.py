@@ -43,6 +43,7 @@ def _state(run: Path) -> str:
 
 
 def _claim_directory(out: Path, config: engine.TrainConfig, force: bool) -> None:
+    engine.check_out_dir(out)
     meta = out / "experiment.json"
     settings = shared_settings(config)
     if meta.exists() and not force:
