@@ -50,7 +50,8 @@ def test_timm_resnet_converts_too():
     original = timm.create_model("resnet18", num_classes=4).eval()
     model = copy.deepcopy(original)
     report = convert(model, variable_coefficients=1, bc="dirichlet")
-    assert len(report.modulated) == 17 and len(report.boundary) == 17  # stem 7×7 + 16 3×3
+    assert len(report.modulated) == 17  # stem 7×7 + 16 3×3
+    assert report.boundary == [] and len(report.had_boundary) == 17  # zero padding is dirichlet already
     x = torch.randn(1, 3, 32, 40)
     with torch.no_grad():
         assert torch.equal(model(x), original(x))
@@ -143,6 +144,32 @@ def test_only_restricts_and_a_second_convert_adds_nothing():
     report = convert(model, variable_coefficients=2, only=lambda name, m: name.startswith("layer1."))
     assert report.modulated == ["layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2"]
     assert "3 modules" in str(report) and isinstance(report, ConvertReport)
+
+
+def test_report_says_what_was_done_already():
+    model = torchvision.models.resnet18(weights=None)
+    first = convert(model, bc="neumann", variable_coefficients=2, only=lambda name, m: name.startswith("layer1."))
+    assert first.had_boundary == [] and first.had_fields == []
+    again = convert(model, bc="neumann", variable_coefficients=2, only=lambda name, m: name.startswith("layer1"))
+    assert again.boundary == [] and again.modulated == []
+    assert again.had_fields == first.modulated and set(first.boundary) <= set(again.had_boundary)
+    assert "had it already" in str(again) and "had fields already" in str(again)
+    other = convert(model, bc="periodic", only=["layer1.0.conv1"])
+    assert other.boundary == ["layer1.0.conv1"] and other.had_boundary == []
+
+
+def test_input_size_is_checked_on_a_copy_and_names_the_first_layer_too_small():
+    model = torchvision.models.resnet18(weights=None)
+    before = copy.deepcopy(model.state_dict())
+    # reflect padding of 1 needs inputs of at least 2×2; 16×16 is 1×1 after layer3.0.conv1 (strides 2·2·2·2)
+    with pytest.raises(ValueError, match=r"16×16 do not get through 'layer3\.0\.conv2'.*input is 1×1"):
+        convert(model, bc="neumann", input_size=(1, 3, 16, 16))
+    assert all(type(m) in (nn.Conv2d,) for m in model.modules() if isinstance(m, nn.Conv2d))  # untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # same tensors, no kernels run
+    report = convert(model, bc="neumann", input_size=(1, 3, 64, 64))
+    assert len(report.boundary) > 0 and model.training
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        convert(model, bc="neumann", input_size=(3, 64, 64))
 
 
 def test_errors_say_what_to_do():

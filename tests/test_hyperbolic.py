@@ -1,5 +1,7 @@
 """pdeconv.layers.hyperbolic: symmetric hyperbolic systems (learned, Maxwell TE, Dirac) by implicit midpoint."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -176,3 +178,16 @@ def test_invalid_arguments():
         SymmetricHyperbolic2d.from_matrices(torch.eye(2), torch.eye(2), torch.eye(2))
     with pytest.raises(ValueError, match=r"expected \(N, 3, H, W\)"):
         maxwell_te()(torch.zeros(1, 2, 4, 4))
+
+
+def test_export_and_trace_leave_the_eager_layer_as_it_was():
+    # the layer's eigenvectors are cached by grid size; an export must not leave fake tensors in that cache
+    torch.manual_seed(0)
+    layer, u = SymmetricHyperbolic2d(3).eval(), torch.randn(2, 3, 6, 7)
+    expected = layer(u)
+    torch.export.export(layer, (u,)).module()(u)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # trace's deprecation and constant warnings
+        traced = torch.jit.trace(layer, (u,))
+    torch.testing.assert_close(layer(u), expected, rtol=0, atol=0)  # the same eager computation, run again
+    torch.testing.assert_close(traced(u), expected, rtol=1e-6, atol=1e-6)

@@ -88,3 +88,32 @@ def test_measuring_a_layer_leaves_no_trace_but_the_choice():
     assert list(layer.state_dict()) == ["weight", "pointwise.weight"]
     layer.set_path(choice)
     assert torch.equal(layer(u), out)  # the measured call used the chosen path
+
+
+def test_compiled_layers_take_the_eager_choice_at_any_size_even_with_dynamic_shapes():
+    calls = {"slow": 0, "fast": 0}
+    x = torch.ones(2, 3, 4, 5)
+
+    def step(x):
+        return paths.choose("toy", (7,), _candidates(calls), [x], reference="slow")
+
+    assert step(x) == "fast"  # measured in eager at 2×3×4×5
+    measured = dict(calls)
+    compiled = torch.compile(step, backend="eager", fullgraph=True, dynamic=True)
+    assert compiled(torch.ones(3, 3, 6, 5)) == "fast"  # another (symbolic) size: the configuration's choice
+    assert calls == measured  # nothing measured under compile
+    paths.clear()
+    torch.compiler.reset()
+    assert compiled(torch.ones(3, 3, 6, 5)) == "slow"  # nothing chosen yet: the reference
+
+
+def test_differential_layer_compiles_with_dynamic_shapes():
+    torch.manual_seed(0)
+    layer = DifferentialConv2d(4, 4, out_channels=4).eval()
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True, dynamic=True)
+    for size in (5, 7):
+        u = torch.randn(2, 4, size, size + 1)
+        with torch.no_grad():
+            # first size: compiled takes the reference path (nothing measured yet), eager then measures and may
+            # choose another; both exact, so they differ by the order of summation only
+            torch.testing.assert_close(compiled(u), layer(u), rtol=1e-5, atol=1e-6)

@@ -124,6 +124,19 @@ def test_describe_multichannel_and_errors():
         S.moments(torch.zeros(4, 4))
 
 
+def test_describe_takes_arrays_and_lists_and_says_what_it_needs():
+    np = pytest.importorskip("numpy")
+    assert S.describe(S.laplacian().numpy()) == "∂x² + ∂y²"
+    assert S.describe([[0, 0, 0], [-0.5, 0, 0.5], [0, 0, 0]]) == "∂x"  # rows are y, columns are x
+    assert S.describe(np.array([[0, -0.5, 0], [0, 0, 0], [0, 0.5, 0]])) == "∂y"  # y grows down the rows
+    with pytest.raises(TypeError, match="tensor or array-like; got str"):
+        S.describe("laplacian")
+    with pytest.raises(ValueError, match=r"k odd; got shape \(2, 2\)"):
+        S.describe([[1, 0], [0, 1]])
+    with pytest.raises(ValueError, match=r"got shape \(3, 5\)"):
+        S.describe(torch.zeros(3, 5))
+
+
 def test_operator_names():
     assert [S.operator_name(i) for i in S.multi_indices(2)] == ["1", "∂x", "∂y", "∂x²", "∂x∂y", "∂y²"]
     assert [S.term_name(i) for i in S.multi_indices(2)] == ["u", "u_x", "u_y", "u_xx", "u_xy", "u_yy"]

@@ -90,6 +90,40 @@ def test_euler_one_module_per_step_in_order_and_shared_weights_by_default():
         EulerStep([Constant(), Constant()], steps=3)
 
 
+def test_f_is_the_module_given_and_function_n_the_one_of_step_n():
+    conv = nn.Conv2d(2, 2, 3, padding=1)
+    shared = EulerStep(conv, steps=3)
+    assert shared.f is conv and all(shared.function(n) is conv for n in range(3))
+    a, b = Constant(), nn.Identity()
+    per_step = RungeKutta([a, b], 0.1)
+    assert isinstance(per_step.f, nn.ModuleList) and list(per_step.f) == [a, b]
+    assert per_step.function(0) is a and per_step.function(1) is b
+
+
+def test_one_batchnorm_shared_over_steps_warns_and_per_step_modules_do_not():
+    import warnings
+
+    with pytest.warns(UserWarning, match="running statistics"):
+        EulerStep(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2)), steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        EulerStep(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2)), steps=1)
+        EulerStep([nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2)) for _ in range(2)])
+        EulerStep(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2, track_running_stats=False)),
+                  steps=2)
+
+
+def test_scripted_steppers_equal_eager():
+    torch.manual_seed(0)
+    u = torch.randn(2, 2, 5, 6, dtype=F64)
+    for layer in (EulerStep(nn.Conv2d(2, 2, 3, padding=1), 0.1, steps=3),
+                  EulerStep([nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 1)], 0.1),
+                  Leapfrog(nn.Conv2d(2, 2, 3, padding=1), 0.1, steps=3)):
+        layer = layer.to(F64)
+        # the same ops in the same order on one CPU: only rounding can differ, and it does not accumulate here
+        torch.testing.assert_close(torch.jit.script(layer)(u), layer(u), rtol=1e-12, atol=1e-12)
+
+
 def test_learned_step_size_is_a_parameter_with_a_gradient():
     layer = EulerStep(Scale(-1.0), 0.5, steps=2, learn_h=True)
     assert [n for n, _ in layer.named_parameters()] == ["h"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import cache
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -167,9 +168,18 @@ class BoundaryConv2d(nn.Conv2d):
     clear error for inputs too small to reflect). :func:`set_boundary` gives convolutions this class (a subclass
     of their own, so their parameters, state-dict keys and ``isinstance`` checks stay what they were)."""
 
-    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:  # noqa: UP045
+        if torch.jit.is_scripting():  # TorchScript: PyTorch's own padding (the fast ways are Python)
+            if self.padding_mode == "zeros":
+                return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return F.conv2d(padded, weight, bias, self.stride, [0, 0], self.dilation, self.groups)
+        return self._pdeconv_conv(input, weight, bias)
+
+    @torch.jit.unused
+    def _pdeconv_conv(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.padding_mode == "zeros":
-            return super()._conv_forward(input, weight, bias)
+            return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         p = tuple(self._reversed_padding_repeated_twice)
         if self.padding_mode == "reflect":
             _check_reflect(input, p, where=f"Conv2d({self.in_channels}, {self.out_channels}): ")

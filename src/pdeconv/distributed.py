@@ -12,7 +12,8 @@ failed, and :func:`on_main` runs a step on rank 0 alone and shares its result or
 (a missing file, bad input) makes every rank raise, with that rank's message, instead of leaving the others
 waiting in the next collective. An exception that escapes anyway ends
 the process without tearing the group down politely (that call can block on the dead peer); torchrun then
-stops the other ranks.
+stops the other ranks. (Such a process may end with gloo's "terminate called without an active exception" after
+the error: a communication thread of PyTorch's outliving the interpreter; the error above it is the one to read.)
 """
 
 from __future__ import annotations
@@ -126,8 +127,15 @@ def start(device: str = "auto", *, deterministic: bool = False) -> Processes:
 
 
 def stop(procs: Processes) -> None:
-    """End the process group if :func:`start` began it (call only after success: see the module docstring)."""
+    """End the process group if :func:`start` began it (call only after success: see the module docstring).
+
+    A barrier first: no rank leaves while another still communicates, and each rank's communication threads
+    have let go of the last collective's tensors before the interpreter shuts down. (A DistributedDataParallel
+    model keeps its process group alive past ``destroy_process_group``; if a gloo thread releases a tensor while
+    Python is finalizing, the process aborts with "terminate called without an active exception".)
+    """
     if procs.owns_group and is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 

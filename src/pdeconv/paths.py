@@ -21,7 +21,9 @@ The switch, for tests, benchmarks and reproducibility (or ``PDECONV_PATHS`` in t
 * ``set_mode(name)``: force the path ``name`` wherever a layer has it, the reference path elsewhere.
 
 Under ``torch.compile``/``torch.export`` or a dispatch mode (``FlopCounterMode``) nothing is measured: layers take
-their cached choice, else the reference path. Saved-tensor hooks of the caller (a memory count) do not see the
+their cached choice, else the reference path. Under ``torch.compile`` sizes may be symbolic (dynamic shapes, as
+after a last batch of another size), so it takes the latest choice made in eager mode for the layer's
+configuration at any input size. Saved-tensor hooks of the caller (a memory count) do not see the
 candidates.
 """
 
@@ -43,6 +45,7 @@ Candidate = Callable[..., Tensor]
 
 _MODE = os.environ.get("PDECONV_PATHS", "measure") or "measure"
 _CHOICES: dict[str, str] = {}
+_ANY_SIZE: dict[str, str] = {}  # the latest choice per configuration at any input size (for torch.compile)
 _REPEATS = 3
 
 
@@ -77,12 +80,13 @@ def chosen() -> dict[str, str]:
 
 def restore(choices: Mapping[str, str]) -> None:
     """Take ``choices`` (from :func:`chosen`, e.g. of a run being resumed) as if they had been measured here."""
-    _CHOICES.update({str(k): str(v) for k, v in choices.items()})
+    _store({str(k): str(v) for k, v in choices.items()})
 
 
 def clear() -> None:
     """Forget every choice: the next call of each layer measures again."""
     _CHOICES.clear()
+    _ANY_SIZE.clear()
 
 
 def _sync(device: torch.device) -> None:
@@ -116,9 +120,9 @@ def _run_once(fn: Candidate, copies: Sequence[Tensor], grad: bool, device: torch
 
 
 def _observed() -> bool:
-    """Whether the call is traced or counted (torch.compile, torch.export, a dispatch mode such as
-    ``FlopCounterMode``): then nothing is measured, so the observer sees only the layer's own work."""
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+    """Whether the call is traced or counted (torch.compile, torch.export, torch.jit.trace, a dispatch mode such
+    as ``FlopCounterMode``): then nothing is measured, so the observer sees only the layer's own work."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
         return True
     try:
         from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -127,14 +131,26 @@ def _observed() -> bool:
     return _get_current_dispatch_mode() is not None
 
 
-def _key(kind: str, config: tuple, inputs: Sequence[Tensor], grad: bool) -> str:
+def _key(kind: str, config: tuple, inputs: Sequence[Tensor], grad: bool, *, shape: bool = True) -> str:
+    """``kind|config...|shape|dtype|device|layout|train-or-eval``; without the shape when ``shape`` is false."""
     x = inputs[0]
     dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
     layout = "channels_last" if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not (
         x.is_contiguous()) else "contiguous"
-    shape = "x".join(map(str, x.shape))
-    parts = [kind, *map(str, config), shape, str(dtype).removeprefix("torch."), x.device.type, layout]
+    sizes = ["x".join(map(str, x.shape))] if shape else []
+    parts = [kind, *map(str, config), *sizes, str(dtype).removeprefix("torch."), x.device.type, layout]
     return "|".join(parts + (["train"] if grad else ["eval"]))
+
+
+def _without_shape(key: str) -> str:
+    parts = key.split("|")
+    return "|".join(parts[:-5] + parts[-4:])
+
+
+def _store(choices: Mapping[str, str]) -> None:
+    """Record ``{key: path}``, and each as the latest choice for its configuration at any input size."""
+    _CHOICES.update(choices)
+    _ANY_SIZE.update({_without_shape(k): v for k, v in choices.items()})
 
 
 def choose(kind: str, config: tuple, candidates: Mapping[str, Candidate], inputs: Sequence[Tensor],
@@ -152,6 +168,9 @@ def choose(kind: str, config: tuple, candidates: Mapping[str, Candidate], inputs
     if _MODE != "measure":
         return _MODE if _MODE in candidates else reference
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():  # sizes may be symbolic: no size in key
+        choice = _ANY_SIZE.get(_key(kind, config, inputs, grad, shape=False))
+        return choice if choice in candidates else reference
     key = _key(kind, config, inputs, grad)
     choice = _CHOICES.get(key)
     if choice in candidates:
@@ -160,5 +179,5 @@ def choose(kind: str, config: tuple, candidates: Mapping[str, Candidate], inputs
         return reference
     device = inputs[0].device
     seconds = {name: _time(fn, inputs, grad, device) for name, fn in candidates.items()}
-    _CHOICES[key] = min(seconds, key=seconds.get)
+    _store({key: min(seconds, key=seconds.get)})
     return _CHOICES[key]

@@ -196,14 +196,22 @@ def _describe_one(M: Tensor, tol: float) -> str:
     return out
 
 
-def describe(weight: Tensor, h: float = 1.0, tol: float = 1e-6, max_kernels: int = 16) -> str:
+def describe(weight, h: float = 1.0, tol: float = 1e-6, max_kernels: int = 16) -> str:
     """A readable operator, e.g. ``"8·∂x + 2·∂x∂y²"``, terms ordered by total order (x before y).
 
-    ``tol`` is relative to the largest moment magnitude. A weight with leading dimensions is described
-    kernel by kernel (``[out, in]: ...``) when it holds at most ``max_kernels`` kernels, otherwise as a
-    summary of the mean absolute coefficient of each operator over all kernels.
+    ``weight`` is a tensor or anything ``torch.as_tensor`` takes (a NumPy array, nested lists) of shape
+    (..., k, k), k odd. ``tol`` is relative to the largest moment magnitude. A weight with leading dimensions
+    is described kernel by kernel (``[out, in]: ...``) when it holds at most ``max_kernels`` kernels, otherwise
+    as a summary of the mean absolute coefficient of each operator over all kernels.
     """
-    M = moments(weight.detach().to(torch.float64), h)
+    try:
+        weight = torch.as_tensor(weight).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"describe() takes a k×k kernel as a tensor or array-like; got {type(weight).__name__}") \
+            from None
+    if weight.dim() < 2 or weight.shape[-1] != weight.shape[-2] or weight.shape[-1] % 2 == 0:
+        raise ValueError(f"describe() takes (..., k, k) kernels with k odd; got shape {tuple(weight.shape)}")
+    M = moments(weight.to(torch.float64), h)
     scale = float(M.abs().max()) if M.numel() else 0.0
     atol = tol * scale
     if weight.dim() == 2:

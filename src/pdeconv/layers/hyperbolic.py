@@ -31,15 +31,29 @@ __all__ = ["SymmetricHyperbolic2d", "maxwell_te", "dirac"]
 _SKEW_BCS = ("periodic", "dirichlet")
 
 
+def _eigen(n: int, bc: str, spacing: float) -> tuple[Tensor, Tensor]:
+    """``(λ, U)`` with ``i·D = U diag(λ) Uᴴ`` for the n-point central difference D (CPU, 64-bit).
+
+    ``(D u)[k] = (u[k+1] − u[k−1]) / 2Δ`` is the same matrix along x and y (periodic: indices wrap, dirichlet:
+    zero outside). Fresh tensors on each call (under ``torch.export`` they are fake tensors, which must not be
+    cached) from cached NumPy arrays, so a trace (``torch.jit.trace``) sees constants, not this computation.
+    """
+    eigenvalues, vectors = _eigen_numpy(int(n), bc, float(spacing))  # under a trace, n arrives as a 0-d tensor
+    return torch.from_numpy(eigenvalues), torch.from_numpy(vectors)
+
+
 @lru_cache(maxsize=32)
-def _eigen(n: int, axis: str, bc: str, spacing: float) -> tuple[Tensor, Tensor]:
-    """``(λ, U)`` with ``i·D = U diag(λ) Uᴴ`` for the n-point central difference D along ``axis`` (CPU, 64-bit)."""
-    eye = torch.eye(n, dtype=torch.float64)
-    if axis == "x":  # row j of eye is e_j along x, so row j of the result is D e_j: the transpose of D
-        D = convolve(eye, stencil.dx(spacing, dtype=torch.float64), bc).T
-    else:  # column j of eye is e_j along y
-        D = convolve(eye, stencil.dy(spacing, dtype=torch.float64), bc)
-    return torch.linalg.eigh(1j * D)
+def _eigen_numpy(n: int, bc: str, spacing: float) -> tuple[Any, Any]:
+    import numpy as np
+
+    D = np.zeros((n, n))
+    k = np.arange(n)
+    for shift, value in ((1, 0.5 / spacing), (-1, -0.5 / spacing)):
+        j = k + shift
+        inside = np.ones(n, bool) if bc == "periodic" else (j >= 0) & (j < n)
+        D[k[inside], j[inside] % n] = value
+    eigenvalues, vectors = np.linalg.eigh(1j * D)
+    return eigenvalues, vectors
 
 
 def _check_bc(bc: str) -> None:
@@ -150,8 +164,8 @@ class SymmetricHyperbolic2d(nn.Module):
             raise ValueError(f"expected (N, {self.channels}, H, W); got shape {tuple(u.shape)}")
         real = torch.float64 if u.dtype == torch.float64 else torch.float32
         cplx = torch.complex128 if real == torch.float64 else torch.complex64
-        lam_y, Uy = (t.to(u.device) for t in _eigen(u.shape[2], "y", self.bc, self.spacing))
-        lam_x, Ux = (t.to(u.device) for t in _eigen(u.shape[3], "x", self.bc, self.spacing))
+        lam_y, Uy = (t.to(u.device) for t in _eigen(u.shape[2], self.bc, self.spacing))
+        lam_x, Ux = (t.to(u.device) for t in _eigen(u.shape[3], self.bc, self.spacing))
         Uy, Ux = Uy.to(cplx), Ux.to(cplx)
         A, B, C = (M.to(real) for M in (self.A, self.B, self.C))
         lam_y, lam_x = lam_y.to(real)[:, None, None, None], lam_x.to(real)[None, :, None, None]

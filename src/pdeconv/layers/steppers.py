@@ -3,6 +3,9 @@
 Each stepper maps ``u`` (N, C, H, W) to ``u`` of the same shape, so it can replace a ResNet stage. It takes
 ``f`` as one module, applied ``steps`` times with shared weights, or as a sequence of modules (a list or
 ``nn.ModuleList``), one per step, applied in order. ``h`` is the step size (a parameter with ``learn_h``).
+Shared weights are shared state too: a BatchNorm inside one shared ``f`` keeps one set of running statistics
+for all steps, although each step's activations have their own, so eval mode normalises every step wrongly
+(a warning says so); give each step its own module, or use a normalisation without running statistics.
 
 After Ruthotto & Haber, "Deep neural networks motivated by partial differential equations" (2018). Their
 stability arguments need the true adjoint Kᵀ of a padded convolution K, which :func:`conv_adjoint` gives
@@ -11,8 +14,10 @@ for ``dirichlet`` and ``periodic`` boundaries; :class:`SymmetricConv` is their l
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +49,14 @@ def _as_steps(f: StepFunctions, steps: int | None, what: str = "f") -> tuple[nn.
     if isinstance(f, nn.Module) and not isinstance(f, nn.ModuleList):
         n = 1 if steps is None else steps
         fs = nn.ModuleList([f])
+        if n > 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                         for m in f.modules()):
+            warnings.warn(
+                f"{what}: one module with BatchNorm shared over {n} steps: its running statistics average over "
+                "steps whose activations differ, so in eval mode every step is normalised wrongly. Give each step "
+                "its own module (a list), or use GroupNorm / BatchNorm2d(track_running_stats=False)",
+                stacklevel=3,
+            )
     else:
         fs = nn.ModuleList(f)
         n = len(fs) if steps is None else steps
@@ -59,11 +72,17 @@ def _step_size(h: float, learn_h: bool) -> float | nn.Parameter:
 
 
 class _Stepper(nn.Module):
-    fs: nn.ModuleList
-    steps: int
-    h: float | Tensor
+    """The step functions are ``fs`` (an ``nn.ModuleList``: one shared module, or one per step); ``f`` is the
+    module given (the shared one, or the list), :meth:`function` the one of step ``n``."""
 
-    def f(self, n: int) -> nn.Module:
+    __jit_unused_properties__ = ["f"]
+
+    @property
+    def f(self) -> nn.Module:
+        """The step function as given: the shared module, or the ``nn.ModuleList`` of one module per step."""
+        return self.fs[0] if len(self.fs) == 1 else self.fs
+
+    def function(self, n: int) -> nn.Module:
         """The function of step ``n`` (0-based)."""
         return self.fs[n % len(self.fs)]
 
@@ -131,8 +150,13 @@ class EulerStep(_Stepper):
         self.h = _step_size(h, learn_h)
 
     def forward(self, u: Tensor) -> Tensor:
-        for n in range(self.steps):
-            u = u + self.h * self.f(n)(u)
+        if len(self.fs) == 1:  # written so that torch.jit.script compiles it
+            f = self.fs[0]
+            for _ in range(self.steps):
+                u = u + self.h * f(u)
+        else:
+            for f in self.fs:
+                u = u + self.h * f(u)
         return u
 
 
@@ -159,7 +183,7 @@ class RungeKutta(_Stepper):
 
     def forward(self, u: Tensor) -> Tensor:
         for n in range(self.steps):
-            u = runge_kutta_step(self.f(n), u, self.h, self.tableau)
+            u = runge_kutta_step(self.function(n), u, self.h, self.tableau)
         return u
 
     def extra_repr(self) -> str:
@@ -182,10 +206,15 @@ class Leapfrog(_Stepper):
         self.fs, self.steps = _as_steps(f, steps)
         self.h = _step_size(h, learn_h)
 
-    def forward(self, u: Tensor, u_prev: Tensor | None = None) -> Tensor:
+    def forward(self, u: Tensor, u_prev: Optional[Tensor] = None) -> Tensor:  # noqa: UP045 (TorchScript)
         prev = u if u_prev is None else u_prev
-        for n in range(self.steps):
-            u, prev = 2 * u - prev + self.h**2 * self.f(n)(u), u
+        if len(self.fs) == 1:  # written so that torch.jit.script compiles it
+            f = self.fs[0]
+            for _ in range(self.steps):
+                u, prev = 2 * u - prev + self.h**2 * f(u), u
+        else:
+            for f in self.fs:
+                u, prev = 2 * u - prev + self.h**2 * f(u), u
         return u
 
 

@@ -155,7 +155,7 @@ class VariableCoefficients(nn.Module):
         grid = monomials(H, W, self.degree, seed_compatible=self.seed_compatible, dtype=dtype, device=device)
         # an exported or compiled graph cannot resize a buffer (a compiler would recompile on it): it keeps the
         # grid as constants computed in its graph
-        if not (torch.compiler.is_exporting() or torch.compiler.is_compiling()):
+        if not (torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()):
             self.grid, self._grid_key = grid, key
         return grid
 
@@ -185,7 +185,7 @@ class VariableCoefficients(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         H, W = u.shape[-2:]
-        traced = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        traced = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
         wants_grad = torch.is_grad_enabled() and (u.requires_grad or self.weight.requires_grad)
         if u.dim() != 4 or traced or not wants_grad:  # nothing to save for a backward, or a compiler fuses it
             return u * self.field(H, W, u.dtype, u.device, channels_last=_is_channels_last(u))

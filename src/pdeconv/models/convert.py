@@ -16,13 +16,15 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 
+import torch
 from torch import Tensor, nn
 
-from pdeconv.boundary import padding_mode, set_boundary
+from pdeconv.boundary import boundary_of, padding_mode, set_boundary
 from pdeconv.layers import VariableCoefficients
 
 __all__ = ["ConvertReport", "ModulatedConv2d", "convert"]
@@ -50,12 +52,14 @@ def _modulated_class(cls: type[nn.Conv2d]) -> type[nn.Conv2d]:
 
 @dataclass
 class ConvertReport:
-    """What :func:`convert` changed, by module name (``model.named_modules()``)."""
+    """What :func:`convert` changed, by module name (``model.named_modules()``), and what it found done already."""
 
-    boundary: list[str] = field(default_factory=list)  # convolutions given the boundary condition
+    boundary: list[str] = field(default_factory=list)  # modules given the boundary condition
     modulated: list[str] = field(default_factory=list)  # spatial convolutions now followed by a(x, y)·
     bc: str | None = None
     degree: int | None = None
+    had_boundary: list[str] = field(default_factory=list)  # selected modules that had ``bc`` already
+    had_fields: list[str] = field(default_factory=list)  # spatial convolutions that had fields already
 
     @property
     def count(self) -> int:
@@ -65,13 +69,23 @@ class ConvertReport:
     def __str__(self) -> str:
         lines = [f"converted {self.count} modules"]
         if self.bc is not None:
-            lines.append(f"  boundary condition {self.bc!r}: {len(self.boundary)} convolutions")
+            lines.append(f"  boundary condition {self.bc!r}: {len(self.boundary)} convolutions"
+                         + (f" ({len(self.had_boundary)} had it already)" if self.had_boundary else ""))
         if self.degree is not None:
             lines.append(
                 f"  variable coefficients (degree {self.degree}): {len(self.modulated)} convolutions, "
                 f"new keys <name>.varcoef.weight"
+                + (f" ({len(self.had_fields)} had fields already, left as they were)" if self.had_fields else "")
             )
         return "\n".join(lines)
+
+
+def _bc_of(module: nn.Module) -> str | None:
+    if isinstance(getattr(module, "bc", None), str):
+        return module.bc
+    if isinstance(module, nn.Conv2d):
+        return boundary_of(module)
+    return None
 
 
 def convert(
@@ -80,12 +94,17 @@ def convert(
     bc: str | None = None,
     variable_coefficients: int | None = None,
     only: Iterable[str] | Callable[[str, nn.Module], bool] | None = None,
+    input_size: tuple[int, ...] | None = None,
 ) -> ConvertReport:
     """Give ``model`` (in place) the boundary condition ``bc`` and/or variable coefficients of that degree.
 
     ``only`` restricts the change to the named modules or to those with ``only(name, module)`` true.
-    Returns a :class:`ConvertReport`; the model's output is unchanged until its new fields are trained
-    (up to the boundary condition, which changes what the padding adds).
+    ``input_size`` (N, C, H, W): check at once, with one forward pass of zeros, that inputs of this size get
+    through (reflect padding needs every padded layer's input larger than its padding); ``ValueError`` naming
+    the first layer that is too small otherwise.
+
+    Returns a :class:`ConvertReport`. Variable coefficients start at a ≡ 1, so they leave the model's output
+    unchanged until trained; a boundary condition changes it at once (near the border: other padding values).
     """
     if bc is None and variable_coefficients is None:
         raise ValueError("convert: nothing to do; pass bc='neumann' (or another) and/or variable_coefficients=2")
@@ -98,32 +117,58 @@ def convert(
             raise ValueError(f"convert(only=...): no modules named {sorted(missing)} in this model")
         only = lambda name, module, names=names: name in names  # noqa: E731
     selected: Callable[[str, nn.Module], bool] = only or (lambda name, module: True)
+    if input_size is not None:  # try it on a copy first: a model that cannot take the size is left as it was
+        trial = copy.deepcopy(model)
+        convert(trial, bc=bc, variable_coefficients=variable_coefficients, only=selected)
+        _check_input_size(trial, tuple(input_size))
     report = ConvertReport(bc=bc, degree=variable_coefficients)
 
     if bc is not None:
         padding_mode(bc)  # ValueError listing the valid names
+        before = {name: _bc_of(m) for name, m in model.named_modules()}
 
         def record(name: str, module: nn.Module) -> bool:
-            if selected(name, module):
-                report.boundary.append(name)
-                return True
-            return False
+            if not selected(name, module):
+                return False
+            (report.had_boundary if before.get(name) == bc else report.boundary).append(name)
+            return True
 
         set_boundary(model, bc, only=record)  # padded convs, and pdeconv's layers that carry a named bc
 
     if variable_coefficients is not None:
-        spatial = [
-            (name, m)
-            for name, m in model.named_modules()
-            if isinstance(m, nn.Conv2d)
-            and not isinstance(m, ModulatedConv2d)
-            and max(m.kernel_size) > 1
-            and selected(name, m)
-        ]
-        for name, conv in spatial:
-            conv.__class__ = _modulated_class(type(conv))
-            conv.varcoef = VariableCoefficients(conv.out_channels, variable_coefficients, init="identity").to(
-                device=conv.weight.device, dtype=conv.weight.dtype
+        for name, m in model.named_modules():
+            if not (isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1 and selected(name, m)):
+                continue
+            if isinstance(m, ModulatedConv2d):
+                report.had_fields.append(name)
+                continue
+            m.__class__ = _modulated_class(type(m))
+            m.varcoef = VariableCoefficients(m.out_channels, variable_coefficients, init="identity").to(
+                device=m.weight.device, dtype=m.weight.dtype
             )
             report.modulated.append(name)
     return report
+
+
+def _check_input_size(model: nn.Module, size: tuple[int, ...]) -> None:
+    """One forward pass of zeros of ``size``; a layer whose input is too small for its padding is named."""
+    if len(size) != 4:
+        raise ValueError(f"input_size must be (N, C, H, W); got {size}")
+    names = {m: name for name, m in model.named_modules()}
+    current: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: current.append(names[m])) for m in names]
+    parameter = next(model.parameters(), None)
+    x = torch.zeros(size, device=parameter.device if parameter is not None else None,
+                    dtype=parameter.dtype if parameter is not None else None)
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    except (ValueError, RuntimeError) as e:
+        where = current[-1] if current else "the model"
+        raise ValueError(f"convert: inputs of size {'×'.join(map(str, size))} do not get through {where!r}: "
+                         f"{str(e).strip().splitlines()[0]}") from None
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
