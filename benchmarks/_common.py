@@ -179,14 +179,9 @@ def maybe_plain(fn: Callable[[], Any], label: str) -> Callable[[], Any]:
 
 def code_version() -> str | None:
     """``git describe --always --dirty`` of the checkout the scripts run from, if it is a git checkout."""
-    import subprocess
+    from pdeconv.runtime import code_revision
 
-    try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=RESULTS.parent, capture_output=True,
-                              text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None
+    return code_revision(RESULTS.parent)
 
 
 def command() -> str:

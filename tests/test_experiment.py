@@ -149,3 +149,144 @@ def test_a_wrong_data_dir_is_an_error_and_a_run_records_the_data_it_read(tmp_pat
                  "--no-progress"]) == 0
     dataset = json.loads((out / "config.json").read_text())["dataset"]
     assert dataset["source"] == str(data_dir) and dataset["fingerprint"].startswith("sha256:")
+
+
+# ------------------------------------------------------------------------------------- paired comparisons
+
+
+def _base(data_dir, **kw):
+    from pdeconv import run
+
+    return run.make_config(epochs=1, batch_size=32, data_dir=str(data_dir), progress=False, threads="1", **kw)
+
+
+def test_the_same_model_under_two_names_gives_a_paired_difference_of_exactly_zero(tmp_path, data_dir, capsys):
+    # bc=dirichlet is the baseline's own zero padding: seed s gives both the same data order, augmentation and
+    # initial weights, and this one process the same kernels, so every paired difference is 0
+    result = experiment.compare(["baseline", "bc=dirichlet"], [0, 1], tmp_path / "exp", base=_base(data_dir))
+    c = result.comparisons["bc=dirichlet"]
+    assert (c.mean, c.ci, c.p) == (0.0, (0.0, 0.0), 1.0) and result.reference == "baseline"
+    accs = [r["test_acc"] for r in result.rows]
+    assert accs[:2] == accs[2:] and accs[0] != accs[1]  # the seeds differ, the variants do not
+    assert "not resolved" in result.verdicts[0] and "not resolved" in capsys.readouterr().out
+
+
+def test_a_variant_starts_from_the_baselines_weights_where_it_shares_layers():
+    from pdeconv import run
+    from pdeconv.data import dataset_info
+
+    info = dataset_info("fashion-mnist")
+    models = {}
+    for variant in ("baseline", "varcoef", "seed"):
+        torch.manual_seed(3)  # what the engine does before building
+        models[variant] = run._paired_model(run.make_config(variant=variant, seed=3), info).state_dict()
+    base = models["baseline"]
+    varcoef, seed = models["varcoef"], models["seed"]
+    assert all(torch.equal(varcoef[k], v) for k, v in base.items())  # every baseline layer, fields added
+    assert set(varcoef) - set(base) and all("mix" in k for k in set(varcoef) - set(base))
+    shared = [k for k in base if k in seed and seed[k].shape == base[k].shape]
+    assert "conv1.weight" in shared and "fc.weight" in shared and "layer1.0.bn1.weight" in shared
+    assert all(torch.equal(seed[k], base[k]) for k in shared)
+    assert "layer1.0.conv1.weight" not in shared  # a DifferentialConv2d keeps its own initialisation
+
+
+def test_automatic_seeds_add_runs_until_the_target_or_the_cap(tmp_path, data_dir, capsys, monkeypatch):
+    import importlib
+
+    from pdeconv.experiment.stats import Paired
+
+    compare_module = importlib.import_module("pdeconv.experiment.compare")  # the module, not the function
+
+    out = tmp_path / "exp"
+    # on 32 test images the real intervals may be anything, even [0, 0]: the rule is tested with a wide one
+    asked = []
+
+    def wide(out_, variant, reference, plan, runs):
+        asked.append({v: list(s) for v, s in plan.items()})
+        return Paired(len(plan[variant]), 0.01, 0.02, (-0.05, 0.07), seeds=tuple(plan[variant]), p=0.5)
+
+    monkeypatch.setattr(compare_module, "_paired_of", wide)
+    result = experiment.compare(["baseline", "varcoef"], [0, 1], out, base=_base(data_dir), target_ci=1.0,
+                                max_seeds=3)
+    assert sorted({(r["variant"], r["seed"]) for r in result.rows}) == [
+        ("baseline", 0), ("baseline", 1), ("baseline", 2), ("varcoef", 0), ("varcoef", 1), ("varcoef", 2)]
+    assert asked == [{"baseline": [0, 1], "varcoef": [0, 1]}, {"baseline": [0, 1, 2], "varcoef": [0, 1, 2]}]
+    assert "more seeds (baseline +1, varcoef +1)" in capsys.readouterr().out
+    monkeypatch.undo()
+    # a target every comparison meets adds nothing, and finished runs are reused
+    again = experiment.compare(["baseline", "varcoef"], [0, 1, 2], out, base=_base(data_dir), target_ci=100.0)
+    assert again.reached == {"varcoef": True} and len(again.rows) == 6
+    assert "training" not in capsys.readouterr().out
+
+
+def test_compare_options_that_cannot_work_are_refused_at_once(tmp_path, capsys):
+    out = tmp_path / "x"
+    for args, message in [
+        (["--seeds", "auto"], "go together"),
+        (["--target-ci", "0.1"], "go together"),
+        (["--seeds", "auto", "--target-ci", "-1"], "positive number of accuracy points"),
+        (["--seeds", "auto", "--target-ci", "0.1", "--max-seeds", "1"], "at least 2"),
+        (["--variants", "baseline,seed", "--reference", "dw4"], "--reference 'dw4' is not among"),
+        (["--seeds", "1,1"], "distinct"),
+        (["--variants", "dw=two"], "takes an integer"),
+    ]:
+        assert main(["compare", *args, "--out", str(out)]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, (args, err)
+    assert not out.exists()
+
+
+def test_a_preset_applies_only_when_named_or_when_no_training_option_is_given(monkeypatch, capsys):
+    from pdeconv import run
+
+    calls = []  # the CLI calls pdeconv.experiment.compare: record what it asks for instead of training
+    monkeypatch.setattr(experiment, "compare", lambda variants, seeds, out, **kw: calls.append((variants, seeds,
+                                                                                                out, kw)))
+    main(["compare"])
+    (variants, seeds, out, kw), = calls
+    assert kw["base"].train_subset == run.PRESETS["quick"].train_subset
+    assert out == "runs/compare-quick" and seeds == [0, 1, 2]
+    assert "settings: preset quick (no training option given)" in capsys.readouterr().out
+    calls.clear()
+    main(["compare", "--model", "pde_resnet20", "--variants", "baseline,seed", "--seeds", "2", "--epochs", "1"])
+    (variants, seeds, out, kw), = calls
+    base = kw["base"]
+    assert base.train_subset is None and base.epochs == 1 and base.batch_size == 128 and base.lr == 0.1
+    assert out == "runs/compare" and seeds == [0, 1] and variants == ["baseline", "seed"]
+    printed = capsys.readouterr().out
+    assert "no preset (you gave --epochs)" in printed and "all training images" in printed
+    calls.clear()
+    main(["compare", "--preset", "fast", "--epochs", "3", "--data-dir", "/tmp"])
+    base = calls[0][3]["base"]
+    assert (base.epochs, base.label_smoothing, base.train_subset) == (3, 0.1, None)
+    calls.clear()
+    main(["compare", "--data-dir", "/tmp", "--threads", "1"])  # where and how it runs: not a training option
+    assert calls[0][3]["base"].train_subset == run.PRESETS["quick"].train_subset
+    calls.clear()
+    main(["compare", "--seeds", "auto", "--target-ci", "0.2", "--epochs", "1"])
+    assert calls[0][1] == [0, 1, 2, 3, 4] and calls[0][3]["target_ci"] == 0.2
+
+
+def test_experiments_share_runs_through_a_run_store_and_rebuild_without_checkpoints(tmp_path, data_dir, capsys):
+    import os
+    from dataclasses import replace
+
+    store, base = tmp_path / "store", _base(data_dir)
+    first = experiment.compare(["baseline", "neumann"], [0], tmp_path / "a", base=base, runs=store,
+                               command="pdeconv compare (test)")
+    capsys.readouterr()
+    second = experiment.compare(["baseline", "varcoef"], [0], tmp_path / "b", base=base, runs=store)
+    printed = capsys.readouterr().out
+    assert "baseline seed 0: finished earlier, skipped" in printed and "varcoef seed 0: training" in printed
+    assert second.rows[0]["run"] == os.path.join("..", "store", "baseline", "seed0")
+    assert (store / "runs.json").is_file() and not (tmp_path / "b" / "runs").exists()
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "Command: `pdeconv compare (test)`" in report and "threads" in report
+    # what a results/ folder in git keeps: config.json and metrics.jsonl of each run, no checkpoint
+    for checkpoint in store.glob("*/seed*/checkpoint.pt"):
+        checkpoint.unlink()
+    again = experiment.compare(["baseline", "neumann"], [0], tmp_path / "a", base=base, runs=store)
+    assert again.rows == first.rows and "training" not in capsys.readouterr().out
+    assert "no checkpoint" not in (tmp_path / "a" / "report.md").read_text()  # learned_pde.json was kept
+    with pytest.raises(ValueError, match="other settings"):
+        experiment.compare(["baseline"], [0], tmp_path / "c", base=replace(base, epochs=2), runs=store)

@@ -4,6 +4,8 @@ registry, both families, timm."""
 from __future__ import annotations
 
 import copy
+import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -328,3 +330,52 @@ def test_timm_create_model():
     assert M.register_timm() == []  # already registered: nothing is registered twice
     with pytest.raises(ValueError, match="no pretrained weights"):
         timm.create_model("pde_resnet20", pretrained=True)
+
+
+def test_variant_parts_may_set_one_option_to_a_value():
+    assert M.get_variant("dw=2").dw == 2 and M.get_variant("dw=9+order=2") == M.VariantOptions(
+        dw=9, order=2, name="dw=9+order=2")
+    assert M.get_variant("bc=replicate+seed") == replace(M.get_variant("seed"), bc="replicate",
+                                                         name="bc=replicate+seed")
+    assert M.variant_penalty_weight("penalty=10") == 10.0 and M.get_variant("penalty=10") == M.VariantOptions(
+        name="penalty=10")  # the penalty is training, not architecture
+    assert M.variant_penalty_weight("penalty=0.1") == M.variant_penalty_weight("hyperbolic")
+    dw1 = M.pde_resnet20(variant="dw=1")
+    assert dw1.layer1[0].conv1.weight.shape == (16, 1, 3, 3)  # one operator per channel, then the 1×1
+    for spec, message in [("dw4+dw=2", "conflict: dw=4 vs dw=2"), ("dw=x", "takes an integer"),
+                          ("size=3", "unknown variant option 'size'"), ("penalty=-1", "must be ≥ 0"),
+                          ("bc=robin", "unknown boundary condition"), ("order=2", "set dw too"),
+                          ("hyperbolic+penalty=1", "different penalty weights")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            M.get_variant(spec)
+            M.variant_penalty_weight(spec)
+
+
+def test_wave_variant_is_two_leapfrog_steps_per_block_with_the_baselines_parameter_count():
+    from pdeconv.layers import Leapfrog, SymmetricConv
+    from pdeconv.layers.steppers import conv_adjoint
+
+    torch.manual_seed(0)
+    base, wave = M.pde_resnet20(in_chans=1), M.pde_resnet20(variant="wave", in_chans=1)
+    assert sum(p.numel() for p in wave.parameters()) == sum(p.numel() for p in base.parameters())
+    block = wave.layer1[1]
+    assert isinstance(block.step, Leapfrog) and [type(f) for f in block.step.fs] == [SymmetricConv] * 2
+    assert wave.layer2[0].step is None and wave.layer2[0].conv1.stride == (2, 2)  # downsampling stays
+    # the block is u ↦ u + 2·f0(u) + f1(u + f0(u)) (leapfrog from rest, h = 1), f_k(u) = −K_kᵀ relu(BN_k(K_k u))
+    block.eval()
+    u = torch.randn(2, 16, 9, 7)
+
+    def f(k, v):
+        s = block.step.fs[k]
+        return -conv_adjoint(s.activation(s.conv(v)), s.conv.weight, "dirichlet")
+
+    with torch.no_grad():
+        u1 = u + f(0, u)
+        torch.testing.assert_close(block(u), 2 * u1 - u + f(1, u1), rtol=1e-5, atol=1e-5)
+    for spec, message in [("wave+dw4", "combine with no dw"), ("wave+neumann", "use dirichlet or periodic")]:
+        with pytest.raises(ValueError, match=message):
+            M.get_variant(spec)
+    x = torch.randn(8, 1, 28, 28)
+    loss = nn.functional.cross_entropy(wave(x), torch.arange(8) % 10)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in wave.parameters())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -104,6 +105,9 @@ def _train(args: argparse.Namespace) -> int:
     config = run.make_config(model=args.model, variant=args.variant, preset=args.preset, seed=args.seed,
                              penalty_weight=args.penalty_weight, **_given(args, _ENGINE_SKIP))
     config = replace(config, out=args.out or f"runs/{config.model}-{args.variant}-seed{args.seed}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"settings: {'preset ' + args.preset if args.preset else 'no preset'}: {run.describe_config(config)}",
+              flush=True)
     summary = run.train(config)
     if summary.get("test_acc") is not None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 says it
         print(f"final test accuracy {summary['test_acc']:.2%} after {summary['epochs']} epochs; files in {config.out}")
@@ -119,14 +123,27 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
         help="the main job: train variants × seeds, write results.csv, report.md and plots",
-        description="An honest ablation of the essay's ideas. With no options: the quick preset ("
-        + PRESETS["quick"].description + "). Rerunning skips finished runs and resumes unfinished ones.",
+        description="An honest ablation of the essay's ideas: every variant against a reference, seed by seed "
+        "(paired). With no training option: the quick preset (" + PRESETS["quick"].description + "). A preset "
+        "applies when named, or when no training option is given; options you give are never mixed with a "
+        "preset you did not name. Rerunning skips finished runs and resumes unfinished ones.",
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="settings bundle (default: quick)")
-    p.add_argument("--model", default=None, help="model name (default: the preset's)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="settings bundle (default: quick when no training option is given, else none)")
+    p.add_argument("--model", default=None, help="model name (default: the preset's, else pde_resnet20)")
     p.add_argument("--variants", default=None, help="comma-separated variants (default: the preset's)")
-    p.add_argument("--seeds", default=None, help="number of seeds N (seeds 0..N-1) or a list like 0,3,7")
-    p.add_argument("--out", default=None, help="experiment directory (default: runs/compare-PRESET)")
+    p.add_argument("--reference", default=None,
+                   help="the variant every other is compared with (default: baseline if listed, else the first)")
+    p.add_argument("--seeds", default=None,
+                   help="number of seeds N (seeds 0..N-1), a list like 0,3,7, or auto (with --target-ci: 5 seeds, "
+                   "then more where the CI is wider than the target) (default: the preset's, else 5)")
+    p.add_argument("--target-ci", type=float, default=None,
+                   help="with --seeds auto: the wanted half-width of each Δ's 95%% CI, in accuracy points, e.g. 0.15")
+    p.add_argument("--max-seeds", type=int, default=10, help="with --seeds auto: at most this many seeds (default: 10)")
+    p.add_argument("--out", default=None, help="experiment directory (default: runs/compare-PRESET, else runs/compare)")
+    p.add_argument("--runs", default=None, metavar="DIR",
+                   help="a run store shared by experiments with the same settings: a run (variant, seed) in it is "
+                   "trained once and reused by every experiment that lists it (default: OUT/runs)")
     _add_engine_options(p, skip=_ENGINE_SKIP | {"resume"})
     p.set_defaults(func=_compare)
 
@@ -140,22 +157,44 @@ def _seeds(text: str | int) -> list[int]:
             return list(range(n))
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise UsageError(f"--seeds must be a positive count like 3 or a list like 0,1,2; got {text!r}") from None
+        raise UsageError(f"--seeds must be a positive count like 3, a list like 0,1,2 or auto; got {text!r}") from None
+
+
+# TrainConfig fields that are not training settings: where and how a run runs, not what it trains
+_NOT_TRAINING = {"data_dir", "device", "threads", "workers", "progress", "force", "compile", "deterministic"}
 
 
 def _compare(args: argparse.Namespace) -> int:
     from pdeconv import run
     from pdeconv.experiment import compare
+    from pdeconv.experiment.compare import check_seed_options
 
-    preset = run.PRESETS[args.preset]
+    given = _given(args, _ENGINE_SKIP | {"resume"})
+    force = given.pop("force", False)
+    training = sorted(k for k in given if k not in _NOT_TRAINING) + (["model"] if args.model else [])
+    preset_name = args.preset or (None if training else "quick")
+    preset = run.PRESETS[preset_name] if preset_name else run.Preset("")
     variants = [v.strip() for v in (args.variants or preset.variants).split(",") if v.strip()]
     for v in variants:
         _check_model(args.model, v)
-    given = _given(args, _ENGINE_SKIP | {"resume"})
-    force = given.pop("force", False)
-    base = run.make_config(model=args.model, preset=args.preset, **given)
-    compare(variants, _seeds(args.seeds or preset.seeds), args.out or f"runs/compare-{args.preset}", base=base,
-            force=force)
+    auto = str(args.seeds).strip().lower() == "auto"
+    if auto != (args.target_ci is not None):
+        raise UsageError("--seeds auto and --target-ci go together: e.g. --seeds auto --target-ci 0.15")
+    seeds = list(range(5)) if auto or (args.seeds is None and preset_name is None) else _seeds(
+        args.seeds or preset.seeds)
+    check_seed_options(seeds, args.target_ci, args.max_seeds)
+    base = run.make_config(model=args.model, preset=preset_name, **given)
+    out = args.out or (f"runs/compare-{preset_name}" if preset_name else "runs/compare")
+    if os.environ.get("RANK", "0") == "0":
+        why = (f"preset {preset_name}" + ("" if args.preset else " (no training option given)") if preset_name
+               else f"no preset (you gave --{training[0].replace('_', '-')}); defaults for the rest")
+        print(f"settings: {why}: {run.describe_config(base)}", flush=True)
+    command = " ".join(shlex.quote(a) for a in ["pdeconv", *args.argv])
+    compare(variants, seeds, out, base=base, force=force, reference=args.reference, target_ci=args.target_ci,
+            max_seeds=args.max_seeds, runs=args.runs, command=command)
+    if preset_name == "quick" and os.environ.get("RANK", "0") == "0":
+        print("This is the quick demo's budget. The essay's questions at a larger one (ResNet-20 to about 93.5%, "
+              "5 or more paired seeds): docs/results.md")
     return 0
 
 
@@ -368,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given, for records (compare's report)
     try:
         rc = args.func(args)
     except KeyboardInterrupt:

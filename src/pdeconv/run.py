@@ -7,8 +7,9 @@ benchmarks and ``pdeconv analyze`` all go through it:
 * :func:`make_config`: preset, then explicit options, then the variant's training defaults → a
   :class:`~pdeconv.engine.TrainConfig`; :func:`variant_config` derives one (variant, seed) run from a shared
   base;
-* :func:`build_model`: the model of a config, sized for the dataset; :func:`regularizer`: the loss term a
-  config asks for (the hyperbolicity penalty);
+* :func:`build_model`: the model of a config, sized for the dataset; :func:`share_initial_weights`: a variant
+  starts from the baseline's weights in every layer the two share (paired seeds); :func:`regularizer`: the
+  loss term a config asks for (the hyperbolicity penalty);
 * :func:`train`: build, attach, and hand over to the engine;
 * :func:`model_from_run`: the trained model back from a run directory or checkpoint.
 """
@@ -31,9 +32,11 @@ __all__ = [
     "PRESETS",
     "Preset",
     "build_model",
+    "describe_config",
     "make_config",
     "model_from_run",
     "regularizer",
+    "share_initial_weights",
     "train",
     "variant_config",
 ]
@@ -72,11 +75,18 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
-        "about 10 minutes on a 2-core CPU with 2 free threads: ResNet-20, 2 epochs on 5,000 training images, "
-        "3 seeds",
+        "about 10 minutes on a 2-core CPU with native bf16: ResNet-20 in 4 variants × 3 paired seeds, 2 epochs "
+        "on a fixed 24,000-image subset, one-cycle, label smoothing, flip TTA, bf16 where native, channels-last; "
+        "the baseline reaches about 88%",
+        variants="baseline,neumann,seed,hyperbolic",
+        epochs=2,
         batch_size=64,
-        lr=0.1,
-        train_subset=5_000,
+        lr=0.2,
+        label_smoothing=0.1,
+        train_subset=24_000,
+        tta_flip=True,
+        amp="auto",
+        channels_last=True,
     ),
     "fast": Preset(
         "one run reaches 93% on Fashion-MNIST in under 10 minutes on a 2-core CPU with native bf16: ResNet-20, "
@@ -139,6 +149,27 @@ def make_config(
     return engine.TrainConfig(variant=variant, penalty_weight=weight, **settings)
 
 
+def describe_config(config: engine.TrainConfig) -> str:
+    """The training settings of ``config`` in one line, as printed at the start of a run or an experiment."""
+    data = ("all training images" if config.train_subset is None
+            else f"a fixed subset of {config.train_subset:,} training images")
+    parts = [
+        f"{config.model} on {config.dataset} ({data})",
+        f"{config.epochs} epochs",
+        f"batch {config.batch_size}",
+        f"{config.optimizer} lr {config.lr:g} ({config.schedule})",
+        f"weight decay {config.weight_decay:g}",
+    ]
+    if config.label_smoothing:
+        parts.append(f"label smoothing {config.label_smoothing:g}")
+    if config.penalty_weight:
+        parts.append(f"hyperbolicity penalty {config.penalty_weight:g}")
+    parts.append(f"amp {config.amp}")
+    parts += [name for name, on in (("channels-last", config.channels_last), ("flip TTA", config.tta_flip),
+                                    ("compiled", config.compile)) if on]
+    return ", ".join(parts)
+
+
 def variant_config(base: engine.TrainConfig, variant: str, seed: int, out: str | Path) -> engine.TrainConfig:
     """The run of ``variant`` with ``seed`` in directory ``out``: ``base``'s settings, the variant's penalty."""
     from pdeconv.models import variant_penalty_weight
@@ -151,6 +182,43 @@ def build_model(model: str, variant: str, info: DatasetInfo, **kwargs: Any) -> n
     from pdeconv.models import create
 
     return create(model, variant=variant, num_classes=info.num_classes, in_chans=info.in_chans, **kwargs)
+
+
+def share_initial_weights(model: nn.Module, reference: nn.Module) -> list[str]:
+    """Copy ``reference``'s parameters and buffers into ``model`` wherever the two share a layer; return the
+    names copied.
+
+    A layer is shared when the module has the same name in both models, one module's class is a subclass of the
+    other's (``BoundaryConv2d`` is an ``nn.Conv2d``) and the tensor has the same name and shape. Modules of
+    other kinds at the same name (a ``DifferentialConv2d`` where the baseline has an ``nn.Conv2d``) keep their
+    own initialisation.
+    """
+    theirs = dict(reference.named_modules())
+    copied = []
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            other = theirs.get(name)
+            if other is None or not (isinstance(module, type(other)) or isinstance(other, type(module))):
+                continue
+            source = dict(other.named_parameters(recurse=False)) | dict(other.named_buffers(recurse=False))
+            mine = dict(module.named_parameters(recurse=False)) | dict(module.named_buffers(recurse=False))
+            for key, tensor in mine.items():
+                if key in source and source[key].shape == tensor.shape and source[key].dtype == tensor.dtype:
+                    tensor.copy_(source[key])
+                    copied.append(f"{name}.{key}" if name else key)
+    return copied
+
+
+def _paired_model(config: engine.TrainConfig, info: DatasetInfo) -> nn.Module:
+    """The run's model; a variant other than ``baseline`` takes the initial weights the baseline run of the same
+    seed starts from, in every layer they share (both are built from the same random state)."""
+    state = torch.get_rng_state()
+    model = build_model(config.model, config.variant, info)
+    if config.variant != "baseline":
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(state)
+            share_initial_weights(model, build_model(config.model, "baseline", info))
+    return model
 
 
 def regularizer(config: engine.TrainConfig) -> Callable[[nn.Module], torch.Tensor] | None:
@@ -170,12 +238,15 @@ def train(
 ) -> dict[str, Any]:
     """Train the model ``config`` names (``config.model``, ``config.variant``) with its regularizer.
 
+    Seed s pairs runs: every variant sees the same data order and augmentation draws (the data pipeline's own
+    generators, seeded by s) and starts from the baseline's initial weights of seed s in every layer it shares
+    with the baseline (:func:`share_initial_weights`), so differences between variants are the variants'.
     Returns the engine's summary (:func:`pdeconv.engine.summarize`). ``loaders`` and ``on_epoch_end`` go to
     :func:`pdeconv.engine.train`.
     """
     return engine.train(
         config,
-        lambda info: build_model(config.model, config.variant, info),
+        lambda info: _paired_model(config, info),
         loaders=loaders,
         regularizer=regularizer(config),
         on_epoch_end=on_epoch_end,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["auto_threads", "busy_cpus", "cpu_description", "set_threads", "usable_cpus"]
+__all__ = ["auto_threads", "busy_cpus", "code_revision", "cpu_description", "set_threads", "usable_cpus"]
 
 # instruction sets that decide which CPU kernels run (and how fast bf16 is), in the words of /proc/cpuinfo
 _FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
@@ -38,6 +38,21 @@ def cpu_description() -> str:
     name = name or platform.processor() or platform.machine() or "unknown CPU"
     features = " ".join(f for f in _FEATURES if f in flags)
     return f"{name}, {os.cpu_count()} cores" + (f", {features}" if features else "")
+
+
+def code_revision(where: str | os.PathLike | None = None) -> str | None:
+    """``git describe --always --dirty`` of the checkout at ``where`` (default: the one pdeconv is imported
+    from), for run records; ``None`` outside a git checkout or without git."""
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(where) if where is not None else Path(__file__).resolve().parent
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=folder, capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
 def usable_cpus() -> int:

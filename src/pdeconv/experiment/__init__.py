@@ -5,7 +5,8 @@ An experiment directory holds::
     experiment.json           the shared training settings (everything but the variant and the seed)
     runs/VARIANT/seedN/       one ``pdeconv train`` run each (config.json, metrics.jsonl, checkpoint.pt, ...)
     results.csv               one row per run
-    report.md                 per variant: mean ± std and 95% CI of test accuracy, cost, Welch t-test vs baseline
+    report.md                 per variant: the paired difference to the reference (mean Δ, 95% CI, paired t-test,
+                              Holm-adjusted), its own mean ± std, cost; one plain sentence per comparison
     accuracy_per_epoch.png    mean and min–max band over seeds, per variant
     accuracy_vs_flops.png     mean ± std of test accuracy against forward FLOPs per image
 
@@ -20,13 +21,14 @@ from __future__ import annotations
 import warnings
 
 from pdeconv.experiment.compare import CompareResult, compare
-from pdeconv.experiment.report import summary_table, write_report
+from pdeconv.experiment.report import Report, summary_table, write_report
 from pdeconv.experiment.results import RESULT_COLUMNS, collect
 from pdeconv.run import PRESETS, Preset, build_model
 
 __all__ = [
     "PRESETS",
     "RESULT_COLUMNS",
+    "Report",
     "CompareResult",
     "Preset",
     "build_model",

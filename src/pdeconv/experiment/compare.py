@@ -1,14 +1,15 @@
 """Train every (variant, seed) of an experiment: skip finished runs, resume unfinished ones, then report.
 
 A directory holding an experiment with other settings is refused unless ``force``. Under ``torchrun`` every
-process runs the same loop (each run is DDP) and only rank 0 writes the tables.
+process runs the same loop (each run is DDP); rank 0 decides (which runs are finished, which need more seeds)
+and writes the tables.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,24 @@ from pdeconv import _checkpoint, engine, run
 from pdeconv.distributed import agree, on_main, start, stop
 from pdeconv.experiment.report import shared_settings, write_report
 from pdeconv.experiment.results import collect, run_dir
+from pdeconv.experiment.stats import Paired, paired
 
-__all__ = ["CompareResult", "compare"]
+__all__ = ["CompareResult", "check_seed_options", "compare"]
 
 
 @dataclass
 class CompareResult:
-    """Where the experiment's files are and its per-run rows."""
+    """Where the experiment's files are, its per-run rows, the printed table, and each variant's paired
+    comparison with the reference (:class:`~pdeconv.experiment.stats.Paired`; ``reached``: whether its CI met
+    ``target_ci``, when one was set)."""
 
     out: Path
     rows: list[dict[str, Any]]
     table: str
+    reference: str = "baseline"
+    comparisons: dict[str, Paired] = field(default_factory=dict)
+    reached: dict[str, bool] | None = None
+    verdicts: list[str] = field(default_factory=list)
 
 
 def _state(run: Path) -> str:
@@ -42,9 +50,11 @@ def _state(run: Path) -> str:
     return "partial" if (run / engine.CHECKPOINT).exists() else "new"
 
 
-def _claim_directory(out: Path, config: engine.TrainConfig, force: bool) -> None:
+def _claim_directory(out: Path, config: engine.TrainConfig, force: bool, meta_name: str = "experiment.json") -> None:
+    """Make ``out`` this experiment's (or, with ``meta_name="runs.json"``, this run store's): record the shared
+    settings, or refuse a directory that holds other settings or other files."""
     engine.check_out_dir(out)
-    meta = out / "experiment.json"
+    meta = out / meta_name
     settings = shared_settings(config)
     if meta.exists() and not force:
         try:
@@ -63,6 +73,42 @@ def _claim_directory(out: Path, config: engine.TrainConfig, force: bool) -> None
     _checkpoint.write_text(meta, json.dumps(settings, indent=2) + "\n")
 
 
+def check_seed_options(seeds: Sequence[int], target_ci: float | None, max_seeds: int) -> None:
+    """``ValueError`` (one line) for seeds or automatic-seed settings that cannot work."""
+    if not seeds:
+        raise ValueError("compare needs at least one seed")
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"seeds must be distinct and non-negative; got {list(seeds)}")
+    if target_ci is not None:
+        if not target_ci > 0:
+            raise ValueError(f"--target-ci must be a positive number of accuracy points, e.g. 0.15; got {target_ci}")
+        if max_seeds < 2:
+            raise ValueError(f"--max-seeds must be at least 2 (a CI needs two paired seeds); got {max_seeds}")
+        if len(seeds) > max_seeds:
+            raise ValueError(f"{len(seeds)} starting seeds exceed --max-seeds {max_seeds}")
+
+
+def _paired_of(out: Path, variant: str, reference: str, plan: dict[str, list[int]], runs: Path | None) -> Paired:
+    accuracy = {v: {s: engine.run_summary(run_dir(out, v, s, runs))["test_acc"] for s in plan[v]}
+                for v in (variant, reference)}
+    return paired(accuracy[variant], accuracy[reference])
+
+
+def _more_seeds(out: Path, plan: dict[str, list[int]], reference: str, target_ci: float,
+                max_seeds: int, runs: Path | None) -> dict[str, list[int]]:
+    """The plan with one more seed for each variant whose paired CI is wider than the target (up to the cap);
+    the reference gets every seed any variant has."""
+    grown = {v: list(s) for v, s in plan.items()}
+    for variant in plan:
+        if variant == reference:
+            continue
+        half = _paired_of(out, variant, reference, plan, runs).half_width
+        if (half is None or 100 * half > target_ci) and len(plan[variant]) < max_seeds:
+            grown[variant].append(next(s for s in range(len(plan[variant]) + max_seeds) if s not in plan[variant]))
+    grown[reference] = sorted(set().union(*grown.values()))
+    return grown
+
+
 def compare(
     variants: Sequence[str],
     seeds: Sequence[int],
@@ -70,45 +116,90 @@ def compare(
     *,
     base: engine.TrainConfig,
     force: bool = False,
+    reference: str | None = None,
+    target_ci: float | None = None,
+    max_seeds: int = 10,
+    runs: str | Path | None = None,
+    command: str | None = None,
 ) -> CompareResult:
     """Train every (variant, seed) with the settings of ``base`` and write results, report and plots.
 
     ``variants`` are pdeconv variant specs (``"seed+neumann"`` allowed); the run directory of each is
-    ``out/runs/VARIANT/seedN``; each run is :func:`pdeconv.run.variant_config` of ``base``. Returns the rows of
-    ``results.csv`` and the printed table.
+    ``out/runs/VARIANT/seedN``; each run is :func:`pdeconv.run.variant_config` of ``base`` (seed s pairs the runs
+    of every variant: :func:`pdeconv.run.train`). Each variant is compared with ``reference`` (default:
+    ``baseline`` when listed, else the first variant) by the paired difference of test accuracy per seed.
+
+    ``target_ci`` (accuracy points, e.g. 0.15): automatic seeds. After ``seeds``, each variant whose 95% CI of
+    Δ is wider than ± ``target_ci`` gets one more seed (the reference too), round after round, until every
+    variant meets the target or has ``max_seeds`` seeds; finished runs are reused.
+
+    ``runs``: a run store shared by several experiments (``RUNS/VARIANT/seedN``; default ``out/runs``), so a run
+    with the same settings and seed (the baseline above all) is trained once; the store records its settings
+    in ``runs.json`` and refuses others, like the experiment directory. ``command``: the command line, for the
+    report's record of how it was made.
     """
     from pdeconv.models import get_variant
 
     variants = list(dict.fromkeys(variants))
     for v in variants:
         get_variant(v)  # unknown names fail before anything is trained
-    if not variants or not seeds:
-        raise ValueError("compare needs at least one variant and one seed")
+    if not variants:
+        raise ValueError("compare needs at least one variant")
+    seeds = list(seeds)
+    check_seed_options(seeds, target_ci, max_seeds)
+    if reference is None:
+        reference = "baseline" if "baseline" in variants else variants[0]
+    elif reference not in variants:
+        raise ValueError(f"--reference {reference!r} is not among the variants ({', '.join(variants)}); add it "
+                         "to --variants or name one of them")
     out = Path(out)
+    runs = Path(runs) if runs is not None else None
     # under torchrun: one process group for the whole experiment, every decision made by rank 0 and shared
     procs = start(base.device, deterministic=base.deterministic)
-    on_main(lambda: _claim_directory(out, base, force), main=procs.main)
+
+    def claim() -> None:
+        _claim_directory(out, base, force)
+        if runs is not None:
+            _claim_directory(runs, base, force, meta_name="runs.json")
+
+    on_main(claim, main=procs.main)
     say = print if procs.main else (lambda *args, **kwargs: None)
-    total = len(variants) * len(seeds)
-    for i, (variant, seed) in enumerate(((v, s) for v in variants for s in seeds), 1):
-        directory = run_dir(out, variant, seed)
-        state = on_main(lambda d=directory: _state(d), main=procs.main)
-        if state == "finished" and not force:
-            say(f"[{i}/{total}] {variant} seed {seed}: finished earlier, skipped", flush=True)
-            continue
-        config = replace(run.variant_config(base, variant, seed, directory),
-                         resume=state == "partial" and not force, force=force)
-        say(f"[{i}/{total}] {variant} seed {seed}: {'resuming' if config.resume else 'training'} → {directory}",
-            flush=True)
-        if base.compile:  # each variant is a new graph: start from an empty compile cache, not its limit
-            torch._dynamo.reset()
-        run.train(config)
-    rows, table = [], ""
+    plan = {v: list(seeds) for v in variants}
+    trained: set[tuple[str, int]] = set()  # this call's runs: with force, each is retrained once, not per round
+    while True:
+        todo = [(v, s) for v in variants for s in plan[v] if (v, s) not in trained]
+        for i, (variant, seed) in enumerate(todo, 1):
+            trained.add((variant, seed))
+            directory = run_dir(out, variant, seed, runs)
+            state = on_main(lambda d=directory: _state(d), main=procs.main)
+            if state == "finished" and not force:
+                say(f"[{i}/{len(todo)}] {variant} seed {seed}: finished earlier, skipped", flush=True)
+                continue
+            config = replace(run.variant_config(base, variant, seed, directory),
+                             resume=state == "partial" and not force, force=force)
+            say(f"[{i}/{len(todo)}] {variant} seed {seed}: {'resuming' if config.resume else 'training'} → "
+                f"{directory}", flush=True)
+            if base.compile:  # each variant is a new graph: start from an empty compile cache, not its limit
+                torch._dynamo.reset()
+            run.train(config)
+        if target_ci is None:
+            break
+        grown = on_main(lambda p=plan: _more_seeds(out, p, reference, target_ci, max_seeds, runs), main=procs.main)
+        if grown == plan:
+            break
+        added = [f"{v} +{len(grown[v]) - len(plan[v])}" for v in variants if len(grown[v]) > len(plan[v])]
+        say(f"95% CI of Δ wider than ±{target_ci:g} points: more seeds ({', '.join(added)})", flush=True)
+        plan = grown
+    result = CompareResult(out, [], "", reference)
     if procs.main:
-        rows = collect(out, variants, seeds, base)
-        table = write_report(out, rows, base)
-        say(table, flush=True)
+        rows = collect(out, variants, plan, base, runs=runs)
+        report = write_report(out, rows, base, reference=reference, target_ci=target_ci, max_seeds=max_seeds,
+                              command=command)
+        result = CompareResult(out, rows, report.table, reference, report.comparisons, report.reached,
+                               report.verdicts)
+        say(report.table, flush=True)
+        say("\n".join(["", *report.verdicts, ""]), flush=True)
         say(f"wrote {out / 'results.csv'}, {out / 'report.md'} and plots", flush=True)
     agree(None)  # every rank waits for rank 0's tables, then leaves together
     stop(procs)
-    return CompareResult(out, rows, table)
+    return result

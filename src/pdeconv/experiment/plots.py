@@ -7,7 +7,6 @@ import statistics
 from pathlib import Path
 
 from pdeconv import engine
-from pdeconv.experiment.results import run_dir
 
 __all__ = ["plot_experiment"]
 
@@ -15,7 +14,7 @@ __all__ = ["plot_experiment"]
 def _histories(out: Path, rows: list[dict]) -> dict[str, list[list[float]]]:
     curves: dict[str, list[list[float]]] = {}
     for r in rows:
-        path = run_dir(out, r["variant"], r["seed"]) / engine.METRICS
+        path = Path(out) / r["run"] / engine.METRICS
         accs = [json.loads(line)["test_acc"] for line in path.read_text().splitlines() if line.strip()]
         curves.setdefault(r["variant"], []).append(accs)
     return curves

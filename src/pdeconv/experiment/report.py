@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pdeconv import _checkpoint, engine
 from pdeconv.experiment.plots import plot_experiment
-from pdeconv.experiment.results import run_dir
-from pdeconv.experiment.stats import summarize, welch_p
+from pdeconv.experiment.results import LEARNED_PDE, learned_pde_summary
+from pdeconv.experiment.stats import Paired, holm, paired, summarize, welch_p
 
-__all__ = ["shared_settings", "summary_table", "write_report"]
+__all__ = ["Report", "comparisons", "shared_settings", "summary_table", "verdict", "write_report"]
 
 
 def shared_settings(config: engine.TrainConfig) -> dict[str, Any]:
@@ -27,70 +27,166 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
-def summary_table(rows: list[dict[str, Any]]) -> str:
-    """The per-variant Markdown table of the report (also printed to the terminal)."""
-    by: dict[str, list[dict]] = {}
+def _p(x: float | None) -> str:
+    return "–" if x is None else ("< 0.001" if x < 0.001 else f"{x:.3f}")
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` wrote: the summary table, each variant's paired comparison with the reference
+    and its Holm-adjusted p-value, whether each met the CI target (when set) and one plain sentence per
+    comparison."""
+
+    table: str
+    reference: str
+    comparisons: dict[str, Paired]
+    holm: dict[str, float | None]
+    reached: dict[str, bool] | None
+    verdicts: list[str]
+
+
+def _by_variant(rows: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    by: dict[str, dict[int, dict[str, Any]]] = {}
     for r in rows:
-        by.setdefault(r["variant"], []).append(r)
-    ref = [r["test_acc"] for r in by.get("baseline", [])]
+        by.setdefault(r["variant"], {})[int(r["seed"])] = r
+    return by
+
+
+def comparisons(rows: list[dict[str, Any]], reference: str = "baseline") -> tuple[dict[str, Paired], dict]:
+    """Each variant's :func:`~pdeconv.experiment.stats.paired` comparison of test accuracy with ``reference``
+    over the seeds both ran, and the Holm-adjusted p-values of the family; empty without the reference."""
+    by = _by_variant(rows)
+    if reference not in by:
+        return {}, {}
+    ref = {s: r["test_acc"] for s, r in by[reference].items()}
+    result = {v: paired({s: r["test_acc"] for s, r in rs.items()}, ref) for v, rs in by.items() if v != reference}
+    adjusted = dict(zip(result, holm([c.p for c in result.values()])))
+    return result, adjusted
+
+
+def summary_table(rows: list[dict[str, Any]], reference: str = "baseline") -> str:
+    """The per-variant Markdown table of the report (also printed to the terminal).
+
+    Main columns: the paired difference to ``reference`` (mean Δ over shared seeds, in accuracy points), its
+    95% CI, the paired t-test's p-value and its Holm adjustment over the table's comparisons. Secondary: each
+    variant's own mean ± std, the unpaired Welch p-value, and the cost.
+    """
+    by = _by_variant(rows)
+    paired_, adjusted = comparisons(rows, reference)
+    ref = [r["test_acc"] for r in by.get(reference, {}).values()]
     lines = [
-        "| variant | runs | test acc % (mean ± std) | 95% CI | Δ vs baseline | p (Welch) | params | "
-        "MFLOPs/img | img/s (train) | wall s/run |",
-        "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"| variant | seeds | Δ vs {reference} | 95% CI of Δ | p (paired t) | p (Holm) | test acc % (mean ± std) | "
+        "p (Welch) | params | MFLOPs/img | img/s (train) | wall s/run |",
+        "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for variant, rs in by.items():
+    for variant, runs in by.items():
+        rs = [runs[s] for s in sorted(runs)]
         accs = [r["test_acc"] for r in rs]
         st = summarize(accs)
         std = "" if st.std is None else f" ± {100 * st.std:.2f}"
-        ci = "–" if st.ci is None else f"[{_pct(st.ci[0])}, {_pct(st.ci[1])}]"
-        if variant == "baseline" or not ref:
-            delta, p = "–", "–"
+        c = paired_.get(variant)
+        if c is None:
+            delta = ci = p = p_holm = welch = "–"
         else:
-            delta = f"{100 * (st.mean - statistics.fmean(ref)):+.2f}"
-            pv = welch_p(accs, ref)
-            p = "–" if pv is None else f"{pv:.3f}"
+            delta = f"{100 * c.mean:+.2f}"
+            ci = "–" if c.ci is None else f"[{100 * c.ci[0]:+.2f}, {100 * c.ci[1]:+.2f}]"
+            p, p_holm, welch = _p(c.p), _p(adjusted.get(variant)), _p(welch_p(accs, ref))
+        n = f"{st.n}" if c is None or c.n == st.n else f"{st.n} ({c.n} paired)"
         lines.append(
-            f"| {variant} | {st.n} | {_pct(st.mean)}{std} | {ci} | {delta} | {p} | {rs[0]['params']:,} | "
-            f"{rs[0]['flops'] / 1e6:.1f} | {statistics.fmean(r['train_img_per_s'] for r in rs):.0f} | "
+            f"| {variant} | {n} | {delta} | {ci} | {p} | {p_holm} | {_pct(st.mean)}{std} | {welch} | "
+            f"{rs[0]['params']:,} | {rs[0]['flops'] / 1e6:.1f} | "
+            f"{statistics.fmean(r['train_img_per_s'] for r in rs):.0f} | "
             f"{statistics.fmean(r['wall_s'] for r in rs):.0f} |"
         )
     return "\n".join(lines)
 
 
-def _learned_pde(out: Path, rows: list[dict]) -> str:
-    """One line per variant from :func:`pdeconv.analysis.variant_summary` on its first seed's weights."""
-    from pdeconv.analysis import analyze_model, variant_summary
-    from pdeconv.run import model_from_run
+def verdict(variant: str, reference: str, c: Paired, p_holm: float | None, alpha: float = 0.05) -> str:
+    """One plain sentence on a paired comparison (accuracy points; resolved when the Holm p ≤ ``alpha``)."""
+    if c.ci is None:
+        return f"{variant} vs {reference}: one paired seed (Δ = {100 * c.mean:+.2f} points); no interval, no verdict."
+    lo, hi = 100 * c.ci[0], 100 * c.ci[1]
+    interval = f"95% CI [{lo:+.2f}, {hi:+.2f}] points over {c.n} paired seeds"
+    if p_holm is not None and p_holm <= alpha:
+        side = "better" if c.mean > 0 else "worse"
+        return (f"{variant} is {side} than {reference} by {abs(100 * c.mean):.2f} points ({interval}, "
+                f"Holm p = {_p(p_holm)}).")
+    return (f"{variant} vs {reference}: not resolved at this budget: Δ = {100 * c.mean:+.2f}, {interval}; "
+            f"a true difference outside that interval is unlikely.")
 
+
+def _started(out: Path, rows: list[dict]) -> list[str]:
+    return [json.loads((Path(out) / r["run"] / engine.CONFIG).read_text()).get("started", "?") for r in rows]
+
+
+def _learned_pde(out: Path, rows: list[dict]) -> str:
+    """One line per variant from :func:`learned_pde_summary` of its first seed."""
     lines = []
     seen = set()
     for r in rows:
         if r["variant"] in seen:
             continue
         seen.add(r["variant"])
-        s = variant_summary(analyze_model(model_from_run(run_dir(out, r["variant"], r["seed"]))))
+        s = learned_pde_summary(Path(out) / r["run"])
+        if s is None:
+            lines.append(f"- **{r['variant']}** (seed {r['seed']}): no checkpoint and no {LEARNED_PDE} to read")
+            continue
         parts = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items() if v is not None)
         lines.append(f"- **{r['variant']}** (seed {r['seed']}): {parts}")
     return "\n".join(lines)
 
 
-def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig) -> str:
-    """Write ``report.md`` and the plots; return the summary table."""
-    table = summary_table(rows)
+def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig, *, reference: str = "baseline",
+                 target_ci: float | None = None, max_seeds: int = 10, command: str | None = None) -> Report:
+    """Write ``report.md`` and the plots; return the :class:`Report` (its table is also printed).
+
+    The report says how it was made: ``command`` (when given), the code revision, the machine and the thread
+    count of the runs, the date of the first run.
+    """
+    from pdeconv.runtime import code_revision, cpu_description
+
+    table = summary_table(rows, reference)
+    paired_, adjusted = comparisons(rows, reference)
+    verdicts = [verdict(v, reference, c, adjusted.get(v)) for v, c in paired_.items()]
+    resolved = [v for v in paired_ if adjusted.get(v) is not None and adjusted[v] <= 0.05]
+    if paired_:
+        open_ = [v for v in paired_ if v not in resolved]
+        verdicts.append(f"In short: {len(resolved)} of {len(paired_)} differences to {reference} resolved at this "
+                        f"budget (Holm p ≤ 0.05{': ' + ', '.join(resolved) if resolved else ''})"
+                        + (f"; not resolved: {', '.join(open_)}" if open_ else "") + ".")
+    reached = None
+    if target_ci is not None:
+        reached = {v: c.half_width is not None and 100 * c.half_width <= target_ci for v, c in paired_.items()}
+        met = [v for v, ok in reached.items() if ok]
+        missed = [v for v, ok in reached.items() if not ok]
+        verdicts.append(
+            f"Target ±{target_ci:g} points (95% CI half-width of Δ): "
+            + (f"reached by {', '.join(met)}" if met else "reached by none")
+            + (f"; not reached with {max_seeds} seeds: {', '.join(missed)}" if missed else "") + "."
+        )
     plots = plot_experiment(out, rows)
-    meta = json.loads((run_dir(out, rows[0]["variant"], rows[0]["seed"]) / engine.CONFIG).read_text())
+    meta = json.loads((Path(out) / rows[0]["run"] / engine.CONFIG).read_text())
     settings = shared_settings(base)
     text = [
-        f"# {base.model} on {base.dataset}: {len({r['variant'] for r in rows})} variants × "
+        f"# {base.model} on {base.dataset}: {len({r['variant'] for r in rows})} variants, "
         f"{len({r['seed'] for r in rows})} seeds",
         "",
-        f"Device: {meta.get('device_name', meta.get('device'))}; torch {meta.get('torch_version')}; "
-        f"pdeconv {meta.get('pdeconv_version')}; started {meta.get('started')}.",
+        *([f"Command: `{command}`", ""] if command else []),
+        f"Device: {meta.get('device_name', meta.get('device'))} ({cpu_description()}; "
+        f"{meta.get('config', {}).get('threads')} threads, {meta.get('world_size', 1)} process(es)); "
+        f"torch {meta.get('torch_version')}; pdeconv {meta.get('pdeconv_version')}; "
+        f"code {code_revision() or 'unknown'} when the report was written; first run started "
+        f"{min(_started(out, rows))}.",
         "",
-        "Test accuracy at the last epoch. 95% CI: Student t over seeds. Δ and p: difference of means to "
-        "`baseline` and Welch's t-test (unequal variances); with 3 seeds only large differences are significant.",
+        f"Test accuracy at the last epoch. Seed s gives every variant the same data order, augmentation draws and "
+        f"(in the layers it shares with the baseline) initial weights, so each variant is compared with "
+        f"`{reference}` seed by seed: Δ is the mean paired difference in accuracy points, its 95% CI the Student t "
+        f"interval over seeds, p the paired t-test's, adjusted by Holm's method over the table's "
+        f"{len(paired_)} comparisons. The variant's own mean ± std and Welch's unpaired test are secondary.",
         "",
         table,
+        "",
+        *[f"- {v}" for v in verdicts],
         "",
         "Settings shared by every run: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()) + ".",
         "",
@@ -106,4 +202,4 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
         "",
     ]
     _checkpoint.write_text(out / "report.md", "\n".join(text))
-    return table
+    return Report(table, reference, paired_, adjusted, reached, verdicts)

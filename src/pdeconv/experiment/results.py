@@ -1,11 +1,13 @@
-"""``results.csv``: one row per finished run of an experiment, with its cost (parameters, FLOPs per image)."""
+"""``results.csv``: one row per finished run of an experiment, with its cost (parameters, FLOPs per image) and
+what its trained model learned (hyperbolicity score, operators used per channel, share of orders ≥ 3)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 from pdeconv import engine
 from pdeconv.data import DatasetInfo
 
-__all__ = ["RESULT_COLUMNS", "collect", "flops_per_image", "run_dir"]
+__all__ = ["LEARNED_PDE", "RESULT_COLUMNS", "collect", "flops_per_image", "learned_pde_summary", "run_dir"]
 
 RESULT_COLUMNS = [
     "variant",
@@ -26,12 +28,47 @@ RESULT_COLUMNS = [
     "train_img_per_s",
     "epochs",
     "wall_s",
+    "hyperbolicity",
+    "depthwise_span_dim",
+    "order_3plus_share",
+    "run",
 ]
+#: from the learned-PDE summary (:func:`pdeconv.analysis.variant_summary`) of each run's trained model
+_LEARNED = {"hyperbolicity": "hyperbolicity", "depthwise_span_dim": "depthwise_span_dim",
+            "order_3plus_share": "order_3+"}
 
 
-def run_dir(out: Path, variant: str, seed: int) -> Path:
-    """Where the run of ``variant`` with ``seed`` lives in experiment directory ``out``."""
-    return Path(out) / "runs" / variant / f"seed{seed}"
+def run_dir(out: str | os.PathLike, variant: str, seed: int, runs: str | os.PathLike | None = None) -> Path:
+    """Where the run of ``variant`` with ``seed`` lives: ``RUNS/VARIANT/seedN``, with ``RUNS`` the shared run
+    store ``runs`` when given, else ``out/runs`` in experiment directory ``out``."""
+    return (Path(runs) if runs is not None else Path(out) / "runs") / variant / f"seed{seed}"
+
+
+#: The learned-PDE summary of a run, kept beside it: a report can be rebuilt without the checkpoint.
+LEARNED_PDE = "learned_pde.json"
+
+
+def learned_pde_summary(run: Path) -> dict[str, Any] | None:
+    """:func:`pdeconv.analysis.variant_summary` of the run's trained model, read from ``run/learned_pde.json``
+    when that file belongs to this training of the run (its start time and epoch count), else computed from
+    the checkpoint and saved there; ``None`` with neither."""
+    from pdeconv import _checkpoint
+    from pdeconv.analysis import analyze_model, variant_summary
+    from pdeconv.run import model_from_run
+
+    summary = engine.run_summary(run)
+    which = {"started": json.loads((run / engine.CONFIG).read_text()).get("started"), "epochs": summary["epochs"]}
+    cached = run / LEARNED_PDE
+    if cached.is_file():
+        kept = json.loads(cached.read_text())
+        if kept.get("run") == which:
+            return kept["summary"]
+    if not (run / engine.CHECKPOINT).is_file():
+        return None
+    learned = variant_summary(analyze_model(model_from_run(run)))
+    learned = {k: (float(v) if isinstance(v, float) else v) for k, v in learned.items()}
+    _checkpoint.write_text(cached, json.dumps({"run": which, "summary": learned}, indent=2) + "\n")
+    return learned
 
 
 def flops_per_image(model_name: str, variant: str, info: DatasetInfo) -> tuple[int, int]:
@@ -57,19 +94,23 @@ def _info_of(run: Path) -> DatasetInfo:
     return DatasetInfo(**d)
 
 
-def collect(out: Path, variants: Sequence[str], seeds: Sequence[int], base: engine.TrainConfig) -> list[dict]:
-    """One row per run (``RESULT_COLUMNS``), written to ``out/results.csv`` (atomically)."""
+def collect(out: Path, variants: Sequence[str], seeds: Sequence[int] | Mapping[str, Sequence[int]],
+            base: engine.TrainConfig, *, runs: str | os.PathLike | None = None) -> list[dict]:
+    """One row per run (``RESULT_COLUMNS``), variant by variant in seed order, written to ``out/results.csv``
+    (atomically). ``seeds``: the same for every variant, or ``{variant: seeds}``; ``runs``: the run store
+    (:func:`run_dir`). The ``run`` column is the run's directory relative to ``out``."""
     from pdeconv import _checkpoint
 
     rows: list[dict[str, Any]] = []
     cost: dict[str, tuple[int, int]] = {}
     for variant in variants:
-        for seed in seeds:
-            run = run_dir(out, variant, seed)
+        for seed in sorted(seeds[variant] if isinstance(seeds, Mapping) else seeds):
+            run = run_dir(out, variant, seed, runs)
             s = engine.run_summary(run)
             if variant not in cost:
                 cost[variant] = flops_per_image(base.model, variant, _info_of(run))
             params, flops = cost[variant]
+            learned = learned_pde_summary(run)
             rows.append(
                 {
                     "variant": variant,
@@ -82,6 +123,8 @@ def collect(out: Path, variants: Sequence[str], seeds: Sequence[int], base: engi
                     "train_img_per_s": s["train_img_per_s"],
                     "epochs": s["epochs"],
                     "wall_s": s["wall_s"],
+                    **{column: (learned or {}).get(key) for column, key in _LEARNED.items()},
+                    "run": os.path.relpath(run, out),
                 }
             )
     text = io.StringIO()

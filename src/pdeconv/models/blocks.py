@@ -13,6 +13,10 @@ spatial stage ``conv → bn → relu``:
   before its BatchNorm (``mix`` in the Bottleneck as in the essay; ``mix1``/``mix2`` in the BasicBlock).
 * ``bc``: the boundary condition of every padded convolution of the block, set in one place: the block's last
   line, ``set_boundary(self, options.bc)`` (the networks set their stem's the same way).
+* ``leapfrog`` (BasicBlock): a block that keeps its shape is ``step``, two :class:`~pdeconv.layers.Leapfrog`
+  steps ``u ↦ 2u − u_prev + f_k(u)`` of ``f_k(u) = −K_kᵀ relu(BN_k(K_k u))`` from rest (h = 1; the
+  :class:`~pdeconv.layers.SymmetricConv` K_k has the shape of the baseline's convK, BN_k of its bnK). No ReLU
+  after it: the two steps are the whole block. Downsampling blocks stay as the baseline's.
 
 With the ``seed`` options the Bottleneck has exactly the essay's state-dict keys and computes the same
 function up to floating-point rounding (``tests/test_models.py`` checks it against a verbatim copy of the
@@ -28,7 +32,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import conv1x1, conv3x3
 
 from pdeconv.boundary import set_boundary
-from pdeconv.layers import DifferentialConv2d, QuasiLinear, VariableCoefficients
+from pdeconv.layers import DifferentialConv2d, Leapfrog, QuasiLinear, SymmetricConv, VariableCoefficients
 from pdeconv.models.variants import VariantOptions
 
 __all__ = ["BasicBlock", "Bottleneck", "spatial_operator", "coefficient_fields", "with_options", "init_weights"]
@@ -100,6 +104,12 @@ class BasicBlock(nn.Module):
             raise ValueError("BasicBlock supports only groups=1 and width_per_group=64 (as torchvision's)")
         if dilation > 1:
             raise ValueError("BasicBlock supports no dilation (as torchvision's)")
+        self.step: nn.Module | None = None
+        if options.leapfrog and stride == 1 and downsample is None and inplanes == planes:
+            self.step = Leapfrog([SymmetricConv(planes, bias=False, bc=options.bc,
+                                                activation=nn.Sequential(norm_layer(planes), nn.ReLU()))
+                                  for _ in range(2)], 1.0)
+            return
         self.conv1, _ = spatial_operator(inplanes, planes, options, stride=stride)
         self.mix1 = coefficient_fields(planes, options)
         self.bn1 = norm_layer(planes)
@@ -112,6 +122,8 @@ class BasicBlock(nn.Module):
         set_boundary(self, options.bc)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.step is not None:
+            return self.step(x)
         out = self.relu(self.bn1(self.mix1(self.conv1(x))))
         out = self.bn2(self.mix2(self.conv2(out)))
         identity = x if self.downsample is None else self.downsample(x)

@@ -1,8 +1,11 @@
 """Variants are data: each idea of the essay is a named bundle of options read by one block code path.
 
-A variant spec is a name or several joined by ``+`` (``"seed+neumann"``). Specs merge field by field: a
-field left at its default takes the other's value; two different non-default values are a conflict
-(``ValueError``). The blocks in :mod:`pdeconv.models.blocks` read the merged :class:`VariantOptions`.
+A variant spec is a name or several joined by ``+`` (``"seed+neumann"``). A part may also set one option to a
+value, ``FIELD=VALUE``: ``bc=replicate``, ``dw=2`` (depthwise ×2), ``order=1`` (with ``dw``), ``varcoef=1``, or
+``penalty=1`` (the hyperbolicity penalty's weight), so ablations along one axis need no new names
+(``dw=1``, ``dw=2``, ``dw4``, ``dw=9``). Parts merge field by field: a field left at its default takes the
+other's value; two different non-default values are a conflict (``ValueError``). The blocks in
+:mod:`pdeconv.models.blocks` read the merged :class:`VariantOptions`.
 
 A variant may also change how the model is trained (``hyperbolic``: a penalty added to the loss). That is not
 architecture, so it is not a :class:`VariantOptions` field: it is part of the variant's :class:`Variant` entry,
@@ -11,12 +14,11 @@ and :func:`variant_penalty_weight` merges it for a spec; the run module (:mod:`p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from functools import reduce
+from dataclasses import dataclass, fields
 
 from pdeconv.boundary import padding_mode
 
-__all__ = ["Variant", "VariantOptions", "VARIANTS", "variants", "get_variant", "variant_penalty_weight"]
+__all__ = ["PARAMETERS", "Variant", "VariantOptions", "VARIANTS", "variants", "get_variant", "variant_penalty_weight"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class VariantOptions:
     seed_compatible: the essay's coordinate grid and initialisation for ``varcoef`` (see ``seed``).
     quasilinear:     with ``dw``, the depthwise operator becomes :class:`pdeconv.layers.QuasiLinear`:
                      1×1 to 2C, product of the halves, then the depthwise step (coefficients depend on u).
+    leapfrog:        each block that keeps its shape becomes two :class:`pdeconv.layers.Leapfrog` steps of the
+                     second-order hyperbolic system ``u_tt = −Kᵀσ(N(K u))`` (Ruthotto & Haber's hyperbolic
+                     network; K a 3×3 convolution with its exact adjoint, N a BatchNorm), started at rest: the
+                     network is a discretised wave equation with as many parameters as the baseline.
     name:            the spec this was parsed from (not an option; ignored when merging).
     """
 
@@ -41,6 +47,7 @@ class VariantOptions:
     varcoef: int | None = None
     seed_compatible: bool = False
     quasilinear: bool = False
+    leapfrog: bool = False
     name: str = "baseline"
 
     def __post_init__(self) -> None:
@@ -53,6 +60,12 @@ class VariantOptions:
             raise ValueError("seed_compatible reproduces the essay's degree-2 fields; it needs varcoef=2")
         if self.quasilinear and self.dw is None:
             raise ValueError("quasilinear feeds a depthwise step; set dw too (as variant 'quasilinear' does)")
+        if self.leapfrog and (self.dw is not None or self.varcoef is not None):
+            raise ValueError("leapfrog blocks (variant 'wave') use full 3×3 convolutions and their adjoints; "
+                             "they combine with no dw or varcoef")
+        if self.leapfrog and self.bc not in ("dirichlet", "periodic"):
+            raise ValueError(f"leapfrog blocks (variant 'wave') need the exact adjoint of their convolution, which "
+                             f"bc={self.bc!r} does not have; use dirichlet or periodic")
 
     def merge(self, other: VariantOptions) -> VariantOptions:
         """The options of both; ``ValueError`` if a field is set to two different non-default values."""
@@ -112,6 +125,10 @@ VARIANTS: dict[str, Variant] = {
         "baseline architecture trained with + 0.1 × the hyperbolicity penalty (a mean over layers, each in [0, 1])",
         penalty_weight=0.1,
     ),
+    "wave": Variant(
+        VariantOptions(leapfrog=True),
+        "a discretised wave equation: every shape-keeping block is 2 leapfrog steps of u_tt = −Kᵀσ(BN(Ku))",
+    ),
     "quasilinear": Variant(
         VariantOptions(dw=4, quasilinear=True),
         "quasilinear: coefficients depend on u (1×1 to 2C, product of halves, depthwise ×4 step, 1×1)",
@@ -124,29 +141,67 @@ def variants() -> dict[str, str]:
     return {name: v.description for name, v in VARIANTS.items()}
 
 
-def _names(spec: str) -> list[str]:
+#: The options a spec part may set as ``FIELD=VALUE``, with their types; ``penalty`` is the training setting.
+PARAMETERS: dict[str, type] = {"bc": str, "dw": int, "order": int, "varcoef": int, "penalty": float}
+
+
+def _parts(spec: str) -> list[tuple[str, dict, float]]:
+    """Each part of ``spec`` as (its text, the option fields it sets, its penalty weight)."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"variant must be a name like 'seed' or 'seed+neumann'; got {spec!r}")
-    names = [part.strip() for part in spec.split("+")]
-    for name in names:
-        if name not in VARIANTS:
-            raise ValueError(f"unknown variant {name!r} in {spec!r}; valid ones: {', '.join(VARIANTS)}")
-    return names
+    parts = []
+    defaults = VariantOptions()
+    for part in (p.strip() for p in spec.split("+")):
+        if "=" in part:
+            key, _, text = part.partition("=")
+            key, text = key.strip(), text.strip()
+            if key not in PARAMETERS:
+                raise ValueError(f"unknown variant option {key!r} in {spec!r}; options: "
+                                 f"{', '.join(f'{k}=VALUE' for k in PARAMETERS)}")
+            try:
+                value = PARAMETERS[key](text)
+            except ValueError:
+                raise ValueError(f"variant option {key} takes a{'n integer' if PARAMETERS[key] is int else ' number'}"
+                                 f"; got {part!r} in {spec!r}") from None
+            if key == "penalty":
+                if not value >= 0:
+                    raise ValueError(f"penalty must be ≥ 0; got {part!r}")
+                parts.append((part, {}, value))
+            else:
+                parts.append((part, {key: value}, 0.0))
+        elif part in VARIANTS:
+            v = VARIANTS[part]
+            set_fields = {f.name: getattr(v.options, f.name) for f in fields(VariantOptions)
+                          if f.name != "name" and getattr(v.options, f.name) != getattr(defaults, f.name)}
+            parts.append((part, set_fields, v.penalty_weight))
+        else:
+            raise ValueError(f"unknown variant {part!r} in {spec!r}; valid ones: {', '.join(VARIANTS)} "
+                             f"(or FIELD=VALUE with FIELD one of {', '.join(PARAMETERS)})")
+    return parts
 
 
 def get_variant(spec: str | VariantOptions) -> VariantOptions:
-    """Parse a variant spec (``"seed"``, ``"seed+neumann"``) into merged options; options pass through."""
+    """Parse a variant spec (``"seed"``, ``"seed+neumann"``, ``"dw=2+bc=replicate"``) into merged options;
+    options pass through."""
     if isinstance(spec, VariantOptions):
         return spec
-    return reduce(VariantOptions.merge, [replace(VARIANTS[name].options, name=name) for name in _names(spec)])
+    merged: dict = {}
+    owner: dict[str, str] = {}
+    for part, set_fields, _ in _parts(spec):
+        for key, value in set_fields.items():
+            if key in merged and merged[key] != value:
+                raise ValueError(f"variants {owner[key]!r} and {part!r} conflict: {key}={merged[key]!r} vs "
+                                 f"{key}={value!r}")
+            merged[key], owner[key] = value, part
+    return VariantOptions(**merged, name=spec.strip())
 
 
 def variant_penalty_weight(spec: str | VariantOptions) -> float:
     """The hyperbolicity-penalty weight a spec trains with by default (0 for none); ``ValueError`` when two
-    names of the spec ask for different non-zero weights. Options objects carry no training setting: 0."""
+    parts of the spec ask for different non-zero weights. Options objects carry no training setting: 0."""
     if isinstance(spec, VariantOptions):
         return 0.0
-    weights = {VARIANTS[name].penalty_weight for name in _names(spec)} - {0.0}
+    weights = {w for _, _, w in _parts(spec)} - {0.0}
     if len(weights) > 1:
         raise ValueError(f"variant {spec!r} combines different penalty weights {sorted(weights)}")
     return weights.pop() if weights else 0.0

@@ -1,0 +1,116 @@
+"""The essay's questions, one `pdeconv compare` experiment each (issue "The essay's questions, answered").
+
+Every experiment is ResNet-20 on Fashion-MNIST with the ``fast`` preset, 5 paired seeds (more with
+``--target-ci``), its runs kept in one shared run store (``results/store-fast``), so the baseline of seed s is
+trained once and reused by every experiment. Each writes ``results/NAME/`` (results.csv, report.md, plots); the
+store keeps each run's config.json, metrics.jsonl and learned-PDE summary (committed) and its checkpoint (not
+committed). Interrupted at any point, the same command continues: finished runs are skipped, a run with its
+checkpoint resumes, a run without one starts again.
+
+    python benchmarks/answers.py                 # every experiment, in the order below
+    python benchmarks/answers.py seed boundary   # some of them
+    python benchmarks/answers.py --list          # the commands, without running them
+
+``--threads`` (default 1) fixes the thread count of every run: a run's accuracy then does not depend on the
+load of the machine, so the experiments can run in the background next to other work (their timing columns
+then measure that load too, and are no speed claims).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+STORE = RESULTS / "store-fast"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    question: str
+    essay: str  # the sentence of the essay it tests
+    variants: str
+    reference: str = "baseline"
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "seed": Experiment(
+        "Does the essay's block (depthwise ×4 differential operators + variable coefficients) match the plain "
+        "ResNet?",
+        "Here is the modified Bottleneck … depthwise ×4 … with variable coefficients",
+        "baseline,seed",
+    ),
+    "boundary": Experiment(
+        "Which boundary condition: zero (Dirichlet), reflect (Neumann), periodic or replicate padding?",
+        "Neumann … could make traveling waves bounce back and thereby retain more information",
+        "baseline,neumann,periodic,bc=replicate",
+    ),
+    "varcoef": Experiment(
+        "Do variable coefficients (degree 1 and 2 polynomial fields a(x, y)) help?",
+        "variable coefficients … enable the ConvNet to learn to rotate and scale the image",
+        "baseline,varcoef=1,varcoef",
+    ),
+    "hyperbolicity": Experiment(
+        "Does the hyperbolicity penalty move the hyperbolicity score, and what does that do to accuracy?",
+        "we could help make the ConvNet more hyperbolic by putting a suitable regularization term",
+        "baseline,penalty=0.01,hyperbolic,penalty=1,penalty=10",
+    ),
+    "wave": Experiment(
+        "A network that is a discretised hyperbolic system (leapfrog steps of u_tt = −Kᵀσ(BN(Ku))) against the "
+        "baseline at equal parameters",
+        "symmetric hyperbolic systems … would be interesting to implement",
+        "baseline,wave",
+    ),
+    "order": Experiment(
+        "Free depthwise ×4 kernels against kernels constrained to differential operators of order ≤ 2 (and ≤ 1)",
+        "the space of second-order differential operators is 6 or perhaps 5 dimensional",
+        "dw4,order2,dw4+order=1",
+        reference="dw4",
+    ),
+    "operators": Experiment(
+        "How many operators per channel: depthwise ×1, ×2, ×4, ×9 against the full 3×3 convolution",
+        "there can only be at most 9 linearly independent kernels … I'd go with ×4",
+        "baseline,dw=1,dw=2,dw4,dw=9",
+    ),
+}
+
+
+def command(name: str, args: argparse.Namespace) -> list[str]:
+    e = EXPERIMENTS[name]
+    cmd = [sys.executable, "-m", "pdeconv", "compare", "--preset", "fast", "--variants", e.variants,
+           "--reference", e.reference, "--runs", str(STORE.relative_to(ROOT)), "--out",
+           str((RESULTS / name).relative_to(ROOT)), "--threads", str(args.threads), "--no-progress"]
+    if args.target_ci is not None:
+        cmd += ["--seeds", "auto", "--target-ci", str(args.target_ci), "--max-seeds", str(args.max_seeds)]
+    else:
+        cmd += ["--seeds", str(args.seeds)]
+    return cmd + (["--data-dir", args.data_dir] if args.data_dir else [])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("names", nargs="*", help=f"experiments to run: {', '.join(EXPERIMENTS)} (default: all)")
+    p.add_argument("--seeds", type=int, default=5, help="paired seeds per variant (default: 5)")
+    p.add_argument("--target-ci", type=float, default=None, help="instead: seeds until the CI is this narrow")
+    p.add_argument("--max-seeds", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1, help="threads of every run (default: 1)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--list", action="store_true", help="print the commands and stop")
+    args = p.parse_args()
+    unknown = [n for n in args.names if n not in EXPERIMENTS]
+    if unknown:
+        p.error(f"unknown experiments {unknown}; valid ones: {', '.join(EXPERIMENTS)}")
+    for name in args.names or EXPERIMENTS:
+        cmd = command(name, args)
+        print(f"# {name}: {EXPERIMENTS[name].question}\n{shlex.join(['python', *cmd[1:]])}", flush=True)
+        if not args.list:
+            subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+if __name__ == "__main__":
+    main()
