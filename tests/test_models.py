@@ -379,3 +379,17 @@ def test_wave_variant_is_two_leapfrog_steps_per_block_with_the_baselines_paramet
     loss = nn.functional.cross_entropy(wave(x), torch.arange(8) % 10)
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in wave.parameters())
+
+
+def test_without_timm_nothing_of_it_is_imported():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['timm'] = None\n"  # import timm now raises ImportError
+            "import pdeconv.models as M, pdeconv.run\n"
+            "m = M.create('pde_resnet20', variant='seed')\n"
+            "assert 'pdeconv.models.timm_models' not in sys.modules and m.forward_intermediates is not None\n"
+            "print(len(M.list_models()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(len(M.list_models()))

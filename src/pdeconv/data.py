@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from pdeconv.normalization import STATS
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -58,12 +60,12 @@ class DatasetInfo:
 #: The registry. Flip choices: Fashion-MNIST garments are near mirror-symmetric and a mirrored shoe is
 #: still a shoe, so flipping is harmless and standard in fast recipes; the same holds for CIFAR and ImageNet.
 DATASETS: dict[str, DatasetInfo] = {
-    "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, (0.2860,), (0.3530,), 2, True, True),
-    "cifar10": DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True, True),
-    "cifar100": DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 4, True, True),
-    "imagenet": DatasetInfo("imagenet", 1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0, True, False),
+    "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, *STATS["fashion-mnist"], 2, True, True),
+    "cifar10": DatasetInfo("cifar10", 10, 3, 32, *STATS["cifar10"], 4, True, True),
+    "cifar100": DatasetInfo("cifar100", 100, 3, 32, *STATS["cifar100"], 4, True, True),
+    "imagenet": DatasetInfo("imagenet", 1000, 3, 224, *STATS["imagenet"], 0, True, False),
     # Any tree DIR/train/<class>/*, DIR/val/<class>/*; num_classes is read from the tree.
-    "imagefolder": DatasetInfo("imagefolder", 0, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0, True, False),
+    "imagefolder": DatasetInfo("imagefolder", 0, 3, 224, *STATS["imagenet"], 0, True, False),
 }
 
 #: Folders that system packages install datasets into (searched last).

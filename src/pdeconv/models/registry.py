@@ -1,10 +1,11 @@
 """Every PDE-ResNet by name: ``@register_model`` where a builder is defined, ``create(name, **kw)``,
 ``list_models()``, and registration with timm.
 
-With timm installed, :func:`register_timm` (run on ``import pdeconv.models``) makes each model a timm
-entrypoint, so ``timm.create_model("pde_resnet50", variant="seed")`` works; timm's own keywords
-(``pretrained_cfg``, ``cache_dir``, ...) are dropped, and ``pretrained=True`` is refused: there are no
-published weights (load torchvision's with :func:`pdeconv.models.load_torchvision_weights`).
+With timm installed, :func:`register_timm` (run on ``import pdeconv.models``) makes each model a timm model
+(:mod:`pdeconv.models.timm_models`): ``timm.create_model("pde_resnet50.seed")`` or
+``timm.create_model("pde_resnet50", variant="seed")``, with a ``pretrained_cfg``, ``features_only`` and timm's
+training options; ``pretrained=True`` is refused: there are no published weights (load torchvision's with
+:func:`pdeconv.models.load_torchvision_weights`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ def register_model(builder: Builder) -> Builder:
     MODELS[builder.__name__] = builder
     return builder
 
-# keywords timm.create_model passes to every entrypoint; they mean nothing for these models
-_TIMM_KEYWORDS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
 def list_models() -> list[str]:
@@ -46,27 +45,16 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     return builder(**kwargs)
 
 
-def _timm_entrypoint(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        if pretrained:
-            raise ValueError(f"{builder.__name__} has no pretrained weights; use pretrained=False")
-        for key in _TIMM_KEYWORDS:
-            kwargs.pop(key, None)
-        return builder(**kwargs)
-
-    entrypoint.__name__ = entrypoint.__qualname__ = builder.__name__
-    entrypoint.__doc__ = builder.__doc__
-    # timm files the entrypoint under its module and appends the name to that module's __all__:
-    # pdeconv.models, which exports every builder already
-    entrypoint.__module__ = "pdeconv.models"
-    return entrypoint
-
-
 def register_timm() -> list[str]:
-    """Register every model with timm (names timm knows already are left alone); returns those added."""
-    from timm.models import is_model, register_model
+    """Register every model with timm (names timm knows already are left alone); returns those added.
+
+    They are built by timm's own machinery (:mod:`pdeconv.models.timm_models`): pretrained configs per variant
+    tag, ``features_only``, the options of timm's ``train.py``.
+    """
+    from timm.models import is_model
+
+    from pdeconv.models import timm_models
 
     added = [name for name in MODELS if not is_model(name)]
-    for name in added:
-        register_model(_timm_entrypoint(MODELS[name]))
+    timm_models.register(added)
     return added

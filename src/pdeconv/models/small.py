@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import conv1x1, conv3x3
@@ -66,6 +67,7 @@ class CifarResNet(ClassifierMixin, nn.Module):
         self.conv1 = conv3x3(in_chans, widths[0])
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.Identity()  # none: the name keeps torchvision's layout (and timm's stem group)
         inplanes = widths[0]
         for i, planes in enumerate(widths):
             stride = 1 if i == 0 else 2
@@ -88,9 +90,15 @@ class CifarResNet(ClassifierMixin, nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes)
         init_weights(self, zero_init_residual=zero_init_residual)
         set_boundary(self.conv1, options.bc)  # the stem; each block sets its own convs
+        self.stage_names = ("layer1", "layer2", "layer3")
+        self.drop_rate, self.grad_checkpointing = 0.0, False  # timm: dropout before fc, checkpointing
+        self.feature_info = [{"num_chs": widths[0], "reduction": 1, "module": "relu"}] + [
+            {"num_chs": w, "reduction": 2**i, "module": f"layer{i + 1}"} for i, w in enumerate(widths)]
 
     def forward_features(self, x: Tensor) -> Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.maxpool(self._stem(x))
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            return self._stages(x)
         return self.layer3(self.layer2(self.layer1(x)))
 
 
