@@ -10,6 +10,7 @@ checkpoint resumes, a run without one starts again.
     python benchmarks/answers.py                 # every experiment, in the order below
     python benchmarks/answers.py seed boundary   # some of them
     python benchmarks/answers.py --list          # the commands, without running them
+    python benchmarks/answers.py --summaries     # learned_pde.json for every finished run that has a checkpoint
 
 ``--threads`` (default 1) fixes the thread count of every run: a run's accuracy then does not depend on the
 load of the machine, so the experiments can run in the background next to other work (their timing columns
@@ -92,6 +93,17 @@ def command(name: str, args: argparse.Namespace) -> list[str]:
     return cmd + (["--data-dir", args.data_dir] if args.data_dir else [])
 
 
+def summaries() -> None:
+    """The learned-PDE summary of every finished run in the store, computed while its checkpoint is here."""
+    from pdeconv import engine
+    from pdeconv.experiment.results import learned_pde_summary
+
+    for run in sorted(STORE.glob("*/seed*")):
+        if (run / engine.CONFIG).is_file() and engine.run_summary(run)["finished"]:
+            summary = learned_pde_summary(run)
+            print(f"{run.relative_to(ROOT)}: {'no checkpoint' if summary is None else 'ok'}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("names", nargs="*", help=f"experiments to run: {', '.join(EXPERIMENTS)} (default: all)")
@@ -101,7 +113,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="threads of every run (default: 1)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--list", action="store_true", help="print the commands and stop")
+    p.add_argument("--summaries", action="store_true",
+                   help="write each finished run's learned_pde.json (kept in git; checkpoints are not) and stop")
     args = p.parse_args()
+    if args.summaries:
+        summaries()
+        return
     unknown = [n for n in args.names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"unknown experiments {unknown}; valid ones: {', '.join(EXPERIMENTS)}")

@@ -290,3 +290,18 @@ def test_experiments_share_runs_through_a_run_store_and_rebuild_without_checkpoi
     assert "no checkpoint" not in (tmp_path / "a" / "report.md").read_text()  # learned_pde.json was kept
     with pytest.raises(ValueError, match="other settings"):
         experiment.compare(["baseline"], [0], tmp_path / "c", base=replace(base, epochs=2), runs=store)
+
+
+def test_an_unfinished_run_without_its_checkpoint_is_trained_again(tmp_path, data_dir, capsys):
+    # what a later session finds of a run interrupted in an earlier one: its small files in git, no checkpoint
+    base = _base(data_dir)
+    experiment.compare(["baseline"], [0], tmp_path / "exp", base=base)
+    run = tmp_path / "exp" / "runs" / "baseline" / "seed0"
+    meta = json.loads((run / "config.json").read_text())
+    meta["config"]["epochs"] = 2  # it says 1 of 2 epochs: unfinished
+    (run / "config.json").write_text(json.dumps(meta))
+    (run / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    result = experiment.compare(["baseline"], [0], tmp_path / "exp", base=base)
+    assert "training again (unfinished, no checkpoint here)" in capsys.readouterr().out
+    assert len(result.rows) == 1 and (run / "checkpoint.pt").exists()

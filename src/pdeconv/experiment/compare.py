@@ -40,14 +40,17 @@ class CompareResult:
 
 
 def _state(run: Path) -> str:
-    """``finished``, ``partial`` (a checkpoint to resume from) or ``new``."""
+    """``finished``, ``partial`` (a checkpoint to resume from), ``stale`` (files of an unfinished run but no
+    checkpoint, as a run interrupted in another session leaves them: trained again) or ``new``."""
     if (run / engine.CONFIG).exists() and (run / engine.METRICS).exists():
         try:
             if engine.run_summary(run)["finished"]:
                 return "finished"
         except (ValueError, FileNotFoundError, KeyError):
             pass
-    return "partial" if (run / engine.CHECKPOINT).exists() else "new"
+    if (run / engine.CHECKPOINT).exists():
+        return "partial"
+    return "stale" if (run / engine.METRICS).exists() or (run / engine.CONFIG).exists() else "new"
 
 
 def _claim_directory(out: Path, config: engine.TrainConfig, force: bool, meta_name: str = "experiment.json") -> None:
@@ -176,9 +179,10 @@ def compare(
                 say(f"[{i}/{len(todo)}] {variant} seed {seed}: finished earlier, skipped", flush=True)
                 continue
             config = replace(run.variant_config(base, variant, seed, directory),
-                             resume=state == "partial" and not force, force=force)
-            say(f"[{i}/{len(todo)}] {variant} seed {seed}: {'resuming' if config.resume else 'training'} → "
-                f"{directory}", flush=True)
+                             resume=state == "partial" and not force, force=force or state == "stale")
+            doing = "resuming" if config.resume else ("training again (unfinished, no checkpoint here)"
+                                                      if state == "stale" and not force else "training")
+            say(f"[{i}/{len(todo)}] {variant} seed {seed}: {doing} → {directory}", flush=True)
             if base.compile:  # each variant is a new graph: start from an empty compile cache, not its limit
                 torch._dynamo.reset()
             run.train(config)
