@@ -131,7 +131,7 @@ def test_train_cli_runs_and_reports(tmp_path, data_dir, capsys):
                  str(tmp_path / "r2"), "--no-progress"]) == 2
 
 
-@pytest.mark.parametrize("command", ["train", "compare", "analyze", "discover", "demo", "doctor", None])
+@pytest.mark.parametrize("command", ["train", "compare", "probe", "analyze", "discover", "demo", "doctor", None])
 def test_every_help_page_renders(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"] if command else ["--help"])

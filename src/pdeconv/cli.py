@@ -1,4 +1,4 @@
-"""The ``pdeconv`` command: ``train | compare | analyze | discover | demo | doctor``.
+"""The ``pdeconv`` command: ``train | compare | probe | analyze | discover | demo | doctor``.
 
 The CLI only parses arguments and calls floor-2 (or demo) functions; everything here is also a Python
 call. Errors a user can fix (bad names, missing data, malformed files) print one line and exit with 2;
@@ -215,6 +215,40 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=None, help="image size in pixels (default: the demo's own)")
     p.add_argument("--steps", type=int, default=None, help="number of layers / time steps (default: the demo's own)")
     p.set_defaults(func=lambda a: demos.run(a.name, out=a.out, size=a.size, steps=a.steps) and 0)
+
+
+# -------------------------------------------------------------------------------------------------- probe
+
+
+@command
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    from pdeconv.probes import PROBES
+
+    p = sub.add_parser(
+        "probe",
+        help="test one of the essay's predictions directly on a small synthetic task (rotation, transport, boundary)",
+        description="A mechanism probe: its prediction (printed first, written in pdeconv.probes before any run), "
+        "arms compared seed by seed on generated data, and whether the prediction held; writes probe.json, "
+        "results.csv and report.md to --out.",
+    )
+    p.add_argument("name", choices=sorted(PROBES), help="which probe")
+    p.add_argument("--seeds", type=int, default=5, help="paired seeds (default: 5)")
+    p.add_argument("--out", default=None, help="output directory (default: runs/probe-NAME)")
+    p.add_argument("--quick", action="store_true", help="fewer training steps: a smoke test, not a result")
+    p.add_argument("--threads", default="auto", help="CPU threads: a count or auto (the idle cores; default)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+
+    def run(a: argparse.Namespace) -> int:
+        from pdeconv import probes, runtime
+
+        runtime.set_threads(a.threads)
+        print(f"prediction: {probes.PROBES[a.name].prediction}", flush=True)
+        result = probes.run_probe(a.name, seeds=a.seeds, out=a.out, quick=a.quick, progress=a.progress)
+        print(f"outcome: the prediction {'held' if result.held else 'did not hold'}. {result.verdict}.")
+        print(f"wrote {', '.join(str(f) for f in result.files)}")
+        return 0
+
+    p.set_defaults(func=run)
 
 
 # -------------------------------------------------------------------------------------------------- analyze
