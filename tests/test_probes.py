@@ -92,3 +92,53 @@ def test_probe_cli_quick_writes_the_prediction_first_and_the_outcome(tmp_path, c
     assert (out / "results.csv").read_text().splitlines()[0] == "arm,seed,test_accuracy"
     assert main(["probe", "boundary", "--seeds", "1", "--out", str(tmp_path / "x")]) == 2
     assert "at least 2" in capsys.readouterr().err
+
+
+def test_truncate_model_reaches_every_3x3_kernel_and_nothing_else():
+    from pdeconv.layers import DifferentialConv2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), DifferentialConv2d(4, 4), DifferentialConv2d(4, 2, order=2),
+                          nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, padding=1, groups=4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert probes.truncate_model(model, 4) == 4  # order 4 is all of a 3×3 kernel: nothing changes
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=1e-6, atol=1e-6)
+    probes.truncate_model(model, 2)
+    order = torch.arange(3)[:, None] + torch.arange(3)[None, :]
+    for kernel in (model[0].weight, model[1].weight[:, 0], model[4].weight):
+        assert float(stencil.moments(kernel.detach().double())[..., order > 2].abs().max()) < 1e-5
+    torch.testing.assert_close(model[2].coefficients, before["2.coefficients"])  # order 2 already
+    assert torch.equal(model[3].weight, before["3.weight"])  # 1×1: no spatial operator to truncate
+    probes.truncate_model(model, 1)
+    kept = [a + b <= 1 for a, b in stencil.multi_indices(2, size=3)]
+    assert torch.all(model[2].coefficients[:, [not k for k in kept]] == 0)
+    torch.testing.assert_close(model[2].coefficients[:, kept], before["2.coefficients"][:, kept])
+
+
+def test_truncation_probe_on_trained_runs(tmp_path, make_fashion_mnist, capsys):
+    from pdeconv import engine, run
+
+    folder = make_fashion_mnist(tmp_path / "fm", 64, 32)
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"seed{seed}"
+        run.train(run.make_config(variant="dw4", epochs=1, batch_size=32, data_dir=str(folder), out=str(out),
+                                  seed=seed, progress=False, threads="1"))
+        runs.append(str(out))
+    capsys.readouterr()
+    assert main(["probe", "truncation", "--runs", *runs, "--out", str(tmp_path / "probe"), "--no-progress",
+                 "--threads", "1"]) == 0
+    assert capsys.readouterr().out.startswith("prediction: The essay's first sentence")
+    record = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert record["seeds"] == {"dw4": [0, 1]} and list(record["metrics"]["dw4"]) == [
+        "order ≤ 4", "order ≤ 3", "order ≤ 2", "order ≤ 1"]
+    # order ≤ 4 is the trained model itself, BatchNorm recalibrated: its accuracy is the model's under that
+    from pdeconv import data
+
+    model = run.model_from_run(runs[0])
+    train, test, _ = data.build_loaders("fashion-mnist", data_dir=str(folder), batch_size=64, seed=0)
+    probes._recalibrate(model, [x for x, _ in train])
+    assert record["metrics"]["dw4"]["order ≤ 4"][0] == engine.evaluate(model, test)["test_acc"]
+    assert main(["probe", "rotation", "--runs", runs[0], "--out", str(tmp_path / "x")]) == 2
+    assert "goes with the truncation probe" in capsys.readouterr().err

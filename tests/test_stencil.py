@@ -274,3 +274,15 @@ def test_system_moments_is_block_diagonal_and_batches_over_leading_dims():
     torch.testing.assert_close(mats[0, 1], (ungrouped * torch.tensor([-1.0, 0, 1], dtype=torch.float64)).sum((2, 3)))
     with pytest.raises(ValueError, match="not divisible"):
         S.system_moments(torch.randn(5, 1, 3, 3), groups=2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 4), st.integers(0, 2**31 - 1))
+def test_truncate_keeps_exactly_the_moments_up_to_the_order(max_order, seed):
+    w = torch.randn(3, 2, 3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    t = S.truncate(w, max_order)
+    M, Mt = S.moments(w), S.moments(t)
+    order = torch.arange(3)[:, None] + torch.arange(3)[None, :]
+    torch.testing.assert_close(Mt[..., order <= max_order], M[..., order <= max_order], rtol=1e-12, atol=1e-12)
+    assert float(Mt[..., order > max_order].abs().sum()) < 1e-11
+    torch.testing.assert_close(S.truncate(t, max_order), t, rtol=1e-12, atol=1e-12)  # a projection

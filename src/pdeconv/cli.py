@@ -226,12 +226,15 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "probe",
-        help="test one of the essay's predictions directly on a small synthetic task (rotation, transport, boundary)",
+        help="test one of the essay's predictions directly: small synthetic tasks (rotation, transport, boundary) "
+        "or trained runs (truncation)",
         description="A mechanism probe: its prediction (printed first, written in pdeconv.probes before any run), "
         "arms compared seed by seed on generated data, and whether the prediction held; writes probe.json, "
         "results.csv and report.md to --out.",
     )
-    p.add_argument("name", choices=sorted(PROBES), help="which probe")
+    p.add_argument("name", choices=sorted([*PROBES, "truncation"]), help="which probe")
+    p.add_argument("--runs", nargs="+", default=None, metavar="DIR",
+                   help="truncation: the trained runs (pdeconv train run directories) whose kernels are truncated")
     p.add_argument("--seeds", type=int, default=5, help="paired seeds (default: 5)")
     p.add_argument("--out", default=None, help="output directory (default: runs/probe-NAME)")
     p.add_argument("--quick", action="store_true", help="fewer training steps: a smoke test, not a result")
@@ -242,8 +245,15 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
         from pdeconv import probes, runtime
 
         runtime.set_threads(a.threads)
-        print(f"prediction: {probes.PROBES[a.name].prediction}", flush=True)
-        result = probes.run_probe(a.name, seeds=a.seeds, out=a.out, quick=a.quick, progress=a.progress)
+        if (a.name == "truncation") != (a.runs is not None):
+            raise UsageError("--runs DIR ... goes with the truncation probe (and only with it): it truncates the "
+                             "kernels of trained runs")
+        if a.name == "truncation":
+            print(f"prediction: {probes.TRUNCATION_PREDICTION}", flush=True)
+            result = probes.truncation(a.runs, out=a.out or "runs/probe-truncation", progress=a.progress)
+        else:
+            print(f"prediction: {probes.PROBES[a.name].prediction}", flush=True)
+            result = probes.run_probe(a.name, seeds=a.seeds, out=a.out, quick=a.quick, progress=a.progress)
         print(f"outcome: the prediction {'held' if result.held else 'did not hold'}. {result.verdict}.")
         print(f"wrote {', '.join(str(f) for f in result.files)}")
         return 0

@@ -36,6 +36,7 @@ from torch import Tensor
 __all__ = [
     "moments",
     "kernel_from_moments",
+    "truncate",
     "describe",
     "multi_indices",
     "operator_name",
@@ -169,6 +170,21 @@ def _format_coefficient(c: float) -> str:
     if abs(c - round(c)) < 1e-9 * max(1.0, abs(c)):
         return str(int(round(c)))
     return f"{c:.4g}"
+
+
+def truncate(weight: Tensor, max_order: int, h: float = 1.0) -> Tensor:
+    """Kernels ``(..., k, k)`` with every moment of total order ``a + b > max_order`` set to zero: the part of
+    each kernel that is a differential operator of order ≤ ``max_order``. Same shape, dtype and device.
+
+    For k×k kernels the highest order is ``2·(k − 1)`` (4 for 3×3), where truncation changes nothing.
+    """
+    if max_order < 0:
+        raise ValueError(f"max_order must be ≥ 0; got {max_order}")
+    M = moments(weight.to(torch.float64), h)
+    k = M.shape[-1]
+    order = torch.arange(k, device=M.device)
+    keep = (order[:, None] + order[None, :] <= max_order).to(M.dtype)
+    return kernel_from_moments(M * keep, h).to(weight.dtype)
 
 
 def _describe_one(M: Tensor, tol: float) -> str:
