@@ -449,22 +449,10 @@ def _write_truncation(out: Path, probe: Probe, seeds: dict[str, list[int]], metr
             ci = "" if c.ci is None else f", [{100 * c.ci[0]:+.2f}, {100 * c.ci[1]:+.2f}]"
             cells.append(f"{100 * s.mean:.2f} ({100 * c.mean:+.2f}{ci})")
         lines.append(f"| {v} | {len(seeds[v])} | " + " | ".join(cells) + " |")
-    report = [
-        "# Probe `truncation`", "",
-        f"The essay: \"{probe.essay}\"", "",
-        f"**Prediction** (written before the run, in `pdeconv.probes`): {probe.prediction}", "",
-        f"Runs: {', '.join(f'`{r}`' for r in runs)}. Every 3×3 kernel truncated to total order ≤ k "
-        f"(`pdeconv.stencil.truncate`), BatchNorm recalibrated on training images each time; test accuracy on the "
-        f"full test set (with the runs' flip TTA). Machine: {record['machine']}, {record['threads']} threads; "
-        f"torch {torch.__version__}; code {record['code']}.", "",
-        *lines, "",
-        f"**Outcome: the prediction {'held' if held else 'did not hold'}.** {verdict}.", "",
-    ]
-    paths = [out / "probe.json", out / "results.csv", out / "report.md"]
-    _checkpoint.write_text(paths[0], json.dumps(record, indent=2) + "\n")
-    _checkpoint.write_text(paths[1], "\n".join(csv) + "\n")
-    _checkpoint.write_text(paths[2], "\n".join(report))
-    return paths
+    how = (f"Runs: {', '.join(f'`{r}`' for r in runs)}. Every 3×3 kernel truncated to total order ≤ k "
+           f"(`pdeconv.stencil.truncate`), BatchNorm recalibrated on training images each time; test accuracy on the "
+           f"full test set (with the runs' flip TTA).")
+    return _save(out, probe, record, csv, how, lines)
 
 
 def run_probe(name: str, *, seeds: int = 5, out: str | Path | None = None, quick: bool = False,
@@ -521,14 +509,22 @@ def _write(out: Path, probe: Probe, seeds: list[int], metrics: dict[str, dict[st
             dci = "–" if c.ci is None else f"[{c.ci[0]:+.4g}, {c.ci[1]:+.4g}]"
         std = "" if s.std is None else f" ± {s.std:.3g}"
         lines.append(f"| {arm} | {s.mean:.4g}{std} | {ci} | {delta} | {dci} |")
+    how = f"Command: `pdeconv probe {probe.name} --seeds {len(seeds)}{' --quick' if quick else ''}`."
+    return _save(out, probe, record, csv, how, lines, " (quick: a smoke test, not a result)" if quick else "")
+
+
+def _save(out: Path, probe: Probe, record: dict[str, Any], csv: list[str], how: str, table: list[str],
+          title_note: str = "") -> list[Path]:
+    """``probe.json`` (``record``), ``results.csv`` and ``report.md``: the essay's sentence, the prediction, how
+    it was run (``how``, the machine, threads, code), the table, the outcome."""
     report = [
-        f"# Probe `{probe.name}`" + (" (quick: a smoke test, not a result)" if quick else ""), "",
+        f"# Probe `{probe.name}`{title_note}", "",
         f"The essay: \"{probe.essay}\"", "",
         f"**Prediction** (written before the run, in `pdeconv.probes`): {probe.prediction}", "",
-        f"Command: `pdeconv probe {probe.name} --seeds {len(seeds)}{' --quick' if quick else ''}`; machine: "
-        f"{record['machine']}, {record['threads']} threads; torch {torch.__version__}; code {record['code']}.", "",
-        *lines, "",
-        f"**Outcome: the prediction {'held' if held else 'did not hold'}.** {verdict}.", "",
+        f"{how} Machine: {record['machine']}, {record['threads']} threads; torch {torch.__version__}; code "
+        f"{record['code']}.", "",
+        *table, "",
+        f"**Outcome: the prediction {'held' if record['held'] else 'did not hold'}.** {record['verdict']}.", "",
     ]
     paths = [out / "probe.json", out / "results.csv", out / "report.md"]
     _checkpoint.write_text(paths[0], json.dumps(record, indent=2) + "\n")
