@@ -34,9 +34,12 @@ def test_compare_writes_results_report_and_plots_then_skips(tmp_path, data_dir, 
     assert list(rows[0]) == experiment.RESULT_COLUMNS
     # the report's numbers are the CSV's: mean accuracy per variant and the difference to baseline
     report = (out / "report.md").read_text()
-    header = next(line for line in report.splitlines() if line.startswith("| variant |"))
-    columns = [c.strip() for c in header.strip("|").split("|")]
-    table = {cells[0]: dict(zip(columns, cells)) for line in report.splitlines() if line.startswith("| ")
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| variant |"))  # the main table
+    block = lines[start:]
+    block = block[:next(i for i, line in enumerate(block) if not line.startswith("|"))]
+    columns = [c.strip() for c in block[0].strip("|").split("|")]
+    table = {cells[0]: dict(zip(columns, cells)) for line in block[2:]
              for cells in [[c.strip() for c in line.strip("|").split("|")]]}
     accs = {v: [float(r["test_acc"]) for r in rows if r["variant"] == v] for v in ("baseline", "varcoef")}
     for v, a in accs.items():
@@ -45,6 +48,8 @@ def test_compare_writes_results_report_and_plots_then_skips(tmp_path, data_dir, 
     delta = 100 * (sum(accs["varcoef"]) - sum(accs["baseline"])) / 2
     assert table["varcoef"]["Δ vs baseline"] == f"{delta:+.2f}"
     assert "learned PDE" in report and (out / "accuracy_per_epoch.png").stat().st_size > 0
+    assert (out / "accuracy_vs_hyperbolicity.png").exists() and "| variant | hyperbolicity |" in report
+    assert all(0 <= float(r["hyperbolicity"]) <= 1 for r in rows)  # every run's trained model, analysed
     assert (out / "accuracy_vs_flops.png").exists() and "| baseline |" in printed
     # counted by hand for ResNet-20 with 1 input channel: 269,722 parameters less 2·16·9 in the stem; the
     # fields add 6 monomial weights per channel of 2 layers per block (3 blocks each of 16, 32, 64 channels)

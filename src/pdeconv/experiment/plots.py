@@ -64,4 +64,16 @@ def plot_experiment(out: Path, rows: list[dict]) -> list[Path]:
         ax.errorbar(rs[0]["flops"] / 1e6, statistics.fmean(accs), yerr=std, fmt="o", capsize=3, label=variant)
     files.append(_save(fig, ax, out / "accuracy_vs_flops.png", "forward MFLOPs per image",
                        "accuracy vs compute (mean ± std over seeds)"))
+
+    scored = [r for r in rows if r.get("hyperbolicity") not in (None, "")]
+    if scored:  # what the trained models learned: each run's mean hyperbolicity score against its accuracy
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for variant in by:
+            rs = [r for r in scored if r["variant"] == variant]
+            if rs:
+                ax.plot([float(r["hyperbolicity"]) for r in rs], [100 * r["test_acc"] for r in rs], "o",
+                        label=variant)
+        files.append(_save(fig, ax, out / "accuracy_vs_hyperbolicity.png",
+                           "hyperbolicity score of the trained model (mean over its layers, 0–1)",
+                           "accuracy vs hyperbolicity (one point per run)"))
     return files

@@ -119,6 +119,20 @@ def _started(out: Path, rows: list[dict]) -> list[str]:
     return [json.loads((Path(out) / r["run"] / engine.CONFIG).read_text()).get("started", "?") for r in rows]
 
 
+def _learned_means(rows: list[dict]) -> str:
+    """Per variant, the mean over its runs of the learned-PDE columns of ``results.csv``."""
+    from pdeconv.experiment.results import _LEARNED
+
+    lines = ["| variant | " + " | ".join(_LEARNED) + " |", "|:--|" + "--:|" * len(_LEARNED)]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        cells = []
+        for column in _LEARNED:
+            values = [float(r[column]) for r in rows if r["variant"] == variant and r.get(column) not in (None, "")]
+            cells.append(f"{statistics.fmean(values):.3f}" if values else "–")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _learned_pde(out: Path, rows: list[dict]) -> str:
     """One line per variant from :func:`learned_pde_summary` of its first seed."""
     lines = []
@@ -190,7 +204,14 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
         "",
         "Settings shared by every run: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()) + ".",
         "",
-        "## The learned PDE (first seed of each variant)",
+        "## The learned PDE",
+        "",
+        "Mean over each variant's runs: hyperbolicity score (0–1, mean over layers), independent operators per "
+        "channel used by depthwise layers, share of kernel moment energy at orders ≥ 3 (`pdeconv analyze`):",
+        "",
+        _learned_means(rows),
+        "",
+        "First seed of each variant in full:",
         "",
         _learned_pde(out, rows),
         "",
