@@ -97,7 +97,7 @@ def test_time_derivative_is_exact_for_polynomials():
 def test_filters_keep_their_moment_constraints_and_fft_equals_circular_conv():
     torch.manual_seed(0)
     orders = [(0, 1), (1, 0), (0, 2), (1, 1), (2, 0)]
-    d = Derivatives(orders, size=7, dx=0.3, dy=0.2, bc="periodic")
+    d = Derivatives(orders, size=7, spacing=(0.2, 0.3), bc="periodic")
     with torch.no_grad():
         d.free_moments.normal_(0, 30)
     k = d.kernels()
@@ -125,7 +125,7 @@ def test_library_names():
         "u^3", "u^2*v", "u*v^2", "v^3",
     ]
     assert [t.name for t in build_library(("u",))] == ["u", "u_x", "u_y", "u_xx", "u_xy", "u_yy"]
-    with pytest.raises(ValueError, match="choose from linear, nonlinear, polynomial"):
+    with pytest.raises(ValueError, match="choose from linear, nonlinear, products, polynomial"):
         build_library(("u",), "cubic")
 
 

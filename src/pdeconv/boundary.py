@@ -123,12 +123,15 @@ def _circular_ring(x: Tensor, lrtb: tuple[int, int, int, int]) -> Tensor:
     return _CircularPad.apply(x, lrtb)
 
 
-def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet") -> Tensor:
+def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet", *, dims: int = 2) -> Tensor:
     """Pad the last two axes of ``x`` (..., H, W) by ``width`` under boundary condition ``bc``.
 
-    ``width`` is an int, ``(pad_h, pad_w)``, or ``(left, right, top, bottom)`` as in ``F.pad``.
+    ``width`` is an int, ``(pad_h, pad_w)``, or ``(left, right, top, bottom)`` as in ``F.pad``. ``dims`` = 1 or
+    3 pads the last axis (..., W) or the last three (..., D, H, W) instead, by an int ``width`` on every side.
     """
     mode = _F_PAD_MODE[padding_mode(bc)]
+    if dims != 2:
+        return _pad_axes(x, width, mode, dims)
     lrtb = _as_lrtb(width)
     if mode == "reflect":
         _check_reflect(x, lrtb)
@@ -141,6 +144,24 @@ def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet") -> Tenso
         way = paths.choose("pad", ("periodic", lrtb), ways, [x], reference="aten")
         return ways[way](x)
     return F.pad(x, lrtb, mode=mode)
+
+
+def _pad_axes(x: Tensor, width: int | tuple[int, ...], mode: str, dims: int) -> Tensor:
+    if dims not in (1, 3) or not isinstance(width, int):
+        raise ValueError(f"dims must be 1, 2 or 3, and width an int when dims is not 2; got {dims} and {width!r}")
+    if x.dim() < dims:
+        raise ValueError(f"x must have at least {dims} axes to pad {dims}; got shape {tuple(x.shape)}")
+    space = tuple(x.shape[x.dim() - dims:])
+    if mode == "reflect" and width >= min(space):
+        raise ValueError(
+            f"neumann (reflect) padding of {width} needs inputs larger than the padding, but the input is "
+            f"{'×'.join(map(str, space))}. Use a larger input, a smaller filter, or bc='replicate'."
+        )
+    if mode == "constant":
+        return F.pad(x, (width,) * 2 * dims)
+    lead = x.shape[:x.dim() - dims]
+    batched = x.reshape(-1, 1, *space)  # F.pad's other modes want (N, C, *space)
+    return F.pad(batched, (width,) * 2 * dims, mode=mode).reshape(*lead, *(n + 2 * width for n in space))
 
 
 def convolve(u: Tensor, kernel: Tensor, bc: str = "dirichlet", stride: int = 1, groups: int = 1) -> Tensor:

@@ -313,6 +313,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 @command
 def _add_discover(sub: argparse._SubParsersAction) -> None:
     from pdeconv import discover
+    from pdeconv.boundary import BOUNDARY_CONDITIONS
+    from pdeconv.discover.formats import ROLES
     from pdeconv.discover.library import KINDS
 
     p = sub.add_parser(
@@ -323,11 +325,13 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
     )
     steps = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    s = steps.add_parser("simulate", help="write solutions of a preset PDE (u, dt, dx, dy, bc) to an .npz file")
+    s = steps.add_parser("simulate", help="write solutions of a preset PDE (1-D to 3-D) to an .npz file")
     s.add_argument("--pde", required=True, choices=list(discover.PDES),
                    help="; ".join(f"{name}: {spec.summary}" for name, spec in discover.PDES.items()))
     s.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
-    s.add_argument("--grid", help="observed grid: N or HxW (default: the preset's)")
+    s.add_argument("--grid", help="observed grid: N, HxW or DxHxW (default: the preset's)")
+    s.add_argument("--dims", type=int, choices=(1, 2, 3),
+                   help="space dimensions, for presets that run in several (heat: --grid 64 --dims 1)")
     s.add_argument("--steps", type=int, help="time steps per trajectory (frames = steps + 1)")
     s.add_argument("--dt", type=float, help="time between frames")
     s.add_argument("--noise", type=float, default=0.0, help="Gaussian noise, as a fraction of the data's std")
@@ -349,15 +353,29 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
                 raise UsageError(f"--param takes NAME=VALUE with a number, e.g. nu=0.05; got {item!r}") from None
         path = discover.simulate_to_file(
             a.pde, a.out, params=params, grid=a.grid, steps=a.steps, dt=a.dt, noise=a.noise,
-            trajectories=a.trajectories, seed=a.seed, zoom=a.zoom, progress=not a.no_progress,
+            trajectories=a.trajectories, seed=a.seed, zoom=a.zoom, dims=a.dims, progress=not a.no_progress,
         )
         print(f"wrote {path}")
         return 0
 
     s.set_defaults(func=run_simulate)
 
-    f = steps.add_parser("fit", help="learn the PDE behind DATA.npz; writes pde.json, report.md, plots")
-    f.add_argument("data", metavar="DATA.npz", help="solution data (see docs/discover.md for the format)")
+    f = steps.add_parser("fit", help="learn the PDE behind DATA; writes pde.json, report.md, plots")
+    f.add_argument("data", metavar="DATA",
+                   help="solution data: .npz, MATLAB .mat or HDF5 .h5 (see docs/discover.md for the formats)")
+    f.add_argument("--var", action="append", default=[], metavar="ROLE=NAME",
+                   help="for .mat/.h5 files, the array of each role (repeatable): u (the solution), t, x, and y, z "
+                   "for 2-D, 3-D (coordinate vectors or single spacings), e.g. --var u=usol --var t=t --var x=x")
+    f.add_argument("--axes", metavar="ORDER",
+                   help="for .mat/.h5 files, u's axis order: letters of n (trajectories), t, c (fields), z, y, x, "
+                   "e.g. xt or ntyx (default: inferred from the coordinates' lengths)")
+    complex_group = f.add_mutually_exclusive_group()
+    complex_group.add_argument("--real", dest="complex_part", action="store_const", const="real",
+                               help="complex u: fit its real part")
+    complex_group.add_argument("--abs", dest="complex_part", action="store_const", const="abs",
+                               help="complex u: fit its modulus |u|")
+    f.add_argument("--bc", choices=list(BOUNDARY_CONDITIONS),
+                   help="boundary condition of .mat/.h5 data (default: periodic); an .npz states its own")
     f.add_argument("--out", required=True, metavar="DIR", help="output directory")
     f.add_argument("--library", default="linear",
                    help=f"candidate terms, comma-separated from {', '.join(KINDS)} (default: linear)")
@@ -376,6 +394,13 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
                    help="down-weight under-resolved samples; 'none' for uniform weights (default: 0.05)")
     f.add_argument("--holdout", type=int, help="trajectories kept out of the fit for the prediction error")
     f.add_argument("--fixed-moments", action="store_true", help="keep the filters' free moments at zero")
+    f.add_argument("--form", default="auto", choices=["auto", "strong", "weak"],
+                   help="regression on pointwise derivatives (strong), on integrals against test functions (weak), "
+                        "or both and keep the one that predicts the data better (default: auto)")
+    f.add_argument("--support", type=int, metavar="M",
+                   help="weak form: test-function half-width in grid points along space (default: from the data)")
+    f.add_argument("--time-support", type=int, metavar="M",
+                   help="weak form: test-function half-width in frames (default: from the data)")
     f.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -384,10 +409,21 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
             weighting = None if a.weighting.lower() == "none" else float(a.weighting)
         except ValueError:
             raise UsageError(f"--weighting takes a quantile in (0, 1] or 'none'; got {a.weighting!r}") from None
+        variables: dict[str, str] = {}
+        for item in a.var:
+            role, eq, name = (part.strip() for part in item.partition("="))
+            if not (eq and role in ROLES and name):
+                raise UsageError(f"--var takes ROLE=NAME with ROLE one of {', '.join(ROLES)}, e.g. --var u=usol; "
+                                 f"got {item!r}")
+            if role in variables:
+                raise UsageError(f"--var {role}= given twice ({variables[role]!r} and {name!r})")
+            variables[role] = name
         result, paths = discover.fit_file(
-            a.data, a.out, library=a.library, coefficients=a.coefficients, degree=a.degree, max_order=a.max_order,
+            a.data, a.out, variables=variables or None, axes=a.axes, complex_part=a.complex_part, bc=a.bc,
+            library=a.library, coefficients=a.coefficients, degree=a.degree, max_order=a.max_order,
             kernel_size=a.kernel_size, rollout=a.rollout, substeps=a.substeps, iterations=a.iterations, l1=a.l1,
             threshold=a.threshold, weighting=weighting, holdout=a.holdout, learn_moments=not a.fixed_moments,
+            form=a.form, support=a.support, time_support=a.time_support,
             seed=a.seed, progress=not a.no_progress,
         )
         print(discover.summary(result, paths))

@@ -68,16 +68,27 @@ _SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_kernel_shape(t: Tensor, what: str) -> int:
-    if t.dim() < 2:
-        raise ValueError(f"{what} must have shape (..., k, k); got a tensor of shape {tuple(t.shape)}")
-    k, k2 = t.shape[-2:]
-    if k != k2 or k % 2 == 0:
+def _check_kernel_shape(t: Tensor, what: str, dims: int = 2) -> int:
+    if dims not in (1, 2, 3):
+        raise ValueError(f"dims must be 1, 2 or 3 (kernels over that many trailing axes); got {dims}")
+    if t.dim() < dims:
+        shape = ", ".join(["k"] * dims)
+        raise ValueError(f"{what} must have shape (..., {shape}); got a tensor of shape {tuple(t.shape)}")
+    sizes = t.shape[t.dim() - dims:]
+    k = sizes[0]
+    if any(s != k for s in sizes) or k % 2 == 0:
         raise ValueError(
-            f"{what} must be square with an odd size k = 2r + 1 (offsets -r..r); got {k}×{k2}. "
+            f"{what} must be square with an odd size k = 2r + 1 (offsets -r..r); got {'×'.join(map(str, sizes))}. "
             "Pad an even kernel with a row and column of zeros to centre it."
         )
     return k
+
+
+def _along_axes(t: Tensor, mat: Tensor, dims: int) -> Tensor:
+    """``t[..., p, ...] ↦ Σ_p mat[a, p] · t[..., p, ...]`` along each of the last ``dims`` axes of ``t``."""
+    for axis in range(t.dim() - dims, t.dim()):
+        t = torch.movedim(torch.movedim(t, axis, -1) @ mat.transpose(0, 1), -1, axis)
+    return t
 
 
 @lru_cache(maxsize=64)
@@ -104,22 +115,27 @@ def _matrices_on(k: int, h: float, device: torch.device, dtype: torch.dtype, inv
     return (Vinv if inverse else V).to(device=device, dtype=dtype)
 
 
-def moments(weight: Tensor, h: float = 1.0) -> Tensor:
+def moments(weight: Tensor, h: float = 1.0, *, dims: int = 2) -> Tensor:
     """Moments ``M[..., a, b]`` (coefficient of ``∂_y^a ∂_x^b``) of kernels ``weight`` of shape ``(..., k, k)``.
 
     ``M = V K Vᵀ`` with ``V[a, p] = (p·h)^a / a!``; any leading dimensions (a conv weight
-    ``(C_out, C_in, k, k)`` included); differentiable; dtype and device preserved.
+    ``(C_out, C_in, k, k)`` included); differentiable; dtype and device preserved. ``dims`` = 1 or 3: kernels
+    over the last 1 or 3 axes, ``V`` applied along each (axes in array order: ``(x,)``, ``(z, y, x)``).
     """
-    k = _check_kernel_shape(weight, "weight")
+    k = _check_kernel_shape(weight, "weight", dims)
     V = _matrices(k, h, weight, inverse=False)
-    return V @ weight @ V.transpose(0, 1)
+    if dims == 2:
+        return V @ weight @ V.transpose(0, 1)
+    return _along_axes(weight, V, dims)
 
 
-def kernel_from_moments(M: Tensor, h: float = 1.0) -> Tensor:
+def kernel_from_moments(M: Tensor, h: float = 1.0, *, dims: int = 2) -> Tensor:
     """The exact inverse of :func:`moments`: ``K = V⁻¹ M V⁻ᵀ``, same shapes, dtype and device, differentiable."""
-    k = _check_kernel_shape(M, "moment tensor")
+    k = _check_kernel_shape(M, "moment tensor", dims)
     Vinv = _matrices(k, h, M, inverse=True)
-    return Vinv @ M @ Vinv.transpose(0, 1)
+    if dims == 2:
+        return Vinv @ M @ Vinv.transpose(0, 1)
+    return _along_axes(M, Vinv, dims)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,43 +143,62 @@ def kernel_from_moments(M: Tensor, h: float = 1.0) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def multi_indices(max_order: int, size: int | None = None) -> list[tuple[int, int]]:
+def multi_indices(max_order: int, size: int | None = None, *, dims: int = 2) -> list[tuple[int, ...]]:
     """Multi-indices ``(a, b)`` (``∂_y^a ∂_x^b``) of total order ≤ ``max_order``.
 
     Ordered by total order, then x-derivatives first: ``(0,0), (0,1), (1,0), (0,2), (1,1), (2,0), ...``.
-    With ``size`` given, only those representable on a ``size × size`` kernel (a, b < size).
+    With ``size`` given, only those representable on a ``size × size`` kernel (a, b < size). ``dims`` = 1 or 3:
+    indices ``(b,)`` (``∂_x^b``) or ``(c, a, b)`` (``∂_z^c ∂_y^a ∂_x^b``), the axes in array order, ordered the
+    same way (by total order, then lexicographically).
     """
     if max_order < 0:
         raise ValueError(f"max_order must be ≥ 0, got {max_order}")
-    out = []
-    for n in range(max_order + 1):
-        for a in range(n + 1):
-            b = n - a
-            if size is None or (a < size and b < size):
-                out.append((a, b))
-    return out
+    if dims not in (1, 2, 3):
+        raise ValueError(f"dims must be 1, 2 or 3; got {dims}")
+
+    def split(n: int, d: int) -> list[tuple[int, ...]]:  # every d-tuple summing to n, lexicographically
+        if d == 1:
+            return [(n,)]
+        return [(a, *rest) for a in range(n + 1) for rest in split(n - a, d - 1)]
+
+    return [
+        index for n in range(max_order + 1) for index in split(n, dims)
+        if size is None or max(index) < size
+    ]
 
 
-def operator_name(index: tuple[int, int]) -> str:
-    """Unicode name of ``∂_y^a ∂_x^b``: ``(0, 0) → "1"``, ``(0, 1) → "∂x"``, ``(2, 1) → "∂x∂y²"``."""
-    a, b = index
-    if a == 0 and b == 0:
-        return "1"
+#: the letters of the axes in array order, for 1-, 2- and 3-D indices (x is always the last axis)
+AXES = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
+
+
+def _counts(index: tuple[int, ...]) -> list[tuple[str, int]]:
+    """``[(letter, order), ...]`` in name order x, y, z."""
+    if len(index) not in AXES:
+        raise ValueError(f"a multi-index has 1, 2 or 3 entries (axes in array order); got {index!r}")
+    return list(zip(reversed(AXES[len(index)]), reversed(index), strict=True))
+
+
+def operator_name(index: tuple[int, ...]) -> str:
+    """Unicode name of ``∂_y^a ∂_x^b``: ``(0, 0) → "1"``, ``(0, 1) → "∂x"``, ``(2, 1) → "∂x∂y²"``.
+
+    1-D ``(b,)`` and 3-D ``(c, a, b)`` indices too: ``(3,) → "∂x³"``, ``(1, 0, 1) → "∂x∂z"``.
+    """
     parts = []
-    for axis, n in (("x", b), ("y", a)):
+    for axis, n in _counts(index):
         if n == 1:
             parts.append(f"∂{axis}")
         elif n > 1:
             parts.append(f"∂{axis}" + str(n).translate(_SUPERSCRIPTS))
-    return "".join(parts)
+    return "".join(parts) or "1"
 
 
-def term_name(index: tuple[int, int], field: str = "u") -> str:
-    """ASCII name of ``∂_y^a ∂_x^b`` applied to ``field``: ``(0, 0) → "u"``, ``(1, 1) → "u_xy"``."""
-    a, b = index
-    if a == 0 and b == 0:
-        return field
-    return f"{field}_" + "x" * b + "y" * a
+def term_name(index: tuple[int, ...], field: str = "u") -> str:
+    """ASCII name of ``∂_y^a ∂_x^b`` applied to ``field``: ``(0, 0) → "u"``, ``(1, 1) → "u_xy"``.
+
+    1-D and 3-D indices too: ``(4,) → "u_xxxx"``, ``(1, 0, 2) → "u_xxz"`` (letters in the order x, y, z).
+    """
+    letters = "".join(axis * n for axis, n in _counts(index))
+    return f"{field}_{letters}" if letters else field
 
 
 def _format_coefficient(c: float) -> str:
@@ -273,8 +308,12 @@ def basis(max_order: int, size: int = 3, h: float = 1.0, dtype: torch.dtype | No
     return kernel_from_moments(M, h).to(_dtype(dtype))
 
 
+def _cube(size: int, dims: int) -> str:
+    return "×".join([str(size)] * dims)
+
+
 def moment_constraints(
-    order: tuple[int, int], size: int, accuracy: int = 2
+    order: tuple[int, ...], size: int, accuracy: int = 2
 ) -> tuple[Tensor, Tensor]:
     """PDE-Net's moment constraint for ``∂_y^a ∂_x^b`` on a ``size × size`` kernel.
 
@@ -282,54 +321,66 @@ def moment_constraints(
     ``values`` (1 at ``order``, 0 for every other moment of total order < a + b + accuracy); the others are
     free (learnable in PDE discovery). Raises if a kernel of this size cannot meet the constraint with its
     free moments at zero (moments beyond the kernel's size are then fixed by symmetry, or not at all).
+    A 1-D ``order = (b,)`` or 3-D ``(c, a, b)`` gives ``(size,)`` or ``(size, size, size)`` tensors.
     """
-    a, b = order
-    if a < 0 or b < 0 or accuracy < 1:
+    order = tuple(int(v) for v in order)
+    dims = len(order)
+    if dims not in AXES or min(order) < 0 or accuracy < 1:
         raise ValueError(f"need order (a, b) ≥ 0 and accuracy ≥ 1; got order={order}, accuracy={accuracy}")
-    if size % 2 == 0 or a >= size or b >= size:
-        need = max(a, b) + 1 + max(a, b) % 2
-        raise ValueError(f"a {size}×{size} kernel cannot hold {operator_name(order)}; use an odd size ≥ {need}")
-    n = a + b + accuracy
-    idx = torch.arange(size)
-    mask = (idx[:, None] + idx[None, :]) < n
-    values = torch.zeros(size, size, dtype=torch.float64)
-    values[a, b] = 1.0
-    if not _meets_constraint(kernel_from_moments(values), order, n):
+    if size % 2 == 0 or max(order) >= size:
+        need = max(order) + 1 + max(order) % 2
         raise ValueError(
-            f"a {size}×{size} kernel cannot approximate {operator_name(order)} to accuracy {accuracy}; "
+            f"a {_cube(size, dims)} kernel cannot hold {operator_name(order)}; use an odd size ≥ {need}"
+        )
+    n = sum(order) + accuracy
+    mask = _total_order(size, dims) < n
+    values = torch.zeros((size,) * dims, dtype=torch.float64)
+    values[order] = 1.0
+    if not _meets_constraint(kernel_from_moments(values, dims=dims), order, n):
+        raise ValueError(
+            f"a {_cube(size, dims)} kernel cannot approximate {operator_name(order)} to accuracy {accuracy}; "
             f"use size ≥ {_min_size(order, accuracy)}"
         )
     return values, mask
 
 
-def _meets_constraint(kernel: Tensor, order: tuple[int, int], n: int) -> bool:
+def _total_order(size: int, dims: int) -> Tensor:
+    """``(size,) * dims`` tensor: the total order ``a + b + ...`` of each moment index."""
+    idx = torch.arange(size)
+    total = torch.zeros((size,) * dims, dtype=torch.long)
+    for axis in range(dims):
+        total = total + idx.view([size if i == axis else 1 for i in range(dims)])
+    return total
+
+
+def _meets_constraint(kernel: Tensor, order: tuple[int, ...], n: int) -> bool:
     """Whether all moments of total order < n (beyond the kernel's size too) vanish except ``order`` (= 1)."""
-    k = kernel.shape[-1]
+    k, dims = kernel.shape[-1], len(order)
     p = torch.arange(-(k // 2), k // 2 + 1, dtype=torch.float64)
     c = torch.arange(n, dtype=torch.float64)
     fact = torch.tensor([math.factorial(i) for i in range(n)], dtype=torch.float64)
     W = p.unsqueeze(0) ** c.unsqueeze(1) / fact.unsqueeze(1)
     W[0, :] = 1.0
-    M = W @ kernel @ W.T
-    target = torch.zeros(n, n, dtype=torch.float64)
+    M = W @ kernel @ W.T if dims == 2 else _along_axes(kernel, W, dims)
+    target = torch.zeros((n,) * dims, dtype=torch.float64)
     target[order] = 1.0
-    low = (c[:, None] + c[None, :]) < n
+    low = _total_order(n, dims) < n
     return bool(torch.allclose(M[low], target[low], atol=1e-9))
 
 
-def _min_size(order: tuple[int, int], accuracy: int) -> int:
+def _min_size(order: tuple[int, ...], accuracy: int) -> int:
     size = max(order) + 1
     size += 1 - size % 2
     while True:
-        values = torch.zeros(size, size, dtype=torch.float64)
-        values[order] = 1.0
-        if _meets_constraint(kernel_from_moments(values), order, sum(order) + accuracy):
+        values = torch.zeros((size,) * len(order), dtype=torch.float64)
+        values[tuple(order)] = 1.0
+        if _meets_constraint(kernel_from_moments(values, dims=len(order)), order, sum(order) + accuracy):
             return size
         size += 2
 
 
 def finite_difference(
-    order: tuple[int, int],
+    order: tuple[int, ...],
     size: int | None = None,
     accuracy: int = 2,
     h: float = 1.0,
@@ -340,12 +391,12 @@ def finite_difference(
     Moment ``(a, b)`` is 1 and all other moments of total order < a + b + accuracy are 0 (PDE-Net's moment
     constraint); the free higher moments are set to 0, which makes the stencil the tensor product of the
     1-D central differences on ``size`` points. ``size`` defaults to the smallest odd size that can satisfy
-    the constraint.
+    the constraint. A 1-D ``order = (b,)`` gives a ``(size,)`` stencil, a 3-D ``(c, a, b)`` a cube.
     """
     if size is None:
         size = _min_size(order, accuracy)
     values, _ = moment_constraints(order, size, accuracy)
-    return kernel_from_moments(values, h).to(_dtype(dtype))
+    return kernel_from_moments(values, h, dims=len(order)).to(_dtype(dtype))
 
 
 def system_moments(conv_weight: Tensor, groups: int = 1, h: float = 1.0) -> Tensor:

@@ -5,6 +5,7 @@ that would yield those solutions." PDE-Net's answer, rebuilt from :mod:`pdeconv.
 filters) and :mod:`pdeconv.boundary` (padding as boundary condition):
 
 * :mod:`~pdeconv.discover.data`: the ``.npz`` format (``u``, ``dt``, ``dx``, ``dy``, ``bc``, ``components``);
+* :mod:`~pdeconv.discover.formats`: MATLAB ``.mat`` and HDF5 files, read with the arrays the user names;
 * :mod:`~pdeconv.discover.simulate`: pseudo-spectral reference solvers (heat, convection–diffusion with constant
   and PDE-Net's variable coefficients, 2-D Burgers, λ–ω reaction–diffusion);
 * :mod:`~pdeconv.discover.library`, :mod:`~pdeconv.discover.model`: candidate terms and the learnable PDE;
@@ -46,11 +47,25 @@ def simulate_to_file(pde: str, out: str | os.PathLike, *, params: Mapping[str, f
     return save(simulate(pde, params=params, **options), out)
 
 
-def fit_file(path: str | os.PathLike, out: str | os.PathLike, **options) -> tuple[Fit, dict[str, str]]:
-    """:func:`load` a data file, :func:`fit` it (``options`` are fit's) and write the report files to ``out``."""
+def fit_file(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    variables: Mapping[str, str] | None = None,
+    axes: str | None = None,
+    complex_part: str | None = None,
+    bc: str | None = None,
+    **options,
+) -> tuple[Fit, dict[str, str]]:
+    """:func:`load` a data file, :func:`fit` it (``options`` are fit's) and write the report files to ``out``.
+
+    ``variables``, ``axes``, ``complex_part`` and ``bc`` are :func:`load`'s (for ``.mat`` and HDF5 files). Nothing
+    is written when loading or fitting fails.
+    """
     from pdeconv.discover.report import write_report  # matplotlib only when a report is written
 
-    result = fit(load(path), **options)
+    data = load(path, variables=variables, axes=axes, complex_part=complex_part, bc=bc)
+    result = fit(data, **options)
     return result, write_report(result, out, source=os.fspath(path))
 
 

@@ -2,45 +2,79 @@
 
 Arrays in the file:
 
-* ``u``: float array ``(T, H, W)`` (one trajectory), ``(N, T, H, W)`` (N trajectories) or, for a system of C
-  fields, ``(N, T, C, H, W)`` with ``components`` naming them (e.g. ``["u", "v"]``; default u, v, w);
-* ``dt``: time between frames; ``dx``: grid spacing along x, the width axis (columns); ``dy``: spacing along y,
-  the height axis (rows, pointing down), defaults to ``dx``; ``bc``: boundary condition, default ``"periodic"``.
+* ``u``: float array ``(T, *space)`` (one trajectory), ``(N, T, *space)`` (N trajectories) or, for a system of C
+  fields, ``(N, T, C, *space)`` with ``components`` naming them (e.g. ``["u", "v"]``; default u, v, w);
+* ``space_dims``: optional, 1, 2 or 3 (default 2): the number of space axes, ``space`` = ``(W,)``, ``(H, W)`` or
+  ``(D, H, W)``;
+* ``dt``: time between frames; ``dx``: grid spacing along x, the last axis (columns); ``dy``: spacing along y,
+  the axis before it (rows, pointing down), defaults to ``dx``; ``dz``: along z, the first space axis of 3-D data,
+  defaults to ``dy``; ``bc``: boundary condition, default ``"periodic"``.
 
-Frame ``u[n, t, c, i, j]`` samples field c of trajectory n at time ``t·dt`` and position ``(x, y) = (j·dx, i·dy)``.
-Files are read with ``allow_pickle=False``: an ``.npz`` never runs code.
+Frame ``u[n, t, c, i, j]`` samples field c of trajectory n at time ``t·dt`` and position ``(x, y) = (j·dx, i·dy)``
+(1-D: ``u[n, t, c, j]`` at ``x = j·dx``; 3-D: ``u[n, t, c, k, i, j]`` at ``(x, y, z) = (j·dx, i·dy, k·dz)``).
+Files are read with ``allow_pickle=False``: an ``.npz`` never runs code. MATLAB ``.mat`` and HDF5 files are read
+by :mod:`pdeconv.discover.formats` with the arrays named by the user.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from pdeconv.boundary import padding_mode
 
-__all__ = ["Dataset", "load", "save", "MIN_FRAMES"]
+__all__ = ["Dataset", "load", "save", "MIN_FRAMES", "SPACE_DIMS"]
 
 #: fewest frames per trajectory a fit can use (a time derivative needs two steps)
 MIN_FRAMES = 3
+#: the spatial dimensions discovery handles
+SPACE_DIMS = (1, 2, 3)
 _DEFAULT_COMPONENTS = ("u", "v", "w")
 
 
 @dataclass
 class Dataset:
-    """Solution data ``u`` of shape ``(N, T, C, H, W)`` (float64) on a grid with spacings ``dx`` (x, W) and ``dy``."""
+    """Solution data ``u`` of shape ``(N, T, C, *space)`` (float64), ``space`` = ``(W,)``, ``(H, W)`` or
+    ``(D, H, W)``, on a grid with spacings ``dx`` (x, the last axis), ``dy`` (y, rows; default ``dx``) and ``dz``
+    (z, 3-D only; default ``dy``). 1-D data have no ``dy`` (``None``)."""
 
     u: np.ndarray
     dt: float
     dx: float
-    dy: float
+    dy: float | None = None
     bc: str = "periodic"
     components: tuple[str, ...] = ("u",)
+    dz: float | None = None
 
     def __post_init__(self) -> None:
+        d = self.u.ndim - 3 if isinstance(self.u, np.ndarray) else 0
+        if d >= 2 and self.dy is None:
+            self.dy = self.dx
+        if d == 3 and self.dz is None:
+            self.dz = self.dy
+        if d == 1:
+            self.dy = None
+        if d != 3:
+            self.dz = None
         _validate(self)
+
+    @property
+    def space_dims(self) -> int:
+        return self.u.ndim - 3
+
+    @property
+    def space(self) -> tuple[int, ...]:
+        """Grid points per space axis, in array order."""
+        return tuple(self.u.shape[3:])
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Grid spacing per space axis, in array order: ``(dx,)``, ``(dy, dx)`` or ``(dz, dy, dx)``."""
+        return ((self.dx,), (self.dy, self.dx), (self.dz, self.dy, self.dx))[self.space_dims - 1]
 
 
 def _one_line(what: str) -> str:
@@ -49,17 +83,17 @@ def _one_line(what: str) -> str:
 
 def _validate(d: Dataset) -> None:
     u = d.u
-    if u.ndim != 5:
-        raise ValueError(f"u must have shape (N, T, C, H, W) inside a Dataset; got {u.shape}")
-    n, t, c, h, w = u.shape
-    if min(n, c, h, w) < 1:
-        raise ValueError(f"u is empty: shape (N, T, C, H, W) = {u.shape}")
+    if not 4 <= u.ndim <= 6:
+        raise ValueError(f"u must have shape (N, T, C, *space) with 1 to 3 space axes inside a Dataset; got {u.shape}")
+    n, t, c, *space = u.shape
+    if min(n, c, *space) < 1:
+        raise ValueError(f"u is empty: shape (N, T, C, *space) = {u.shape}")
     if t < MIN_FRAMES:
         raise ValueError(f"u has {t} time step(s) per trajectory; a fit needs at least {MIN_FRAMES} frames")
     bad = int(np.size(u) - np.count_nonzero(np.isfinite(u)))
     if bad:
         raise ValueError(f"u contains {bad} NaN or infinite value(s); remove or repair those frames")
-    for name in ("dt", "dx", "dy"):
+    for name in ("dt", "dx", "dy", "dz")[: 1 + d.space_dims]:
         v = getattr(d, name)
         if not (np.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a positive number; got {v}")
@@ -71,6 +105,30 @@ def _validate(d: Dataset) -> None:
             raise ValueError(f"component name {name!r} must be a letter/digit identifier without '_' (e.g. u, v)")
     if len(set(d.components)) != c:
         raise ValueError(f"component names must be unique; got {list(d.components)}")
+
+
+def shapes(space_dims: int) -> str:
+    """The accepted shapes of ``u`` for ``space_dims`` space axes, in words."""
+    space = ("W", "H, W", "D, H, W")[space_dims - 1]
+    return f"(T, {space}), (N, T, {space}) or (N, T, C, {space})"
+
+
+def as_full_rank(u: np.ndarray, space_dims: int, where: str) -> np.ndarray:
+    """``u`` of rank ``1 + d``, ``2 + d`` or ``3 + d`` (d = ``space_dims``) as ``(N, T, C, *space)``."""
+    if space_dims not in SPACE_DIMS:
+        raise ValueError(f"{where}: space_dims must be 1, 2 or 3; got {space_dims}")
+    extra = u.ndim - space_dims
+    if extra == 1:
+        return u[None, :, None]
+    if extra == 2:
+        return u[:, :, None]
+    if extra == 3:
+        return u
+    hint = "" if space_dims != 2 else "; for 1-D or 3-D data set space_dims in the file"
+    raise ValueError(
+        f"{where}: 'u' has rank {u.ndim} (shape {u.shape}), which does not fit space_dims = {space_dims}: expected "
+        f"{shapes(space_dims)}{hint}"
+    )
 
 
 def _scalar(z, key: str, path: str, *, default=None, kind=float):
@@ -89,16 +147,38 @@ def _scalar(z, key: str, path: str, *, default=None, kind=float):
     return str(a)
 
 
-def load(path: str | os.PathLike) -> Dataset:
-    """Read and check a data file; ``ValueError`` (one line) if it is malformed, ``FileNotFoundError`` if absent."""
+def load(
+    path: str | os.PathLike,
+    *,
+    variables: Mapping[str, str] | None = None,
+    axes: str | None = None,
+    complex_part: str | None = None,
+    bc: str | None = None,
+) -> Dataset:
+    """Read and check a data file; ``ValueError`` (one line) if it is malformed, ``FileNotFoundError`` if absent.
+
+    An ``.npz`` names its own arrays; MATLAB ``.mat`` and HDF5 files (told by their first bytes) go to
+    :func:`pdeconv.discover.formats.read` with ``variables``, ``axes`` and ``complex_part``. ``bc``: the boundary
+    condition of data that state none (default periodic); an ``.npz`` whose own ``bc`` differs is refused.
+    """
+    from pdeconv.discover import formats  # formats builds on this module
+
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such data file: {path}")
+    if formats.kind(path) is not None:
+        return formats.read(path, variables or {}, axes=axes, complex_part=complex_part, bc=bc or "periodic")
+    if os.path.splitext(path)[1].lower() in (".mat", ".h5", ".hdf5", ".he5"):
+        raise ValueError(f"{path} is neither a MATLAB .mat file (v5 to v7.3) nor an HDF5 file; from MATLAB, save "
+                         "it with save(FILE, ..., '-v7') or '-v7.3'")
+    if variables or axes or complex_part:
+        raise ValueError(f"{path} is not a .mat or HDF5 file: --var, --axes, --real and --abs (variables, axes, "
+                         "complex_part) are for those; an .npz names its own arrays u, dt, dx")
     with open(path, "rb") as f:
         head = f.read(6)
     if head[:4] != b"PK\x03\x04" and head != b"\x93NUMPY":
         kind = "a pickle (pdeconv does not load pickles: they can run code)" if head[:1] == b"\x80" else \
-            "neither an .npz archive nor an .npy array"
+            "neither an .npz archive nor an .npy array (nor a .mat or HDF5 file)"
         raise ValueError(f"{path} is {kind}; save solution data with numpy.savez(path, u=..., dt=..., dx=..., "
                          "dy=...) (docs/discover.md)")
     try:
@@ -109,21 +189,20 @@ def load(path: str | os.PathLike) -> Dataset:
         raise ValueError(f"{path} is a single .npy array, not an .npz archive with 'u', 'dt', 'dx'")
     with z:
         if "u" not in z.files:
-            raise ValueError(f"{path} has no array 'u'; expected u of shape (T, H, W), (N, T, H, W) or (N, T, C, H, W)")
+            raise ValueError(f"{path} has no array 'u'; expected u of shape {shapes(2)} (space_dims 2, the default)")
         try:
             u = np.asarray(z["u"])
         except ValueError as e:  # object arrays would need pickle
             raise ValueError(f"{path}: 'u' must be a numeric array ({_one_line(str(e))})") from None
         if not (np.issubdtype(u.dtype, np.floating) or np.issubdtype(u.dtype, np.integer)):
             raise ValueError(f"{path}: 'u' must be a float array; got dtype {u.dtype}")
-        if u.ndim == 3:
-            u = u[None, :, None]
-        elif u.ndim == 4:
-            u = u[:, :, None]
-        elif u.ndim != 5:
-            raise ValueError(
-                f"{path}: 'u' has rank {u.ndim} (shape {u.shape}); expected (T, H, W), (N, T, H, W) or (N, T, C, H, W)"
-            )
+        space_dims = 2
+        if "space_dims" in z.files:
+            v = np.asarray(z["space_dims"])
+            if v.size != 1 or not np.issubdtype(v.dtype, np.integer) or int(v.reshape(())) not in SPACE_DIMS:
+                raise ValueError(f"{path}: 'space_dims' must be one integer, 1, 2 or 3; got {v!r}")
+            space_dims = int(v.reshape(()))
+        u = as_full_rank(u, space_dims, path)
         c = u.shape[2]
         if "components" in z.files:
             components = tuple(str(s) for s in np.atleast_1d(z["components"]))
@@ -133,22 +212,31 @@ def load(path: str | os.PathLike) -> Dataset:
             raise ValueError(f"{path}: u has C = {c} fields; name them with a 'components' array of {c} strings")
         dt = _scalar(z, "dt", path)
         dx = _scalar(z, "dx", path)
-        dy = _scalar(z, "dy", path, default=dx)
-        bc = _scalar(z, "bc", path, default="periodic", kind=str)
+        dy = _scalar(z, "dy", path, default=dx) if space_dims >= 2 else None
+        dz = _scalar(z, "dz", path, default=dy) if space_dims == 3 else None
+        own_bc = _scalar(z, "bc", path, default="", kind=str)
+    if bc is not None and own_bc and bc != own_bc:
+        raise ValueError(f"{path} states bc = {own_bc!r}; --bc {bc} (bc=) would override it: drop --bc, or "
+                         "write the file again with the bc you mean")
+    bc = own_bc or bc or "periodic"
     try:
-        return Dataset(np.ascontiguousarray(u, dtype=np.float64), dt, dx, dy, bc, components)
+        return Dataset(np.ascontiguousarray(u, dtype=np.float64), dt, dx, dy, bc, components, dz)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
 
 
 def save(data: Dataset, path: str | os.PathLike) -> str:
-    """Write ``data`` in the documented format (``u`` as (N, T, H, W) for one field); returns the path written."""
+    """Write ``data`` in the documented format (``u`` as (N, T, *space) for one field); returns the path written."""
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     u = data.u[:, :, 0] if data.u.shape[2] == 1 else data.u
+    spacings = {name: v for name, v in (("dy", data.dy), ("dz", data.dz)) if v is not None}
+    tmp = path[:-4] + ".tmp.npz"  # a half-written file never takes the name
     np.savez_compressed(
-        path, u=u, dt=data.dt, dx=data.dx, dy=data.dy, bc=np.str_(data.bc), components=np.array(data.components)
+        tmp, u=u, space_dims=data.space_dims, dt=data.dt, dx=data.dx, **spacings, bc=np.str_(data.bc),
+        components=np.array(data.components),
     )
+    os.replace(tmp, path)
     return path

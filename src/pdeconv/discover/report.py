@@ -1,9 +1,10 @@
 """Write what a fit found: ``pde.json``, ``fields.npz`` (variable coefficients), ``report.md`` and PNG plots.
 
 ``pde.json``: ``{"equations": {"u": {"terms": {"u_x": c, ...}, "variable": [...]}, ...}, ...}`` in the sense
-``u_t = Σ c · term`` (x along the width axis, y along the height axis); a variable coefficient appears with the
-mean of its field and is listed under ``"variable"``; the fields themselves are in ``fields.npz``
-(``fields (C, J, H, W)``, ``equations (C,)``, ``terms (J,)``, ``x (W,)``, ``y (H,)``).
+``u_t = Σ c · term`` (x along the last axis, the width; y along the height axis; z along the first space axis of
+3-D data); a variable coefficient appears with the mean of its field and is listed under ``"variable"``; the fields
+themselves are in ``fields.npz`` (``fields (C, J, *space)``, ``equations (C,)``, ``terms (J,)``, ``x (W,)``,
+``y (H,)`` and ``z (D,)`` as the data have them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pdeconv.discover.fit import Fit
+from pdeconv.stencil import AXES
 
 __all__ = ["format_equations", "pde_json", "variable_terms", "write_report"]
 
@@ -64,7 +66,7 @@ def pde_json(fit: Fit) -> dict:
     out = {
         "equations": eqs,
         "components": list(d.components),
-        "grid": {"H": d.u.shape[-2], "W": d.u.shape[-1], "dx": d.dx, "dy": d.dy, "dt": d.dt, "bc": d.bc},
+        "grid": _grid(d),
         "options": fit.options,
         "explained_share": fit.explained,
     }
@@ -75,9 +77,28 @@ def pde_json(fit: Fit) -> dict:
     return out
 
 
+def _grid(d) -> dict:
+    """``pde.json``'s grid: points and spacing per axis (2-D: ``H``, ``W``, ``dx``, ``dy``, as before 1-D/3-D)."""
+    names = {1: ("W",), 2: ("H", "W"), 3: ("D", "H", "W")}[d.space_dims]
+    grid = {"space_dims": d.space_dims} if d.space_dims != 2 else {}
+    grid |= dict(zip(names, d.space, strict=True))
+    grid |= {k: v for k, v in (("dx", d.dx), ("dy", d.dy), ("dz", d.dz)) if v is not None}
+    return grid | {"dt": d.dt, "bc": d.bc}
+
+
+def _coordinates(d) -> dict[str, np.ndarray]:
+    """``x``, ``y``, ``z`` grid coordinates as the data have them."""
+    return {name: np.arange(n) * h for name, n, h in zip(reversed(AXES[d.space_dims]), reversed(d.space),
+                                                          reversed(d.spacing), strict=True)}
+
+
 def _snapshots(fit: Fit, path: str) -> None:
+    if fit.data.space_dims == 1:
+        return _space_time(fit, path)
     truth = fit.data.u[fit.error_trajectory]
     pred = fit.predicted
+    if fit.data.space_dims == 3:  # the middle z-slice
+        truth, pred = truth[:, :, truth.shape[2] // 2], pred[:, :, pred.shape[2] // 2]
     T, C = truth.shape[:2]
     times = sorted({0, T // 2, T - 1})
     fig = Figure(figsize=(2.4 * len(times), 2.2 * 3 * C), layout="constrained")
@@ -95,7 +116,32 @@ def _snapshots(fit: Fit, path: str) -> None:
                 ax.imshow(img, cmap=cmap, vmin=-v, vmax=v, origin="upper")
                 ax.set_xticks([])
                 ax.set_yticks([])
-                ax.set_title(f"{fit.data.components[c]} {label}, t = {t * fit.data.dt:.3g}", fontsize=8)
+                where = ", middle z" if fit.data.space_dims == 3 else ""
+                ax.set_title(f"{fit.data.components[c]} {label}, t = {t * fit.data.dt:.3g}{where}", fontsize=8)
+    fig.savefig(path, dpi=110)
+
+
+def _space_time(fit: Fit, path: str) -> None:
+    """1-D data: true, predicted and error as x–t images (x across, time down), one row per field."""
+    d = fit.data
+    truth, pred = d.u[fit.error_trajectory], fit.predicted  # (T, C, W)
+    T, C, W = truth.shape
+    fig = Figure(figsize=(9, 2.6 * C), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(C, 3, squeeze=False)
+    extent = (0, W * d.dx, (T - 1) * d.dt, 0)
+    for c in range(C):
+        lim = max(np.abs(truth[:, c]).max(), 1e-300)
+        err = pred[:, c] - truth[:, c]
+        elim = max(np.abs(err).max(), 1e-300)
+        for k, (img, label, v, cmap) in enumerate([(truth[:, c], "true", lim, "RdBu_r"),
+                                                   (pred[:, c], "predicted", lim, "RdBu_r"),
+                                                   (err, "error", elim, "PiYG")]):
+            ax = axes[c, k]
+            ax.imshow(img, cmap=cmap, vmin=-v, vmax=v, aspect="auto", extent=extent, interpolation="nearest")
+            ax.set_xlabel("x")
+            ax.set_ylabel("t")
+            ax.set_title(f"{d.components[c]} {label}", fontsize=9)
     fig.savefig(path, dpi=110)
 
 
@@ -136,19 +182,21 @@ def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None)
         paths["fields.npz"] = os.path.join(out, "fields.npz")
         np.savez_compressed(
             paths["fields.npz"], fields=fit.fields, equations=np.array(m.components), terms=np.array(m.names),
-            x=np.arange(d.u.shape[-1]) * d.dx, y=np.arange(d.u.shape[-2]) * d.dy,
+            **_coordinates(d),
         )
     if fit.error is not None:
         paths["snapshots.png"] = os.path.join(out, "snapshots.png")
         paths["error.png"] = os.path.join(out, "error.png")
         _snapshots(fit, paths["snapshots.png"])
         _error_plot(fit, paths["error.png"])
-    N, T, C, H, W = d.u.shape
+    N, T, C = d.u.shape[:3]
+    names = ("W", "H×W", "D×H×W")[d.space_dims - 1]
+    spacings = ", ".join(f"{k} = {v:.6g}" for k, v in (("dx", d.dx), ("dy", d.dy), ("dz", d.dz)) if v is not None)
     lines = [
         "# Discovered PDE",
         "",
         f"Data: {source or 'in memory'}: {N} trajectories × {T} frames of {C} field(s) {', '.join(d.components)} "
-        f"on a {H}×{W} grid (H×W), dt = {d.dt:.6g}, dx = {d.dx:.6g}, dy = {d.dy:.6g}, boundary {d.bc}. "
+        f"on a {'×'.join(map(str, d.space))} grid ({names}), dt = {d.dt:.6g}, {spacings}, boundary {d.bc}. "
         f"Fitted on {len(fit.train)} trajectories, {len(fit.heldout)} held out.",
         "",
         "## Recovered equation",
@@ -157,7 +205,9 @@ def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None)
         format_equations(fit.equations, variable_terms(fit)),
         "```",
         "",
-        "x runs along the width (columns), y along the height (rows, downwards); `u_xy` is ∂x∂y u. "
+        ("x runs along the grid. " if d.space_dims == 1 else
+         "x runs along the width (columns), y along the height (rows, downwards)"
+         + (", z along the first axis" if d.space_dims == 3 else "") + "; `u_xy` is ∂x∂y u. ")
         + ("`(x,y)` marks a variable coefficient: the number is the mean of its field (all fields in `fields.npz`)."
            if fit.settings.coefficients == "variable" else ""),
         "",

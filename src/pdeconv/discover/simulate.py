@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.fft import irfft2, rfft2
 from tqdm.auto import tqdm
 
 from pdeconv.discover.data import Dataset
@@ -31,27 +30,53 @@ Coefficient = float | Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class _Grid:
-    """A periodic ``H × W`` grid on ``[0, 2π]²``: coordinates, wavenumbers (rfft layout) and the 2/3-rule mask."""
+    """A periodic grid of ``shape`` points (array order) on ``[0, L)`` per axis: coordinates, wavenumbers (rfftn
+    layout, the last axis halved) and the 2/3-rule mask. ``L = length``; ``kx``/``ky`` are the last two axes'."""
 
-    def __init__(self, H: int, W: int):
-        self.H, self.W = H, W
-        self.x = np.arange(W) * TWO_PI / W
-        self.y = np.arange(H) * TWO_PI / H
-        self.kx = np.fft.rfftfreq(W, 1.0 / W)[None, :]
-        self.ky = np.fft.fftfreq(H, 1.0 / H)[:, None]
-        self.dealias = (np.abs(self.kx) < W / 3) & (np.abs(self.ky) < H / 3)
+    def __init__(self, *shape: int, length: float = TWO_PI):
+        self.shape, self.length, self.dims = tuple(shape), float(length), len(shape)
+        self.axes = tuple(range(-self.dims, 0))
+        unit = TWO_PI / self.length  # wavenumber of one period over the domain
+        self.k = []
+        for axis, n in enumerate(self.shape):
+            freq = np.fft.rfftfreq(n, 1.0 / n) if axis == self.dims - 1 else np.fft.fftfreq(n, 1.0 / n)
+            self.k.append((freq * unit).reshape([-1 if i == axis else 1 for i in range(self.dims)]))
+        self.coords = [np.arange(n) * self.length / n for n in self.shape]
+        self.dealias = np.ones((), dtype=bool)
+        for k, n in zip(self.k, self.shape, strict=True):
+            self.dealias = self.dealias & (np.abs(k) < n * unit / 3)
+        self.H, self.W = (self.shape[-2] if self.dims >= 2 else 1), self.shape[-1]
+        self.kx = self.k[-1]
+        self.ky = self.k[-2] if self.dims >= 2 else None
+        self.x = self.coords[-1]
+        self.y = self.coords[-2] if self.dims >= 2 else None
 
-    def d(self, uh: np.ndarray, a: int, b: int) -> np.ndarray:
-        """``∂_y^a ∂_x^b u`` on the grid, from ``uh = rfft2(u)`` (spectrally exact)."""
-        return irfft2(uh * (1j * self.ky) ** a * (1j * self.kx) ** b, s=(self.H, self.W))
+    def fft(self, u: np.ndarray) -> np.ndarray:
+        return np.fft.rfftn(u, axes=self.axes)
+
+    def ifft(self, uh: np.ndarray) -> np.ndarray:
+        return np.fft.irfftn(uh, s=self.shape, axes=self.axes)
+
+    def d(self, uh: np.ndarray, *orders: int) -> np.ndarray:
+        """The derivative ``orders`` (one per axis, array order: ``d(uh, a, b)`` = ``∂_y^a ∂_x^b u`` in 2-D) on the
+        grid, from ``uh = fft(u)`` (spectrally exact)."""
+        symbol = 1
+        for k, n in zip(self.k, orders, strict=True):
+            symbol = symbol * (1j * k) ** n
+        return self.ifft(uh * symbol)
+
+    def laplacian(self) -> np.ndarray:
+        """The symbol of Δ, ``−|k|²``."""
+        return -sum(k**2 for k in self.k)
 
     @property
-    def kmax(self) -> tuple[float, float]:
-        """Largest |k_x|, |k_y| that the 2/3 rule keeps."""
-        return self.W / 3, self.H / 3
+    def kmax(self) -> tuple[float, ...]:
+        """Largest |k| per axis that the 2/3 rule keeps, in name order (x, y, z)."""
+        return tuple(n * TWO_PI / self.length / 3 for n in reversed(self.shape))
 
-    def mesh(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.meshgrid(self.x, self.y)  # (H, W) arrays X (columns), Y (rows)
+    def mesh(self) -> tuple[np.ndarray, ...]:
+        """Coordinate arrays of the grid's shape, in name order: ``X`` (last axis), ``Y``, ``Z``."""
+        return tuple(reversed(np.meshgrid(*self.coords, indexing="ij")))
 
 
 @dataclass(frozen=True)
@@ -62,11 +87,13 @@ class Spec:
     summary: str
     components: tuple[str, ...]
     params: Mapping[str, float]
-    linear: Callable[[Mapping[str, float], _Grid], np.ndarray]  # (C, H, W//2+1) symbol of L
-    equations: Callable[[Mapping[str, float]], dict[str, dict[str, Coefficient]]]
+    linear: Callable[[Mapping[str, float], _Grid], np.ndarray]  # (C, *spectral shape) symbol of L
+    equations: Callable[[Mapping[str, float], int], dict[str, dict[str, Coefficient]]]  # (params, space dims)
     nonlinear: Callable[[np.ndarray, Mapping[str, float], _Grid], np.ndarray] | None = None  # û ↦ N̂(u)
     rate: Callable[[np.ndarray, Mapping[str, float], _Grid], float] | None = None  # u ↦ max rate of N
     grid: int = 32
+    dims: tuple[int, ...] = (2,)  # the space dimensions it runs in, the default first
+    length: float = TWO_PI  # the period of the domain along every axis
     zoom: int = 4
     dt: float = 0.01
     steps: int = 20
@@ -75,17 +102,19 @@ class Spec:
     amplitude: float = 1.0
     shift: float = 0.0
     spin_up: float = 0.0  # odd-numbered trajectories start from the solution at this time (PDE-Net 2.0)
+    spin_up_all: bool = False  # every trajectory is spun up (a chaotic PDE's attractor)
+    cfl: float = 1.0  # sub-steps h ≤ cfl / rate(N); dispersive L (KdV's i k³) needs less than 1 on fine grids
 
 
 def _laplacian_symbol(p: Mapping[str, float], g: _Grid, nu: float, c: int) -> np.ndarray:
-    return np.broadcast_to(-nu * (g.kx**2 + g.ky**2), (c, g.H, g.kx.shape[1])).astype(complex)
+    return np.broadcast_to(nu * g.laplacian(), (c, *g.dealias.shape)).astype(complex)
 
 
 # -------------------------------------------------------------------------------------------------- presets
 
 
-def _heat_eq(p):
-    return {"u": {"u_xx": p["kappa"], "u_yy": p["kappa"]}}
+def _heat_eq(p, dims=2):
+    return {"u": {name: p["kappa"] for name in ("u_xx", "u_yy", "u_zz")[:dims]}}
 
 
 def _cd_linear(p, g):
@@ -93,7 +122,7 @@ def _cd_linear(p, g):
     return s[None].astype(complex)
 
 
-def _cd_eq(p):
+def _cd_eq(p, dims=2):
     terms = {"u_x": p["a"], "u_y": p["b"], "u_xx": p["c"], "u_yy": p["d"]}
     return {"u": {k: v for k, v in terms.items() if v != 0}}
 
@@ -115,7 +144,7 @@ def _vcd_linear(p, g):
 def _vcd_nonlinear(uh, p, g):
     X, Y = g.mesh()
     n = pdenet_a(X, Y) * g.d(uh, 0, 1) + pdenet_b(X, Y) * g.d(uh, 1, 0)
-    return rfft2(n) * g.dealias
+    return g.fft(n) * g.dealias
 
 
 def _vcd_rate(u, p, g):
@@ -123,21 +152,21 @@ def _vcd_rate(u, p, g):
     return float(np.abs(pdenet_a(X, Y)).max() * g.kmax[0] + np.abs(pdenet_b(X, Y)).max() * g.kmax[1])
 
 
-def _vcd_eq(p):
+def _vcd_eq(p, dims=2):
     return {"u": {"u_x": pdenet_a, "u_y": pdenet_b, "u_xx": p["c"], "u_yy": p["d"]}}
 
 
 def _burgers_nonlinear(uh, p, g):
     u, v = g.d(uh[..., 0:1, :, :], 0, 0), g.d(uh[..., 1:2, :, :], 0, 0)
     n = -(u * g.d(uh, 0, 1) + v * g.d(uh, 1, 0))  # both fields advected by (u, v)
-    return rfft2(n) * g.dealias
+    return g.fft(n) * g.dealias
 
 
 def _velocity_rate(u, p, g):
     return float(np.abs(u[..., 0, :, :]).max() * g.kmax[0] + np.abs(u[..., 1, :, :]).max() * g.kmax[1])
 
 
-def _burgers_eq(p):
+def _burgers_eq(p, dims=2):
     nu = p["nu"]
     return {
         "u": {"u*u_x": -1.0, "v*u_y": -1.0, "u_xx": nu, "u_yy": nu},
@@ -146,18 +175,18 @@ def _burgers_eq(p):
 
 
 def _rd_nonlinear(uh, p, g):
-    u = irfft2(uh, s=(g.H, g.W))
+    u = g.ifft(uh)
     a, b = u[..., 0:1, :, :], u[..., 1:2, :, :]
     r2 = a**2 + b**2
     n = np.concatenate([(1 - r2) * a + p["beta"] * r2 * b, -p["beta"] * r2 * a + (1 - r2) * b], axis=-3)
-    return rfft2(n) * g.dealias
+    return g.fft(n) * g.dealias
 
 
 def _rd_rate(u, p, g):
     return float(1 + (3 + abs(p["beta"])) * (u**2).sum(axis=-3).max())
 
 
-def _rd_eq(p):
+def _rd_eq(p, dims=2):
     nu, beta = p["nu"], p["beta"]
     return {
         "u": {"u": 1.0, "u^3": -1.0, "u*v^2": -1.0, "u^2*v": beta, "v^3": beta, "u_xx": nu, "u_yy": nu},
@@ -165,13 +194,34 @@ def _rd_eq(p):
     }
 
 
+def _advection_1d(uh, p, g, a: float):
+    """``−a u u_x`` (1-D), dealiased."""
+    return g.fft(-a * g.ifft(uh) * g.d(uh, 1)) * g.dealias
+
+
+def _advection_rate_1d(u, p, g, a: float) -> float:
+    return float(abs(a) * np.abs(u).max() * g.kmax[0])
+
+
+def _burgers1d_eq(p, dims=1):
+    return {"u": {"u*u_x": -1.0, "u_xx": p["nu"]}}
+
+
+def _kdv_eq(p, dims=1):
+    return {"u": {"u*u_x": -p["a"], "u_xxx": -p["b"]}}
+
+
+def _ks_eq(p, dims=1):
+    return {"u": {"u*u_x": -1.0, "u_xx": -1.0, "u_xxxx": -1.0}}
+
+
 PDES: dict[str, Spec] = {
     s.name: s
     for s in [
         Spec(
-            "heat", "u_t = κ (u_xx + u_yy)", ("u",), {"kappa": 0.2},
-            lambda p, g: _laplacian_symbol(p, g, p["kappa"], 1), _heat_eq,
-            grid=32, zoom=1, dt=0.01, steps=20, trajectories=4,
+            "heat", "u_t = κ Δu (2-D; 1-D or 3-D by --grid W1 or DxHxW)", ("u",),
+            {"kappa": 0.2}, lambda p, g: _laplacian_symbol(p, g, p["kappa"], 1), _heat_eq,
+            grid=32, dims=(2, 1, 3), zoom=1, dt=0.01, steps=20, trajectories=4,
         ),
         Spec(
             "convdiff", "u_t = a u_x + b u_y + c u_xx + d u_yy (constant coefficients)", ("u",),
@@ -196,6 +246,27 @@ PDES: dict[str, Spec] = {
             _rd_nonlinear, _rd_rate,
             grid=32, zoom=4, dt=0.01, steps=20, trajectories=8, amplitude=2.0, shift=1.0,
         ),
+        Spec(
+            "burgers-1d", "u_t = −u u_x + ν u_xx (1-D; PDE-FIND's Burgers, ν = 0.1, x in [0, 16))", ("u",),
+            {"nu": 0.1}, lambda p, g: _laplacian_symbol(p, g, p["nu"], 1), _burgers1d_eq,
+            lambda uh, p, g: _advection_1d(uh, p, g, 1.0), lambda u, p, g: _advection_rate_1d(u, p, g, 1.0),
+            grid=256, dims=(1,), length=16.0, zoom=4, dt=0.05, steps=60, trajectories=4, freq=2,
+        ),
+        Spec(
+            "kdv", "u_t = −a u u_x − b u_xxx (1-D Korteweg–de Vries, a = 6, b = 1, x in [0, 20))", ("u",),
+            {"a": 6.0, "b": 1.0}, lambda p, g: (-p["b"] * (1j * g.kx) ** 3)[None], _kdv_eq,
+            lambda uh, p, g: _advection_1d(uh, p, g, p["a"]), lambda u, p, g: _advection_rate_1d(u, p, g, p["a"]),
+            grid=128, dims=(1,), length=20.0, zoom=4, dt=0.01, steps=60, trajectories=4, freq=3, amplitude=0.5,
+            cfl=0.25,
+        ),
+        Spec(
+            "kuramoto-sivashinsky",
+            "u_t = −u u_x − u_xx − u_xxxx (1-D, x in [0, 32π), as PDE-FIND's; spun up onto the attractor)", ("u",),
+            {}, lambda p, g: (g.kx**2 - g.kx**4)[None].astype(complex), _ks_eq,
+            lambda uh, p, g: _advection_1d(uh, p, g, 1.0), lambda u, p, g: _advection_rate_1d(u, p, g, 1.0),
+            grid=256, dims=(1,), length=32 * math.pi, zoom=2, dt=0.2, steps=100, trajectories=4, freq=8,
+            spin_up=40.0, spin_up_all=True,
+        ),
     ]
 }
 
@@ -217,47 +288,63 @@ def _params(spec: Spec, params: Mapping[str, float] | None) -> dict[str, float]:
     return out
 
 
-def true_equations(name: str, params: Mapping[str, float] | None = None) -> dict[str, dict[str, Coefficient]]:
+def true_equations(
+    name: str, params: Mapping[str, float] | None = None, *, dims: int | None = None
+) -> dict[str, dict[str, Coefficient]]:
     """The generating PDE in the ``pde.json`` sense: ``{field: {term: coefficient}}``, u_t = Σ c · term.
 
-    A coefficient is a number or, for ``convdiff-variable``, a function ``f(x, y)`` of the coordinates.
+    A coefficient is a number or, for ``convdiff-variable``, a function ``f(x, y)`` of the coordinates. ``dims``:
+    the space dimensions of the data (for ``heat``, which runs in 1-D, 2-D and 3-D; default: the preset's).
     """
     spec = _spec(name)
-    return spec.equations(_params(spec, params))
+    return spec.equations(_params(spec, params), _dims(spec, dims))
 
 
-def parse_grid(grid: int | str | tuple[int, int]) -> tuple[int, int]:
-    """``32`` or ``"32"`` → (32, 32); ``"24x40"`` → (H, W) = (24, 40)."""
+def _dims(spec: Spec, dims: int | None) -> int:
+    if dims is None:
+        return spec.dims[0]
+    if dims not in spec.dims:
+        runs = " or ".join(f"{d}-D" for d in sorted(spec.dims))
+        raise ValueError(f"{spec.name} runs in {runs}; got a {dims}-D grid")
+    return dims
+
+
+def parse_grid(grid: int | str | tuple[int, ...], dims: int = 2) -> tuple[int, ...]:
+    """The observed grid in array order: k numbers joined by ``x`` make a k-D grid (``"24x40"`` → (H, W),
+    ``"8x24x40"`` → (D, H, W)); a single number n is ``(n,) * dims``."""
     if isinstance(grid, tuple):
-        h, w = grid
+        shape = tuple(int(n) for n in grid)
     elif isinstance(grid, int):
-        h = w = grid
+        shape = (grid,) * dims
     else:
         parts = str(grid).lower().replace("×", "x").split("x")
         try:
-            h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-        except (ValueError, IndexError):
-            raise ValueError(f"grid must be N or HxW (e.g. 32 or 24x40); got {grid!r}") from None
-        if len(parts) > 2:
-            raise ValueError(f"grid must be N or HxW (e.g. 32 or 24x40); got {grid!r}")
-    if h < 4 or w < 4:
-        raise ValueError(f"grid must be at least 4x4; got {h}x{w}")
-    return int(h), int(w)
+            shape = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"grid must be N, HxW or DxHxW (e.g. 32, 24x40 or 8x24x40); got {grid!r}") from None
+        if len(shape) == 1:
+            shape = shape * dims
+    if not 1 <= len(shape) <= 3:
+        raise ValueError(f"grid must be N, HxW or DxHxW (1 to 3 axes); got {grid!r}")
+    if min(shape) < 4:
+        raise ValueError(f"grid must have at least 4 points per axis; got {'x'.join(map(str, shape))}")
+    return shape
 
 
 def fourier_initial(
     rng: np.random.Generator, shape: tuple[int, ...], g: _Grid, *, freq: int, amplitude: float, shift: float
 ) -> np.ndarray:
-    """PDE-Net's random initial data on grid ``g``, shape ``(*shape, H, W)``: ``amplitude · w + shift · U(−1, 1)``."""
-    X, Y = g.mesh()
+    """PDE-Net's random initial data on grid ``g``, shape ``(*shape, *g.shape)``: ``amplitude · w + shift ·
+    U(−1, 1)``, ``w = Σ λ cos(k·x') + γ sin(k·x')`` over integer ``|k_i| ≤ freq`` per axis, ``x' = 2π x / L``."""
+    coords = [c * (TWO_PI / g.length) for c in g.mesh()]  # X', Y', Z' in name order
     k = np.arange(-freq, freq + 1)
-    kk, ll = np.meshgrid(k, k, indexing="ij")
-    phase = kk.reshape(-1, 1, 1) * X + ll.reshape(-1, 1, 1) * Y  # (modes, H, W)
+    modes = np.stack(np.meshgrid(*([k] * g.dims), indexing="ij"), -1).reshape(-1, g.dims)  # x wavenumber slowest
+    phase = sum(modes[:, i].reshape(-1, *(1,) * g.dims) * coords[i] for i in range(g.dims))  # (modes, *grid)
     lam = rng.standard_normal((*shape, phase.shape[0]))
     gam = rng.standard_normal((*shape, phase.shape[0]))
     w = np.tensordot(lam, np.cos(phase), axes=1) + np.tensordot(gam, np.sin(phase), axes=1)
-    w /= np.abs(w).max(axis=(-2, -1), keepdims=True)
-    return amplitude * w + shift * rng.uniform(-1, 1, (*shape, 1, 1))
+    w /= np.abs(w).max(axis=g.axes, keepdims=True)
+    return amplitude * w + shift * rng.uniform(-1, 1, (*shape, *(1,) * g.dims))
 
 
 class _Stepper:
@@ -279,8 +366,8 @@ class _Stepper:
         N = self.spec.nonlinear
         if N is None:
             return uh * np.exp(self.L * T)
-        rate = self.spec.rate(irfft2(uh, s=(self.g.H, self.g.W)), self.p, self.g)
-        m = max(1, math.ceil(T * rate / self.CFL))
+        rate = self.spec.rate(self.g.ifft(uh), self.p, self.g)
+        m = max(1, math.ceil(T * rate / (self.CFL * self.spec.cfl)))
         h = T / m
         E, E2 = self._exp(h)
         for _ in range(m):
@@ -302,22 +389,25 @@ def solve(
     params: Mapping[str, float] | None = None,
     progress: bool = True,
 ) -> np.ndarray:
-    """Integrate preset ``pde`` from ``u0`` of shape ``(N, C, H·zoom, W·zoom)`` on ``[0, 2π]²``.
+    """Integrate preset ``pde`` from ``u0`` of shape ``(N, C, *space)`` (space = ``(H·zoom, W·zoom)`` in 2-D, one
+    to three axes as the preset allows) on the periodic domain ``[0, L)`` per axis (``L``: the preset's length).
 
-    Returns the frames ``(N, steps + 1, C, H, W)`` at times ``0, dt, ..., steps·dt``, keeping every ``zoom``-th
-    grid point along both axes.
+    Returns the frames ``(N, steps + 1, C, *space / zoom)`` at times ``0, dt, ..., steps·dt``, keeping every
+    ``zoom``-th grid point along every axis.
     """
     spec = _spec(pde)
     u0 = np.asarray(u0, dtype=np.float64)
-    if u0.ndim != 4 or u0.shape[1] != len(spec.components):
-        raise ValueError(f"u0 must have shape (N, {len(spec.components)}, H, W) for {pde}; got {u0.shape}")
-    g = _Grid(*u0.shape[-2:])
+    if not 3 <= u0.ndim <= 5 or u0.shape[1] != len(spec.components):
+        raise ValueError(f"u0 must have shape (N, {len(spec.components)}, *space) for {pde}; got {u0.shape}")
+    _dims(spec, u0.ndim - 2)
+    g = _Grid(*u0.shape[2:], length=spec.length)
     stepper = _Stepper(spec, _params(spec, params), g)
-    uh = rfft2(u0)
-    frames = [u0[..., ::zoom, ::zoom]]
+    keep = (Ellipsis, *(slice(None, None, zoom),) * g.dims)
+    uh = g.fft(u0)
+    frames = [u0[keep]]
     for _ in tqdm(range(steps), desc=f"simulate {pde}", unit="step", disable=None if progress else True):
         uh = stepper.advance(uh, dt)
-        frames.append(irfft2(uh, s=(g.H, g.W))[..., ::zoom, ::zoom])
+        frames.append(g.ifft(uh)[keep])
     u = np.stack(frames, axis=1)
     if not np.isfinite(u).all():
         raise ValueError(f"the {pde} simulation blew up; use a smaller dt or a finer zoom")
@@ -327,7 +417,7 @@ def solve(
 def simulate(
     pde: str,
     *,
-    grid: int | str | tuple[int, int] | None = None,
+    grid: int | str | tuple[int, ...] | None = None,
     steps: int | None = None,
     dt: float | None = None,
     noise: float = 0.0,
@@ -335,16 +425,25 @@ def simulate(
     seed: int = 0,
     zoom: int | None = None,
     params: Mapping[str, float] | None = None,
+    dims: int | None = None,
     progress: bool = True,
 ) -> Dataset:
     """Simulate preset ``pde`` (see :data:`PDES`) from random initial data; ``steps + 1`` frames per trajectory.
 
-    ``grid`` is the observed ``H × W`` grid (``N`` or ``"HxW"``, spacing ``dx = 2π/W``, ``dy = 2π/H``), solved on a
-    grid ``zoom`` times finer; ``noise`` adds Gaussian noise of standard deviation ``noise · std`` (std of each
-    field over all frames); ``params`` overrides the preset's coefficients (e.g. ``{"nu": 0.1}``).
+    ``grid`` is the observed grid (``N``, ``"HxW"`` or ``"DxHxW"``; spacing ``L / points`` per axis, ``L`` the
+    preset's domain length, 2π unless said), solved on a grid ``zoom`` times finer; ``dims`` the space dimensions
+    (presets that run in several, like ``heat``: ``grid=64, dims=1``; default: the grid's, else the preset's);
+    ``noise`` adds Gaussian noise of standard deviation ``noise · std`` (std of each field over all frames);
+    ``params`` overrides the preset's coefficients (e.g. ``{"nu": 0.1}``).
     """
     spec = _spec(pde)
-    H, W = parse_grid(spec.grid if grid is None else grid)
+    grid = spec.grid if grid is None else grid
+    if dims is None and isinstance(grid, str) and "x" in grid.lower().replace("×", "x"):
+        dims = len(parse_grid(grid))
+    dims = _dims(spec, dims)
+    shape = parse_grid(grid, dims)
+    if len(shape) != dims:
+        raise ValueError(f"grid {grid!r} has {len(shape)} axes but dims is {dims}")
     steps = spec.steps if steps is None else int(steps)
     dt = spec.dt if dt is None else float(dt)
     n = spec.trajectories if trajectories is None else int(trajectories)
@@ -358,13 +457,16 @@ def simulate(
     if not noise >= 0:
         raise ValueError(f"noise must be ≥ 0 (a fraction of the data's std); got {noise}")
     rng = np.random.default_rng(seed)
-    g = _Grid(H * zoom, W * zoom)
+    g = _Grid(*(m * zoom for m in shape), length=spec.length)
     u0 = fourier_initial(rng, (n, len(spec.components)), g, freq=spec.freq, amplitude=spec.amplitude, shift=spec.shift)
-    if spec.spin_up > 0 and n > 1:
+    if spec.spin_up > 0 and n > 1 or spec.spin_up_all:
         k = max(1, round(spec.spin_up / dt))
-        u0[1::2] = solve(pde, u0[1::2], dt=spec.spin_up / k, steps=k, params=params, progress=False)[:, -1]
+        which = slice(None) if spec.spin_up_all else slice(1, None, 2)
+        u0[which] = solve(pde, u0[which], dt=spec.spin_up / k, steps=k, params=params, progress=False)[:, -1]
     u = solve(pde, u0, dt=dt, steps=steps, zoom=zoom, params=params, progress=progress)
     if noise > 0:
-        std = u.std(axis=(0, 1, 3, 4), keepdims=True)
+        std = u.std(axis=(0, 1, *range(3, u.ndim)), keepdims=True)
         u = u + noise * std * rng.standard_normal(u.shape)
-    return Dataset(np.ascontiguousarray(u), dt, TWO_PI / W, TWO_PI / H, "periodic", spec.components)
+    spacing = [spec.length / m for m in reversed(shape)]  # dx, dy, dz
+    return Dataset(np.ascontiguousarray(u), dt, spacing[0], spacing[1] if dims > 1 else None, "periodic",
+                   spec.components, spacing[2] if dims > 2 else None)

@@ -1,0 +1,351 @@
+"""MATLAB ``.mat`` and HDF5 solution data for ``pdeconv discover``: the arrays the user names, as a :class:`Dataset`.
+
+``variables`` maps roles to array names: ``u`` (the solution), ``t`` and ``x`` (required), ``y`` and ``z`` (2-D and
+3-D data). A coordinate is a uniform grid vector (its step is the spacing) or a single number (the spacing itself).
+The axes of ``u`` are letters of ``n`` (trajectories), ``t``, ``c`` (fields), ``z``, ``y``, ``x``: inferred from
+the coordinates' lengths when exactly one order fits them, else stated with ``axes`` (e.g. ``"xt"``, the layout of
+PDE-FIND's ``usol``); a decreasing coordinate flips its axis so that every spacing is positive.
+
+MATLAB v5 to v7 files are read by :func:`scipy.io.loadmat` (numeric arrays only: no structs, cells or objects),
+MATLAB v7.3 and HDF5 files by h5py. MATLAB is column-major, so HDF5 holds a v7.3 array with its axes reversed;
+they are reversed back, and a v7.3 file reads as the v5 file of the same variables. The kind of file is told by
+its first bytes, not its name. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from pdeconv.discover.data import _DEFAULT_COMPONENTS, Dataset
+
+__all__ = ["ROLES", "RTOL", "contents", "kind", "read"]
+
+#: the roles an array can play: the solution and its coordinates
+ROLES = ("u", "t", "x", "y", "z")
+#: every step of a coordinate must be within max(RTOL, 100·eps)·|step| + 2·eps·max|coordinate| of the mean step
+#: (eps of the array's dtype; the second term is the rounding of the stored values); complex u whose
+#: max |Im u| is at most RTOL·max |u| is read as real
+RTOL = 1e-6
+
+_HDF5 = b"\x89HDF\r\n\x1a\n"
+_LETTERS = "ntczyx"  # u's axes, in the order of a Dataset
+_MATLAB_NUMERIC = {"double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"}
+_VAR_SYNTAX = "--var u=NAME --var t=NAME --var x=NAME (and y=, z= for 2-D, 3-D)"
+
+
+def kind(path: str | os.PathLike) -> str | None:
+    """``"mat5"`` (MATLAB v5 to v7), ``"mat73"`` (MATLAB v7.3), ``"hdf5"`` or ``None``, by the first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(520)
+    if head[:8] == _HDF5:
+        return "hdf5"
+    if head[512:520] == _HDF5:  # a 512-byte user block: MATLAB v7.3 writes its text header there
+        return "mat73" if head.startswith(b"MATLAB") else "hdf5"
+    if head.startswith(b"MATLAB 5.0 MAT-file"):
+        return "mat5"
+    return None
+
+
+def contents(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Name → shape of every array in a ``.mat`` or HDF5 file (MATLAB's shapes for ``.mat``; HDF5: dataset paths)."""
+    path = os.fspath(path)
+    with _open(path) as f:
+        return f.contents()
+
+
+def read(
+    path: str | os.PathLike,
+    variables: Mapping[str, str],
+    *,
+    axes: str | None = None,
+    complex_part: str | None = None,
+    bc: str = "periodic",
+    components: tuple[str, ...] | None = None,
+) -> Dataset:
+    """The :class:`Dataset` of the arrays ``variables`` names in a MATLAB ``.mat`` or HDF5 file.
+
+    ``variables``: role → array name (``{"u": "usol", "t": "t", "x": "x"}``; HDF5 paths like ``"group/u"``);
+    one space axis per coordinate among x, y, z. ``axes``: u's axis order when the coordinate lengths leave it
+    open, letters of n, t, c, z, y, x (``"xt"``, ``"ntyx"``); one axis beyond t and space is read as n (as c when
+    ``components`` names the fields). Spacings
+    are the coordinates' mean steps; every step must be within ``max(RTOL, 100·eps)·|step| + 2·eps·max|coordinate|``
+    of it (:data:`RTOL` = 1e-6, eps of the array's dtype: float32 files get their rounding).
+    ``complex_part``: ``"real"`` or ``"abs"`` for complex u; without it complex u is refused unless its imaginary
+    part is negligible (at most :data:`RTOL` of max |u|). ``bc``: the boundary condition (files carry none).
+    ``ValueError`` (one line) for anything the file or the request gets wrong.
+    """
+    path = os.fspath(path)
+    if complex_part not in (None, "real", "abs"):
+        raise ValueError(f"complex_part must be 'real' or 'abs'; got {complex_part!r}")
+    with _open(path) as f:
+        names = _check_roles(path, variables, f.contents())
+        arrays = f.arrays(names)
+    u = _real(path, "u", names["u"], arrays["u"], complex_part)
+    space = "".join(role for role in "zyx" if role in names)
+    steps, lengths = {}, {}
+    for role in "t" + space:
+        steps[role], lengths[role] = _spacing(path, role, names[role], _real(path, role, names[role], arrays[role]))
+    if components is not None:
+        lengths["c"] = len(components)
+    order = _axis_order(path, u.shape, space, lengths, axes, components is not None)
+    u = np.transpose(u, [order.index(letter) for letter in _LETTERS if letter in order])
+    if "n" not in order:
+        u = u[None]
+    if "c" not in order:
+        u = u[:, :, None]
+    full = "ntc" + space
+    for role, step in steps.items():
+        if lengths[role] is not None and step < 0:
+            u = np.flip(u, full.index(role))
+    if components is None:
+        c = u.shape[2]
+        if c > len(_DEFAULT_COMPONENTS):
+            raise ValueError(f"{path}: u has C = {c} fields; name them (components=[...] of {c} names)")
+        components = _DEFAULT_COMPONENTS[:c]
+    spacing = {"d" + role: abs(step) if lengths[role] is not None else step for role, step in steps.items()}
+    try:
+        return Dataset(np.ascontiguousarray(u, dtype=np.float64), bc=bc, components=tuple(components), **spacing)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+# -------------------------------------------------------------------------------------------------- files
+
+
+def _open(path: str) -> _Mat5 | _Hdf5:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such data file: {path}")
+    what = kind(path)
+    if what is None:
+        raise ValueError(f"{path} is neither a MATLAB .mat file (v5 to v7.3) nor an HDF5 file; from MATLAB, "
+                         "save it with save(FILE, ..., '-v7') or '-v7.3'")
+    return _Mat5(path) if what == "mat5" else _Hdf5(path, matlab=what == "mat73")
+
+
+def _listing(found: Mapping[str, tuple[int, ...]], most: int = 30) -> str:
+    items = [f"{name} {tuple(shape)}" for name, shape in itertools.islice(found.items(), most)]
+    more = f", … ({len(found) - most} more)" if len(found) > most else ""
+    return (", ".join(items) + more) if items else "none"
+
+
+def _not_numeric(a) -> str | None:
+    """What ``a`` is, if it is not a numeric array."""
+    if not isinstance(a, np.ndarray):
+        return f"a {type(a).__name__} (sparse or another object)"
+    if a.dtype.names:
+        return "a struct (record) array"
+    if a.dtype.kind == "O":
+        return "a cell array or object"
+    if a.dtype.kind in "SUa":
+        return "text"
+    if a.dtype.kind == "b":
+        return "logical"
+    if not np.issubdtype(a.dtype, np.number):
+        return f"of dtype {a.dtype}"
+    return None
+
+
+class _Mat5:
+    """A MATLAB v5 to v7 file through :mod:`scipy.io` (which reads it without running code)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self) -> _Mat5:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def _whos(self) -> list[tuple[str, tuple[int, ...], str]]:
+        from scipy.io import whosmat
+
+        try:
+            return whosmat(self.path)
+        except Exception as e:  # noqa: BLE001 - scipy raises several kinds for damaged files
+            raise ValueError(f"{self.path} is a damaged .mat file ({_one_line(e)})") from None
+
+    def contents(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(shape) for name, shape, _ in self._whos()}
+
+    def arrays(self, names: Mapping[str, str]) -> dict[str, np.ndarray]:
+        from scipy.io import loadmat
+
+        classes = {name: cls for name, _, cls in self._whos()}
+        for role, name in names.items():
+            if classes[name] not in _MATLAB_NUMERIC:
+                raise ValueError(f"{self.path}: {name!r} ({role}) is a MATLAB {classes[name]}, not a numeric array")
+        try:
+            found = loadmat(self.path, variable_names=list(set(names.values())), squeeze_me=False)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{self.path} is a damaged .mat file ({_one_line(e)})") from None
+        out = {}
+        for role, name in names.items():
+            if (what := _not_numeric(found[name])) is not None:
+                raise ValueError(f"{self.path}: {name!r} ({role}) is {what}, not a numeric array")
+            out[role] = found[name]
+        return out
+
+
+class _Hdf5:
+    """An HDF5 file through h5py; ``matlab``: a MATLAB v7.3 file, whose arrays are stored with reversed axes."""
+
+    def __init__(self, path: str, *, matlab: bool):
+        try:
+            import h5py
+        except ImportError:
+            raise ValueError(f"{path} is an HDF5 file (MATLAB v7.3 .mat files are too); reading it needs h5py: "
+                             "pip install h5py (or pip install 'pdeconv[hdf5]')") from None
+        self.path, self.matlab, self.h5py = path, matlab, h5py
+        try:
+            self.file = h5py.File(path, "r")
+        except OSError as e:
+            raise ValueError(f"{path} is a damaged HDF5 file ({_one_line(e)})") from None
+
+    def __enter__(self) -> _Hdf5:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+    def contents(self) -> dict[str, tuple[int, ...]]:
+        found = {}
+
+        def visit(name, obj):
+            if isinstance(obj, self.h5py.Dataset) and not (self.matlab and name.startswith("#")):  # MATLAB's #refs#
+                found[name] = obj.shape[::-1] if self.matlab else obj.shape
+
+        self.file.visititems(visit)
+        return found
+
+    def arrays(self, names: Mapping[str, str]) -> dict[str, np.ndarray]:
+        return {role: self._array(role, name) for role, name in names.items()}
+
+    def _array(self, role: str, name: str) -> np.ndarray:
+        ds = self.file[name]
+        if self.matlab:
+            cls = ds.attrs.get("MATLAB_class", b"double")
+            cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+            if cls not in _MATLAB_NUMERIC:
+                raise ValueError(f"{self.path}: {name!r} ({role}) is a MATLAB {cls}, not a numeric array")
+            if ds.attrs.get("MATLAB_empty", 0):
+                raise ValueError(f"{self.path}: {name!r} ({role}) is empty")
+        if ds.dtype.names and set(ds.dtype.names) == {"real", "imag"}:  # MATLAB's (and others') complex numbers
+            raw = ds[()]
+            a = raw["real"] + 1j * raw["imag"]
+        elif ds.dtype.kind in "biufc":
+            a = ds[()]
+        else:
+            what = ("text" if self.h5py.check_string_dtype(ds.dtype) else
+                    "references (a MATLAB cell or struct)" if self.h5py.check_ref_dtype(ds.dtype) else
+                    "a compound (record) array" if ds.dtype.names else f"of type {ds.dtype}")
+            raise ValueError(f"{self.path}: {name!r} ({role}) is {what}, not a numeric array")
+        a = np.asarray(a)
+        if (what := _not_numeric(a)) is not None:
+            raise ValueError(f"{self.path}: {name!r} ({role}) is {what}, not a numeric array")
+        return a.T if self.matlab else a
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+# -------------------------------------------------------------------------------------------------- checks
+
+
+def _check_roles(path: str, variables: Mapping[str, str], found: Mapping[str, tuple[int, ...]]) -> dict[str, str]:
+    """``variables`` checked against the roles and the file; array names as the file spells them."""
+    unknown = [role for role in variables if role not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown role(s) {', '.join(map(repr, unknown))}; the roles are {', '.join(ROLES)}")
+    missing = [role for role in ("u", "t", "x") if role not in variables]
+    if missing:
+        raise ValueError(f"{path}: name the arrays of {', '.join(missing)}: {_VAR_SYNTAX}; "
+                         f"arrays in the file: {_listing(found)}")
+    if "z" in variables and "y" not in variables:
+        raise ValueError("z needs y: 3-D data have coordinates z, y and x")
+    names = {}
+    for role, name in variables.items():
+        key = str(name).strip("/")
+        if key not in found:
+            raise ValueError(f"{path} has no array {name!r} (for {role}); arrays in the file: {_listing(found)}")
+        names[role] = key
+    return names
+
+
+def _real(path: str, role: str, name: str, a: np.ndarray, complex_part: str | None = None) -> np.ndarray:
+    """A real array from ``a``: its real part or modulus as asked, or its real part if Im is negligible."""
+    if not np.iscomplexobj(a):
+        return a
+    if complex_part == "real":
+        return a.real
+    if complex_part == "abs":
+        return np.abs(a)
+    im, scale = float(np.abs(a.imag).max(initial=0)), float(np.abs(a).max(initial=0))
+    if im <= RTOL * scale:
+        return a.real
+    hint = ("fit its real part with --real or its modulus with --abs (complex_part='real' or 'abs')" if role == "u"
+            else "coordinates must be real")
+    raise ValueError(f"{path}: {name!r} ({role}) is complex (max |Im| = {im:.3g}, max |{role}| = {scale:.3g}); "
+                     f"{hint}")
+
+
+def _spacing(path: str, role: str, name: str, a: np.ndarray) -> tuple[float, int | None]:
+    """(step, length) of a coordinate vector; (the number, None) for a single number."""
+    v = np.squeeze(a)
+    if v.ndim > 1 or v.size == 0:
+        raise ValueError(f"{path}: {name!r} ({role}) must be a vector of coordinates or a single number (the "
+                         f"spacing); got shape {a.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{path}: {name!r} ({role}) contains NaN or infinite values")
+    if v.size == 1:
+        return float(v.reshape(())), None
+    v64 = v.astype(np.float64)
+    step = (v64[-1] - v64[0]) / (v.size - 1)
+    d = np.diff(v64)
+    eps = np.finfo(v.dtype).eps if np.issubdtype(v.dtype, np.floating) else np.finfo(np.float64).eps
+    if step == 0 or np.max(np.abs(d - step)) > max(RTOL, 100 * eps) * abs(step) + 2 * eps * np.max(np.abs(v64)):
+        raise ValueError(f"{path}: {name!r} ({role}) is not uniform: steps from {d.min():.6g} to {d.max():.6g}; "
+                         f"pdeconv needs evenly spaced {role} (resample the data)")
+    return float(step), v.size
+
+
+def _axis_order(
+    path: str, shape: tuple[int, ...], space: str, lengths: Mapping[str, int | None], axes: str | None, fields: bool
+) -> str:
+    """u's axis order as letters of n, t, c, z, y, x: ``axes`` checked, or the only order the lengths fit."""
+    needed = "t" + space
+    given = ", ".join(f"{k}: {n}" for k, n in lengths.items() if n is not None) or "none (all single numbers)"
+    if axes is not None:
+        if not (set(axes) <= set(_LETTERS) and len(set(axes)) == len(axes) and set(needed) <= set(axes)
+                and set(axes) & set("zyx") == set(space)):
+            raise ValueError(f"axes {axes!r} must name each axis of u once, with t, {', '.join(space)} and "
+                             "optionally n (trajectories) and c (fields), e.g. 'xt' or 'ntyx'")
+        if len(axes) != len(shape):
+            raise ValueError(f"{path}: axes {axes!r} names {len(axes)} axes but u has {len(shape)}: shape {shape}")
+        bad = [f"{letter}: {lengths[letter]} vs {n}" for letter, n in zip(axes, shape)
+               if lengths.get(letter) not in (None, n)]
+        if bad:
+            raise ValueError(f"{path}: u of shape {shape} read as {axes!r} does not match the coordinate lengths "
+                             f"({'; '.join(bad)})")
+        return axes
+    extra = len(shape) - len(needed)
+    if not 0 <= extra <= 2:
+        raise ValueError(f"{path}: u has shape {shape}; with coordinates {', '.join(needed)} it needs "
+                         f"{len(needed)} to {len(needed) + 2} axes: {', '.join(needed)}, and optionally n "
+                         "(trajectories) and c (fields)")
+    letters = needed + ("", "c" if fields else "n", "nc")[extra]
+    fits = ["".join(p) for p in itertools.permutations(letters)
+            if all(lengths.get(letter) in (None, n) for letter, n in zip(p, shape))]
+    if not fits:
+        raise ValueError(f"{path}: u of shape {shape} does not match the coordinate lengths ({given}); "
+                         "each coordinate's length must be that of one axis of u")
+    if len(fits) > 1:
+        shown = ", ".join(fits[:6]) + (", …" if len(fits) > 6 else "")
+        raise ValueError(f"{path}: u of shape {shape} fits several axis orders ({shown}) for the coordinate "
+                         f"lengths ({given}); say which with --axes (axes=...), e.g. --axes {fits[0]}")
+    return fits[0]
