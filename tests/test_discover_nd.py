@@ -384,3 +384,28 @@ def test_integrating_factor_rollout_is_exact_for_linear_pdes_and_matches_rk4_oth
     for _ in range(2 * 400):  # plain RK4, h · rate ≈ 0.03
         v = runge_kutta_step(lambda w: model(w, p), v, 0.5 / 400, RK4)
     torch.testing.assert_close(fast[:, 2], v.detach(), rtol=0, atol=1e-6)
+
+
+def test_test_function_count_and_cli_weak_options(tmp_path, capsys):
+    from pdeconv.discover.model import PolynomialPDE
+    from pdeconv.discover.weak import TestFunctions, weak_system
+
+    data = simulate("burgers-1d", trajectories=2, steps=30, progress=False)
+    terms = build_library(("u",), "nonlinear", dims=1)
+    model = PolynomialPDE(terms, ("u",), shape=data.space, spacing=data.spacing, bc="periodic", kernel_size=5)
+    for rows in (50, 500):
+        tests = TestFunctions.for_data(data.u, 2, rows=rows)
+        n = weak_system(model, torch.from_numpy(data.u), data.dt, tests)[0].shape[0]
+        assert rows <= n < 4 * rows  # strides are rounded down: at least the count asked for, about as many
+    path = save(data, tmp_path / "b.npz")
+    assert cli.main(["discover", "fit", path, "--out", str(tmp_path / "w"), "--library", "nonlinear", "--form", "weak",
+                     "--support", "12", "--time-support", "6", "--test-functions", "300", "--iterations", "0",
+                     "--no-progress"]) == 0
+    pde = json.load(open(tmp_path / "w" / "pde.json"))
+    options = pde["options"]
+    assert options["form"] == "weak" and options["support"] == [12] and options["time_support"] == 6
+    assert "sparse regression (weak form)" in open(tmp_path / "w" / "report.md").read()
+    capsys.readouterr()
+    assert cli.main(["discover", "fit", path, "--out", str(tmp_path / "x"), "--form", "weak", "--support", "200",
+                     "--no-progress"]) == 2
+    assert "lower --support" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -401,6 +401,8 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
                    help="weak form: test-function half-width in grid points along space (default: from the data)")
     f.add_argument("--time-support", type=int, metavar="M",
                    help="weak form: test-function half-width in frames (default: from the data)")
+    f.add_argument("--test-functions", type=int, default=4096, metavar="N",
+                   help="weak form: about N test functions per equation, shifts on a regular grid (default: 4096)")
     f.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -423,7 +425,7 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
             library=a.library, coefficients=a.coefficients, degree=a.degree, max_order=a.max_order,
             kernel_size=a.kernel_size, rollout=a.rollout, substeps=a.substeps, iterations=a.iterations, l1=a.l1,
             threshold=a.threshold, weighting=weighting, holdout=a.holdout, learn_moments=not a.fixed_moments,
-            form=a.form, support=a.support, time_support=a.time_support,
+            form=a.form, support=a.support, time_support=a.time_support, test_functions=a.test_functions,
             seed=a.seed, progress=not a.no_progress,
         )
         print(discover.summary(result, paths))

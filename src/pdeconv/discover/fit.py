@@ -88,6 +88,7 @@ class FitSettings:
     support:       weak form: test-function half-width in grid points along every space axis (``None``: chosen per
                    axis from the data's spectrum; a fit records the chosen ones, a tuple in array order).
     time_support:  weak form: the same along time.
+    test_functions: weak form: about this many test functions per equation (shifts of φ on a regular grid).
     """
 
     library: str = "linear"
@@ -109,6 +110,7 @@ class FitSettings:
     form: str = "auto"
     support: int | tuple[int, ...] | None = None
     time_support: int | None = None
+    test_functions: int = 4096
 
     def __post_init__(self) -> None:
         if self.coefficients not in COEFFICIENTS:
@@ -128,6 +130,8 @@ class FitSettings:
             raise ValueError(f"form must be one of {', '.join(FORMS)}; got {self.form!r}")
         if self.form == "weak" and self.coefficients == "variable":
             raise ValueError("the weak form fits constant coefficients; use --form strong for variable ones")
+        if self.test_functions < 1:
+            raise ValueError(f"test_functions must be ≥ 1; got {self.test_functions}")
         if self.form == "strong" and (self.support is not None or self.time_support is not None):
             raise ValueError("support and time_support set the weak form's test functions: use --form weak or auto")
 
@@ -534,7 +538,7 @@ def _weak_regression(model: PolynomialPDE, data: Dataset, train: list[int], u_tr
     space_support = s.support[0] if isinstance(s.support, tuple) and len(set(s.support)) == 1 else s.support
     if isinstance(space_support, tuple):
         raise ValueError(f"support must be one half-width for every space axis; got {s.support}")
-    tests = TestFunctions.for_data(data.u[train], s.max_order, space_support, s.time_support)
+    tests = TestFunctions.for_data(data.u[train], s.max_order, space_support, s.time_support, rows=s.test_functions)
     features, target = weak_system(model, u_train, data.dt, tests)
     rms = lambda a: a.pow(2).mean(0).sqrt().clamp_min(1e-300)  # noqa: E731
     with torch.no_grad():
