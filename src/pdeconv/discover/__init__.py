@@ -74,7 +74,12 @@ def summary(result: Fit, paths: Mapping[str, str]) -> str:
     from pdeconv.discover.report import format_equations, variable_terms
 
     lines = [format_equations(result.equations, variable_terms(result))]
-    lines.append(f"explains {result.explained:.1%} of u_t on the training data (1 − residual/‖u_t‖²; u_t = 0: 0%)")
+    form = result.settings.form
+    if form == "weak":
+        lines.append(f"weak form: test functions ±{result.settings.time_support} frames, "
+                     f"±{', '.join(map(str, result.settings.support))} points in space")
+    lines.append(f"explains {result.explained:.1%} of {result.explained_of} on the training data "
+                 "(1 − residual/total; u_t = 0: 0%)")
     if result.warning:
         lines.append(f"warning: {result.warning}")
     e = result.error

@@ -156,16 +156,23 @@ class Fit:
     settings: FitSettings
     seconds: float
     history: list[tuple[str, float]] = field(default_factory=list)
-    explained: float = float("nan")  # 1 − ‖u_t − F(u)‖² / ‖u_t‖² on the training data (:func:`explained_share`)
+    explained: float = float("nan")  # 1 − ‖u_t − F(u)‖² / ‖u_t‖² on the training data (:func:`explained_share`;
+    # in the weak sense for a weak-form fit)
 
     @property
     def warning(self) -> str | None:
         """A sentence when the PDE explains less than :data:`EXPLAINED_WARNING` of ``u_t``, else ``None``."""
         if self.explained >= EXPLAINED_WARNING:
             return None
-        return (f"the recovered PDE explains only {self.explained:.1%} of u_t on the training data (u_t = 0 "
+        return (f"the recovered PDE explains only {self.explained:.1%} of {self.explained_of} on the training data "
+                f"(u_t = 0 "
                 f"explains 0%): these data may not follow a PDE of this library, or may be too noisy or too coarse "
                 f"in time; check the data, or try another --library or --max-order")
+
+    @property
+    def explained_of(self) -> str:
+        """What :attr:`explained` is a share of: ``u_t``, or its integrals against the weak form's test functions."""
+        return "u_t" if self.settings.form != "weak" else "∫φ·u_t (weak form)"
 
     @property
     def options(self) -> dict:
@@ -434,9 +441,19 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_
     return last
 
 
-def explained_share(model: PolynomialPDE, u: torch.Tensor, dt: float) -> float:
+def explained_share(model: PolynomialPDE, u: torch.Tensor, dt: float, tests: TestFunctions | None = None) -> float:
     """``1 − ‖u_t − F(u)‖² / ‖u_t‖²`` over the frames where :func:`time_derivative` gives ``u_t``: 1 for a perfect
-    fit, 0 for the trivial PDE ``u_t = 0``, negative when F predicts worse than that."""
+    fit, 0 for the trivial PDE ``u_t = 0``, negative when F predicts worse than that.
+
+    With ``tests`` (a weak-form fit), the same share in the weak sense: of the integrals ``−∫ φ_t u`` against the
+    test functions, explained by ``Σ_j c_j ∫ φ θ_j`` (pointwise ``u_t`` of noisy data is mostly noise)."""
+    if tests is not None:
+        with torch.no_grad():
+            features, target = weak_system(model, u, dt, tests)
+            c = model.prepare()[0].to(features.dtype)  # (C, J)
+            residual = float((target - features @ c.T).square().sum())
+        total = float(target.square().sum())
+        return 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else float("-inf"))
     ut, frames = time_derivative(u, dt)
     with torch.no_grad():
         residual = sum(float((ut[n] - model(u[n, frames])).square().sum()) for n in range(u.shape[0]))
@@ -614,7 +631,7 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
         settings = s = replace(s, support=tests.support[1:], time_support=tests.support[0])
     judged = heldout or train[:1]
     error, predicted = prediction_error(model, u[judged], data.dt, steps_per_dt)
-    explained = explained_share(model, u_train, data.dt)
+    explained = explained_share(model, u_train, data.dt, tests)
     return Fit(
         model=model, data=data, train=train, heldout=heldout, equations=model.equations(), error=error,
         error_source="held-out" if heldout else "training", error_trajectory=judged[0], predicted=predicted,

@@ -211,8 +211,12 @@ def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None)
         + ("`(x,y)` marks a variable coefficient: the number is the mean of its field (all fields in `fields.npz`)."
            if fit.settings.coefficients == "variable" else ""),
         "",
-        f"It explains {fit.explained:.1%} of u_t on the training data (1 − ‖u_t − F(u)‖² / ‖u_t‖²; the trivial "
-        "PDE u_t = 0 explains 0%).",
+        (f"It explains {fit.explained:.1%} of u_t on the training data (1 − ‖u_t − F(u)‖² / ‖u_t‖²; the trivial "
+         "PDE u_t = 0 explains 0%)." if fit.settings.form != "weak" else
+         f"Fitted in the weak form (test functions of half-width {fit.settings.time_support} frames and "
+         f"{', '.join(map(str, fit.settings.support))} grid points along space). It explains {fit.explained:.1%} "
+         "of the integrals −∫φ_t·u on the training data (1 − ‖b − Wc‖² / ‖b‖² over the test functions; the "
+         "trivial PDE explains 0%)."),
         "",
         *([f"**Warning:** {fit.warning}.", ""] if fit.warning else []),
         "## Prediction",
