@@ -411,3 +411,19 @@ def test_test_function_count_and_cli_weak_options(tmp_path, capsys):
     assert cli.main(["discover", "fit", path, "--out", str(tmp_path / "x"), "--form", "weak", "--support", "200",
                      "--no-progress"]) == 2
     assert "lower --support" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_auto_form_choice_rule():
+    from types import SimpleNamespace
+
+    from pdeconv.discover.fit import _choose_form
+
+    def fake(loss, terms):  # what _choose_form reads: the loss and which terms the mask keeps
+        mask = torch.zeros(1, 4, 1)
+        mask[0, :terms] = 1
+        return (loss, SimpleNamespace(mask=mask), 1, None)
+
+    assert _choose_form({"strong": fake(1.00, 3), "weak": fake(1.03, 2)}) == "weak"  # a tie: fewer terms
+    assert _choose_form({"strong": fake(1.00, 2), "weak": fake(1.20, 2)}) == "strong"  # 20% apart: the lower loss
+    assert _choose_form({"strong": fake(1.00, 2), "weak": fake(1.04, 2)}) == "weak"  # a tie, same terms: weak
+    assert _choose_form({"strong": fake(1.00, 2), "weak": fake(0.90, 3)}) == "weak"  # 10% better beats parsimony

@@ -81,10 +81,10 @@ class FitSettings:
     max_windows:   rollout windows per refit.
     seed:          random seed of the window draw.
     form:          "strong" (pointwise regression on filtered derivatives), "weak" (integrals against test
-                   functions, :mod:`~pdeconv.discover.weak`; constant coefficients) or "auto": both, each with
-                   its rollout refit, and the one whose PDE predicts the data's own frames better (the rollout
-                   loss; within 5%, the one with fewer terms) is kept (strong for variable coefficients, or when
-                   the data are too short for test functions).
+                   functions, :mod:`~pdeconv.discover.weak`; constant coefficients) or "auto": both regressions,
+                   each refit (only the better start when both kept the same terms or one starts 4× worse), and
+                   the one whose PDE predicts the data's own frames better is kept (the rollout loss; within 5%:
+                   fewer terms, then the weak form). Strong for variable coefficients, or data too short for weak.
     support:       weak form: test-function half-width in grid points along every space axis (``None``: chosen per
                    axis from the data's spectrum; a fit records the chosen ones, a tuple in array order).
     time_support:  weak form: the same along time.
@@ -534,19 +534,29 @@ def _threads(n: int | None):
 
 #: auto: forms whose final rollout loss is within this factor of the best count as equally good
 FORM_TIE = 1.05
+#: auto: a form whose regression's rollout loss is this many times the other's is not refit
+FORM_SKIP = 4.0
 
 
 def _choose_form(fitted: dict) -> str:
     """Auto's choice: among the forms whose rollout loss is within :data:`FORM_TIE` of the lowest, the one with the
-    fewest terms (then the lower loss). On noisy data the loss bottoms out at the noise for both forms, and the
-    strong form's refit reaches it with extra terms fitted to the noise; on clean data the losses differ by far more."""
+    fewest terms, then the weak form, then the lower loss. On noisy data the loss bottoms out at the noise for both
+    forms: the strong form's refit reaches it with extra terms fitted to the noise, and of two equally good fits
+    the weak one has averaged the noise where the strong one differentiated it. On clean data the losses differ by
+    far more than 5%, or the two forms found the same terms and only the better start was refit."""
     best = min(loss for loss, *_ in fitted.values())
     near = [f for f, (loss, *_) in fitted.items() if loss <= FORM_TIE * best]
 
     def terms(f: str) -> int:
         return int((fitted[f][1].mask > 0).any(-1).sum())
 
-    return min(near, key=lambda f: (terms(f), fitted[f][0]))
+    return min(near, key=lambda f: (terms(f), f != "weak", fitted[f][0]))
+
+
+def _same_terms(a: PolynomialPDE, b: PolynomialPDE) -> bool:
+    """Whether two fits kept the same terms in every equation."""
+    return a.equations().keys() == b.equations().keys() and all(
+        set(x) == set(y) for x, y in zip(a.equations().values(), b.equations().values(), strict=True))
 
 
 def _weak_regression(model: PolynomialPDE, data: Dataset, train: list[int], u_train: torch.Tensor,
@@ -615,15 +625,24 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
             candidate.mask[still] = 0.0
         candidate = candidate.restricted()
         substeps = candidate.stable_substeps(u_train[:, 0], data.dt, minimum=s.substeps or 1)
-        loss = lambda m=candidate, k=substeps: _rollout_loss(m, *windows, data.dt, k, s.smooth)  # noqa: E731
         with torch.no_grad():
-            final = float(loss())
-        history.append((f"sparse regression ({form} form)", final))
+            loss = float(_rollout_loss(candidate, *windows, data.dt, substeps, s.smooth))
+        history.append((f"sparse regression ({form} form)", loss))
+        fitted[form] = (loss, candidate, substeps, tests)
+    if len(fitted) == 2:
+        worse = max(fitted, key=lambda f: fitted[f][0])
+        better = min(fitted, key=lambda f: fitted[f][0])
+        if _same_terms(fitted[worse][1], fitted[better][1]) or fitted[worse][0] >= FORM_SKIP * fitted[better][0]:
+            # the same PDE up to its coefficients (one refit finds what both would), or a start so much worse
+            # that its refit could only catch up by fitting noise: refit the better start only
+            del fitted[worse]
+    for form, (loss, candidate, substeps, tests) in list(fitted.items()):
         if s.iterations and candidate.terms:
             keep_below = WEAK_REFIT_GAIN if form == "weak" else 1.0
-            final = _lbfgs(candidate, loss, s.iterations, progress, keep_below)
-            history.append((f"rollout refit ({form} form)", final))
-        fitted[form] = (final, candidate, substeps, tests)
+            objective = lambda m=candidate, k=substeps: _rollout_loss(m, *windows, data.dt, k, s.smooth)  # noqa: E731
+            loss = _lbfgs(candidate, objective, s.iterations, progress, keep_below)
+            history.append((f"rollout refit ({form} form)", loss))
+        fitted[form] = (loss, candidate, substeps, tests)
     form = _choose_form(fitted)
     _, model, steps_per_dt, tests = fitted[form]
     settings = s = replace(s, form=form)
