@@ -310,3 +310,11 @@ def test_an_unfinished_run_without_its_checkpoint_is_trained_again(tmp_path, dat
     result = experiment.compare(["baseline"], [0], tmp_path / "exp", base=base)
     assert "training again (unfinished, no checkpoint here)" in capsys.readouterr().out
     assert len(result.rows) == 1 and (run / "checkpoint.pt").exists()
+
+
+def test_report_names_where_the_runs_are():
+    from pdeconv.experiment.report import _run_home
+
+    assert _run_home([{"run": "runs/baseline/seed0"}, {"run": "runs/neumann/seed0"}]) == "`runs/`"
+    shared = _run_home([{"run": "../store-fast/baseline/seed0"}, {"run": "../store-fast/seed/seed1"}])
+    assert shared.startswith("`../store-fast/`") and "VARIANT/seedS" in shared

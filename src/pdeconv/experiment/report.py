@@ -150,6 +150,14 @@ def _learned_pde(out: Path, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _run_home(rows: list[dict[str, Any]]) -> str:
+    """Where the runs of ``rows`` live, relative to the report: ``runs/``, or a shared run store's folder."""
+    homes = {str(Path(r["run"]).parent.parent) for r in rows if r.get("run")}
+    if len(homes) == 1 and (home := homes.pop()) not in ("runs", "."):
+        return f"`{home}/` (a run store shared with other experiments: `{home}/VARIANT/seedS`)"
+    return "`runs/`"
+
+
 def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig, *, reference: str = "baseline",
                  target_ci: float | None = None, max_seeds: int = 10, command: str | None = None) -> Report:
     """Write ``report.md`` and the plots; return the :class:`Report` (its table is also printed).
@@ -219,7 +227,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
         "",
         *[f"![{p.stem}]({p.name})" for p in plots],
         "",
-        "Every run's files (config.json, metrics.jsonl, TensorBoard events, checkpoint) are under `runs/`.",
+        f"Every run's files (config.json, metrics.jsonl, TensorBoard events, checkpoint) are under {_run_home(rows)}.",
         "",
     ]
     _checkpoint.write_text(out / "report.md", "\n".join(text))
