@@ -132,6 +132,7 @@ def test_library_names():
 def test_format_equations():
     eqs = {"u": {"u_xx": 0.2, "u*u_x": -1.0, "1": 0.5}, "v": {}}
     assert format_equations(eqs, {"u": ["u_xx"]}) == "u_t = 0.2(x,y)·u_xx − 1·u*u_x + 0.5\nv_t = 0"
+    assert format_equations({"u": {"u_xx": 0.2}}, {"u": ["u_xx"]}, space_dims=1) == "u_t = 0.2(x)·u_xx"
 
 
 # -------------------------------------------------------------------------------------------------- fit

@@ -73,7 +73,7 @@ def summary(result: Fit, paths: Mapping[str, str]) -> str:
     """What the command line prints: the recovered equation, the prediction error and where the files are."""
     from pdeconv.discover.report import format_equations, variable_terms
 
-    lines = [format_equations(result.equations, variable_terms(result))]
+    lines = [format_equations(result.equations, variable_terms(result), result.data.space_dims)]
     form = result.settings.form
     if form == "weak":
         lines.append(f"weak form: test functions ±{result.settings.time_support} frames, "

@@ -26,14 +26,17 @@ def _number(c: float) -> str:
     return f"{c:.6g}"
 
 
-def format_equations(equations: dict[str, dict[str, float]], variable: dict[str, list[str]] | None = None) -> str:
-    """``u_t = 0.6·u_x + 0.8·u_y − u*u_x``, one line per field; ``c(x,y)`` marks a variable coefficient (its mean)."""
+def format_equations(equations: dict[str, dict[str, float]], variable: dict[str, list[str]] | None = None,
+                     space_dims: int = 2) -> str:
+    """``u_t = 0.6·u_x + 0.8·u_y − u*u_x``, one line per field; ``c(x,y)`` marks a variable coefficient (its mean;
+    ``c(x)`` in 1-D, ``c(x,y,z)`` in 3-D)."""
     variable = variable or {}
+    where = "(" + ",".join(("x", "y", "z")[:space_dims]) + ")"
     lines = []
     for field, terms in equations.items():
         parts = []
         for name, c in terms.items():
-            coef = _number(abs(c)) + ("(x,y)" if name in variable.get(field, []) else "")
+            coef = _number(abs(c)) + (where if name in variable.get(field, []) else "")
             body = coef if name == "1" else f"{coef}·{name}"
             parts.append(("−" if c < 0 else "+", body))
         if not parts:
@@ -202,7 +205,7 @@ def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None)
         "## Recovered equation",
         "",
         "```",
-        format_equations(fit.equations, variable_terms(fit)),
+        format_equations(fit.equations, variable_terms(fit), d.space_dims),
         "```",
         "",
         ("x runs along the grid. " if d.space_dims == 1 else
