@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from pdeconv.boundary import pad
 from pdeconv.discover.library import Term
-from pdeconv.layers.steppers import RK4, runge_kutta_step
+from pdeconv.layers.steppers import RK4, integrating_factor_rk4_step, runge_kutta_step
 from pdeconv.layers.varcoef import monomials
 from pdeconv.stencil import kernel_from_moments, moment_constraints, multi_indices
 
@@ -353,11 +353,7 @@ class PolynomialPDE(nn.Module):
 
         v = torch.fft.rfftn(u, dim=axes)
         for _ in range(substeps):
-            k1 = N(v)
-            k2 = N(E2 * (v + 0.5 * h * k1))
-            k3 = N(E2 * v + 0.5 * h * k2)
-            k4 = N(E * v + h * E2 * k3)
-            v = E * v + (h / 6) * (E * k1 + 2 * E2 * (k2 + k3) + k4)
+            v = integrating_factor_rk4_step(v, N, E, E2, h)
         return torch.fft.irfftn(v, s=space, dim=axes)
 
     def rollout(self, u0: Tensor, steps: int, dt: float, substeps: int = 1) -> Tensor:

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pdeconv.discover.data import Dataset
+from pdeconv.layers.steppers import integrating_factor_rk4_step
 
 __all__ = ["PDES", "Spec", "simulate", "solve", "parse_grid", "true_equations", "fourier_initial"]
 
@@ -371,11 +372,7 @@ class _Stepper:
         h = T / m
         E, E2 = self._exp(h)
         for _ in range(m):
-            k1 = N(uh, self.p, self.g)
-            k2 = N(E2 * (uh + 0.5 * h * k1), self.p, self.g)
-            k3 = N(E2 * uh + 0.5 * h * k2, self.p, self.g)
-            k4 = N(E * uh + h * E2 * k3, self.p, self.g)
-            uh = E * uh + (h / 6) * (E * k1 + 2 * E2 * (k2 + k3) + k4)
+            uh = integrating_factor_rk4_step(uh, lambda w: N(w, self.p, self.g), E, E2, h)
         return uh
 
 

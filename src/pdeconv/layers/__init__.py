@@ -21,6 +21,7 @@ from pdeconv.layers.steppers import (
     SymmetricConv,
     Verlet,
     conv_adjoint,
+    integrating_factor_rk4_step,
     runge_kutta_step,
 )
 from pdeconv.layers.varcoef import VariableCoefficients, monomials
@@ -42,5 +43,6 @@ __all__ = [
     "dirac",
     "maxwell_te",
     "monomials",
+    "integrating_factor_rk4_step",
     "runge_kutta_step",
 ]
