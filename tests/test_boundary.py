@@ -166,3 +166,19 @@ def test_switched_convs_pad_through_pad_and_keep_their_parameters(bc):
     assert torch.autograd.gradcheck(conv, (x,))
     B.set_boundary(conv, "dirichlet")  # back to zero padding inside the convolution
     torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride=2, padding=1))
+
+
+@pytest.mark.parametrize("bc", ["dirichlet", "neumann", "periodic", "replicate"])
+def test_convolve_along_one_axis_is_the_column_or_row_kernel(bc):
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(2, 3, 9, 11, generator=g, dtype=torch.float64)
+    taps = torch.randn(5, generator=g, dtype=torch.float64)
+    # oracle: the 2-D convolution with a 5×1 (column) or 1×5 (row) kernel under the same boundary condition;
+    # different kernels sum in different orders: float64 round-off only
+    torch.testing.assert_close(B.convolve_along(u, taps, -2, bc), B.convolve(u, taps[:, None], bc))
+    torch.testing.assert_close(B.convolve_along(u, taps, 3, bc), B.convolve(u, taps[None, :], bc))
+    valid = B.convolve_along(u, taps, -1, None, stride=2)  # centres 2, 4, 6, 8
+    manual = torch.stack([(u[..., c - 2:c + 3] * taps).sum(-1) for c in (2, 4, 6, 8)], -1)
+    torch.testing.assert_close(valid, manual)
+    with pytest.raises(ValueError, match="odd length"):
+        B.convolve_along(u, taps[:4], 0)

@@ -286,3 +286,11 @@ def test_truncate_keeps_exactly_the_moments_up_to_the_order(max_order, seed):
     torch.testing.assert_close(Mt[..., order <= max_order], M[..., order <= max_order], rtol=1e-12, atol=1e-12)
     assert float(Mt[..., order > max_order].abs().sum()) < 1e-11
     torch.testing.assert_close(S.truncate(t, max_order), t, rtol=1e-12, atol=1e-12)  # a projection
+
+
+def test_binomial_rows_make_the_gaussian():
+    assert S.binomial(5, torch.float64).tolist() == [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16]
+    torch.testing.assert_close(S.gaussian(5, torch.float64), torch.outer(S.binomial(5, torch.float64),
+                                                                         S.binomial(5, torch.float64)))
+    with pytest.raises(ValueError, match="odd"):
+        S.binomial(4)

@@ -38,7 +38,10 @@ from torch.autograd.function import once_differentiable
 
 from pdeconv import paths
 
-__all__ = ["BOUNDARY_CONDITIONS", "BoundaryConv2d", "padding_mode", "pad", "convolve", "set_boundary", "boundary_of"]
+__all__ = [
+    "BOUNDARY_CONDITIONS", "BoundaryConv2d", "padding_mode", "pad", "convolve", "convolve_along", "set_boundary",
+    "boundary_of",
+]
 
 #: boundary condition → ``nn.Conv2d(padding_mode=...)``
 BOUNDARY_CONDITIONS: dict[str, str] = {
@@ -182,6 +185,24 @@ def convolve(u: Tensor, kernel: Tensor, bc: str = "dirichlet", stride: int = 1, 
     u = pad(u, (kw // 2, kw // 2, kh // 2, kh // 2), bc)
     out = F.conv2d(u, kernel, stride=stride, groups=groups)
     return out[0, 0] if squeeze else out
+
+
+def convolve_along(x: Tensor, taps: Tensor, axis: int, bc: str | None = None, *, stride: int = 1) -> Tensor:
+    """A 1-D filter ``taps`` (odd length ``2r + 1``) along one ``axis`` of ``x``, as a cross-correlation:
+    ``out[i] = Σ_k taps[k] · x[c_i + k − r]`` with centres ``c_i``.
+
+    With a boundary condition ``bc`` the axis is padded by ``r`` under it and ``c_i = i·stride`` (same size for
+    stride 1); with ``bc=None`` only the shifts that fit are taken, ``c_i = r + i·stride``. Other axes untouched.
+    """
+    taps = taps.to(dtype=x.dtype, device=x.device).reshape(1, 1, -1)
+    if taps.shape[-1] % 2 == 0:
+        raise ValueError(f"taps must have an odd length 2r + 1; got {taps.shape[-1]}")
+    moved = x.movedim(axis, -1)
+    flat = moved.reshape(-1, 1, moved.shape[-1])
+    if bc is not None:
+        flat = pad(flat, taps.shape[-1] // 2, bc, dims=1)
+    out = F.conv1d(flat, taps, stride=stride)
+    return out.reshape(*moved.shape[:-1], out.shape[-1]).movedim(-1, axis)
 
 
 class BoundaryConv2d(nn.Conv2d):

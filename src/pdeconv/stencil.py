@@ -55,6 +55,7 @@ __all__ = [
     "laplacian",
     "sobel_x",
     "sobel_y",
+    "binomial",
     "gaussian",
     "upwind_x",
     "upwind_y",
@@ -508,12 +509,18 @@ def sobel_y(size: int = 3, dtype: torch.dtype | None = None) -> Tensor:
     return _embed(_t([[-1, -2, -1], [0, 0, 0], [1, 2, 1]]), size, dtype)
 
 
-def gaussian(size: int = 3, dtype: torch.dtype | None = None) -> Tensor:
-    """Binomial smoothing kernel (outer product of binomial rows, sum 1). 3×3: ``1 + ¼∂x² + ¼∂y² + (1/16)∂x²∂y²``."""
+def binomial(size: int = 3, dtype: torch.dtype | None = None) -> Tensor:
+    """The 1-D binomial smoothing filter ``C(size − 1, i) / 2^(size − 1)`` (sum 1); 3 points: ``1 + ½∂x²``."""
     if size < 1 or size % 2 == 0:
-        raise ValueError(f"gaussian size must be odd and ≥ 1; got {size}")
+        raise ValueError(f"binomial and gaussian sizes must be odd and ≥ 1; got {size}")
     row = torch.tensor([math.comb(size - 1, i) for i in range(size)], dtype=torch.float64)
-    row = row / row.sum()
+    return (row / row.sum()).to(_dtype(dtype))
+
+
+def gaussian(size: int = 3, dtype: torch.dtype | None = None) -> Tensor:
+    """Binomial smoothing kernel (outer product of :func:`binomial` rows, sum 1). 3×3:
+    ``1 + ¼∂x² + ¼∂y² + (1/16)∂x²∂y²``."""
+    row = binomial(size, torch.float64)
     return torch.outer(row, row).to(_dtype(dtype))
 
 

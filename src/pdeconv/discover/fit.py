@@ -28,15 +28,14 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pdeconv.boundary import convolve, pad
+from pdeconv.boundary import convolve_along
 from pdeconv.discover.data import Dataset
 from pdeconv.discover.library import build_library
 from pdeconv.discover.model import Derivatives, PolynomialPDE
 from pdeconv.discover.weak import TestFunctions, weak_system
-from pdeconv.stencil import finite_difference, gaussian
+from pdeconv.stencil import binomial, finite_difference
 
 __all__ = [
     "COEFFICIENTS",
@@ -374,38 +373,20 @@ def _windows(
 def _rollout_loss(model: PolynomialPDE, u0, target, w, dt: float, substeps: int, smooth: int = 0) -> torch.Tensor:
     """Weighted squared rollout error over weighted squared motion ``‖u(t0 + k) − u(t0)‖²``, per field, averaged.
 
-    With ``smooth`` > 1 the error is first blurred by the ``smooth × smooth`` binomial filter: noise in the start
-    frames lives at grid scale, and matching it there would reward extra diffusion (biasing ν upwards).
+    With ``smooth`` > 1 the error is first blurred by the ``smooth``-point binomial filter along every space axis:
+    noise in the start frames lives at grid scale, and matching it there would reward extra diffusion (biasing ν
+    upwards).
     """
     pred = model.rollout(u0, target.shape[1], dt, substeps)[:, 1:]
     diff = pred - target
-    B, K, C, *space = diff.shape
-    if smooth > 1:
-        if len(space) == 2:
-            blur = gaussian(smooth, dtype=diff.dtype)
-            diff = convolve(diff.reshape(B * K, C, *space), blur, model.bc).view(B, K, C, *space)
-        else:
-            diff = _binomial_blur(diff, smooth, model.bc, len(space))
-    summed = (0, 1, *range(3, 3 + len(space)))
+    if smooth > 1:  # the binomial filter along each space axis (in 2-D: stencil.gaussian, separably)
+        taps = binomial(smooth, diff.dtype)
+        for axis in range(3, diff.dim()):
+            diff = convolve_along(diff, taps, axis, model.bc)
+    summed = (0, 1, *range(3, diff.dim()))  # all but the fields
     err = (diff.pow(2) * w).sum(dim=summed)
     motion = ((target - u0.unsqueeze(1)).pow(2) * w).sum(dim=summed).clamp_min(1e-300)
     return (err / motion).mean()
-
-
-def _binomial_blur(x: torch.Tensor, size: int, bc: str, dims: int) -> torch.Tensor:
-    """The ``size``-point binomial filter along each of the last ``dims`` axes of ``x``, boundary ``bc`` (the
-    tensor-product filter :func:`~pdeconv.stencil.gaussian` is in 2-D)."""
-    taps = torch.tensor([math.comb(size - 1, i) for i in range(size)], dtype=x.dtype) / 2 ** (size - 1)
-    r = size // 2
-    shape = x.shape
-    space = shape[len(shape) - dims:]
-    for axis in range(dims):
-        y = pad(x.reshape(-1, 1, *space), r, bc, dims=dims)
-        kernel = taps.view([size if i == axis else 1 for i in range(dims)])
-        y = (F.conv1d, F.conv2d, F.conv3d)[dims - 1](y, kernel[None, None])
-        keep = [slice(None), slice(None)] + [slice(None) if i == axis else slice(r, r + n) for i, n in enumerate(space)]
-        x = y[tuple(keep)].reshape(shape)
-    return x
 
 
 def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_below: float = 1.0) -> float:
@@ -447,17 +428,15 @@ def explained_share(model: PolynomialPDE, u: torch.Tensor, dt: float, tests: Tes
 
     With ``tests`` (a weak-form fit), the same share in the weak sense: of the integrals ``−∫ φ_t u`` against the
     test functions, explained by ``Σ_j c_j ∫ φ θ_j`` (pointwise ``u_t`` of noisy data is mostly noise)."""
-    if tests is not None:
-        with torch.no_grad():
+    with torch.no_grad():
+        if tests is not None:
             features, target = weak_system(model, u, dt, tests)
             c = model.prepare()[0].to(features.dtype)  # (C, J)
-            residual = float((target - features @ c.T).square().sum())
-        total = float(target.square().sum())
-        return 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else float("-inf"))
-    ut, frames = time_derivative(u, dt)
-    with torch.no_grad():
-        residual = sum(float((ut[n] - model(u[n, frames])).square().sum()) for n in range(u.shape[0]))
-    total = float(ut.square().sum())
+            residual, total = float((target - features @ c.T).square().sum()), float(target.square().sum())
+        else:
+            ut, frames = time_derivative(u, dt)
+            residual = sum(float((ut[n] - model(u[n, frames])).square().sum()) for n in range(u.shape[0]))
+            total = float(ut.square().sum())
     return 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else float("-inf"))
 
 

@@ -32,7 +32,7 @@ Coefficient = float | Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 class _Grid:
     """A periodic grid of ``shape`` points (array order) on ``[0, L)`` per axis: coordinates, wavenumbers (rfftn
-    layout, the last axis halved) and the 2/3-rule mask. ``L = length``; ``kx``/``ky`` are the last two axes'."""
+    layout, the last axis halved) and the 2/3-rule mask. ``L = length``."""
 
     def __init__(self, *shape: int, length: float = TWO_PI):
         self.shape, self.length, self.dims = tuple(shape), float(length), len(shape)
@@ -46,11 +46,16 @@ class _Grid:
         self.dealias = np.ones((), dtype=bool)
         for k, n in zip(self.k, self.shape, strict=True):
             self.dealias = self.dealias & (np.abs(k) < n * unit / 3)
-        self.H, self.W = (self.shape[-2] if self.dims >= 2 else 1), self.shape[-1]
-        self.kx = self.k[-1]
-        self.ky = self.k[-2] if self.dims >= 2 else None
-        self.x = self.coords[-1]
-        self.y = self.coords[-2] if self.dims >= 2 else None
+
+    @property
+    def kx(self) -> np.ndarray:
+        """Wavenumbers along x, the last axis."""
+        return self.k[-1]
+
+    @property
+    def ky(self) -> np.ndarray:
+        """Wavenumbers along y, the axis before x (2-D and 3-D grids)."""
+        return self.k[-2]
 
     def fft(self, u: np.ndarray) -> np.ndarray:
         return np.fft.rfftn(u, axes=self.axes)

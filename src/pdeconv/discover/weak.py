@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from pdeconv.boundary import convolve_along
 from pdeconv.discover.model import PolynomialPDE
 
 __all__ = ["TestFunctions", "bump", "choose_support", "weak_system"]
@@ -136,14 +136,9 @@ class TestFunctions:
 def _integrate(g: torch.Tensor, profiles: list[np.ndarray], spacing: list[float], stride: tuple[int, ...]):
     """``Σ`` over each axis of ``g (N, T, *space)`` against ``profiles[axis]`` (valid shifts, every ``stride``-th),
     times the spacing: the integrals of g against every shifted test function, ``(N, T', *space')``."""
-    out = g
     for axis, (prof, h, step) in enumerate(zip(profiles, spacing, stride, strict=True), start=1):
-        moved = out.movedim(axis, -1)
-        shape = moved.shape
-        w = torch.as_tensor(prof * h, dtype=g.dtype).view(1, 1, -1)
-        res = F.conv1d(moved.reshape(-1, 1, shape[-1]), w, stride=step)
-        out = res.view(*shape[:-1], res.shape[-1]).movedim(-1, axis)
-    return out
+        g = convolve_along(g, torch.from_numpy(prof * h), axis, stride=step)
+    return g
 
 
 def weak_system(
