@@ -332,7 +332,7 @@ class PolynomialPDE(nn.Module):
 
     def step(self, u: Tensor, dt: float, substeps: int = 1, prepared: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """One time step ``dt`` of classical RK4 in ``substeps`` equal parts; with the :attr:`integrating_factor`,
-        of integrating-factor RK4 (Cox & Matthews' IF-RK4 as in :mod:`~pdeconv.discover.simulate`: the linear
+        of integrating-factor RK4 (:func:`~pdeconv.layers.steppers.integrating_factor_rk4_step`: the linear
         diagonal part exactly in Fourier space, the rest to fourth order)."""
         p = self.prepare() if prepared is None else prepared
         h = dt / substeps
