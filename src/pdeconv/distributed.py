@@ -18,6 +18,7 @@ the error: a communication thread of PyTorch's outliving the interpreter; the er
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,9 +133,13 @@ def stop(procs: Processes) -> None:
     A barrier first: no rank leaves while another still communicates, and each rank's communication threads
     have let go of the last collective's tensors before the interpreter shuts down. (A DistributedDataParallel
     model keeps its process group alive past ``destroy_process_group``; if a gloo thread releases a tensor while
-    Python is finalizing, the process aborts with "terminate called without an active exception".)
+    Python is finalizing, the process aborts with "terminate called without an active exception".) So first the
+    garbage: a finished DistributedDataParallel model sits in reference cycles and holds the group; collected now,
+    the group really ends here, its threads joined, and not at interpreter exit (where the abort still came, now
+    and then, under load, with the barrier alone).
     """
     if procs.owns_group and is_distributed():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 
