@@ -342,3 +342,83 @@ def test_files_that_are_not_npz_get_a_message_that_says_what_to_do(tmp_path):
             load(tmp_path / name)
         message = str(info.value)
         assert says in message and "numpy.savez(path, u=..." in message and "allow_pickle" not in message
+
+
+# ------------------------------------------------------------------------------------- the refit's optimiser
+
+
+class _Vector(torch.nn.Module):
+    def __init__(self, start):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
+
+
+def _least_squares(model, A, b, counter, scale=1.0):
+    def loss():
+        counter.append(1)
+        return scale * (A @ model.p - b).square().sum() / b.square().sum()
+
+    return loss
+
+
+def test_refit_solves_a_least_squares_problem_to_the_floor():
+    from pdeconv.discover.fit import REFIT_FLOOR, _lbfgs
+
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(40, 5, generator=gen, dtype=torch.float64)
+    truth = torch.tensor([1.0, -0.5, 0.25, 2.0, 0.1], dtype=torch.float64)
+    model, calls = _Vector([0.9, -0.45, 0.3, 1.9, 0.0]), []
+    loss = _lbfgs(model, _least_squares(model, A, A @ truth, calls), iterations=50, progress=False)
+    assert loss <= REFIT_FLOOR  # a consistent system: stopped at the floor, not at the iteration limit
+    torch.testing.assert_close(model.p.detach(), truth, rtol=0, atol=1e-5)  # √1e-12 relative to |b|
+    assert len(calls) < 100
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-9])
+def test_refit_stops_once_gains_stall_at_any_loss_scale(scale):
+    """An inconsistent system whose start is already at its minimum but for 1e-4 of the loss: the refit stops
+    after an iteration or two, whether the loss is of order 1 or 1e-9 (a relative rule), far below its budget."""
+    from pdeconv.discover.fit import _lbfgs
+
+    gen = torch.Generator().manual_seed(1)
+    A = torch.randn(40, 4, generator=gen, dtype=torch.float64)
+    b = torch.randn(40, generator=gen, dtype=torch.float64)
+    best = torch.linalg.lstsq(A, b).solution
+    model, calls = _Vector((best * 1.003).tolist()), []
+    start = float(_least_squares(model, A, b, [], scale)().detach())
+    loss = _lbfgs(model, _least_squares(model, A, b, calls, scale), iterations=50, progress=False)
+    assert loss <= start and loss == pytest.approx(float(_least_squares(model, A, b, [], scale)().detach()), rel=1e-12)
+    assert len(calls) <= 8
+
+
+def test_refit_restores_the_start_unless_it_gains_enough():
+    from pdeconv.discover.fit import REFIT_STALL, _lbfgs
+
+    gen = torch.Generator().manual_seed(2)
+    A = torch.randn(40, 4, generator=gen, dtype=torch.float64)
+    b = torch.randn(40, generator=gen, dtype=torch.float64)
+    best = torch.linalg.lstsq(A, b).solution
+    model = _Vector((best + 0.05).tolist())
+    objective = _least_squares(model, A, b, [])
+    start, first = model.p.detach().clone(), float(objective().detach())
+    minimum = float((A @ best - b).square().sum() / b.square().sum())
+    assert minimum > 0.5 * first  # the start is within a factor 2 of the best possible
+    assert _lbfgs(model, objective, iterations=50, progress=False, keep_below=0.5) == first
+    assert torch.equal(model.p.detach(), start)
+    # without the demand it keeps what it found: the minimum, to within the last iteration's gain (< 1%)
+    kept = _lbfgs(model, objective, iterations=50, progress=False)
+    assert minimum <= kept <= minimum * (1 + REFIT_STALL) and kept < first
+
+
+def test_refit_steps_back_from_a_blow_up():
+    """Trial steps whose loss is not finite (a rollout that blew up) are refused; the fit still converges."""
+    from pdeconv.discover.fit import _lbfgs
+
+    model = _Vector([0.5])
+
+    def loss():
+        p = model.p[0]
+        return (p - 1.0).square() + 1e-3 if float(p.detach()) < 1.2 else p * float("inf")
+
+    assert _lbfgs(model, loss, iterations=50, progress=False) == pytest.approx(1e-3, rel=1e-6)
+    assert float(model.p.detach()) == pytest.approx(1.0, abs=1e-3)
