@@ -2,8 +2,9 @@
 
 At the fast recipe's activations (batch 128, channels-last, bf16 autocast; ResNet-20's three stage shapes), a C→C
 3×3 convolution with: zero padding inside the convolution (the baseline), ``F.pad`` then the convolution
-(reflect, circular, replicate), a ``torch.cat`` of border slices then the convolution, and pdeconv's circular
-``ring`` way (``F.pad`` forward, an in-place backward). Interleaved, medians, ms per forward + backward.
+(reflect, circular, replicate), a ``torch.cat`` of border slices then the convolution, and pdeconv's ``ring``
+way for each mode (a zero padding in the input's memory format with its ghost rows and columns copied in place,
+an in-place backward). Interleaved, medians, ms per forward + backward.
 
     python benchmarks/padding.py [--repeats 20] [--smoke]
 """
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from _common import autocast, interleaved, median_ms, parser, record, run, setup, table
 
-from pdeconv.boundary import _circular_ring
+from pdeconv.boundary import _ring_pad
 
 SHAPES = [(16, 28), (32, 14), (64, 7)]
 
@@ -28,7 +29,8 @@ def cat_pad(u: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def ways(w: torch.Tensor) -> dict:
-    ring = {"circular ring": lambda u: F.conv2d(_circular_ring(u, (1, 1, 1, 1)), w)}
+    ring = {f"{mode} ring": (lambda u, m=mode: F.conv2d(_ring_pad(u, (1, 1, 1, 1), m), w))
+            for mode in ("reflect", "circular", "replicate")}
     pads = {f"{mode} F.pad": (lambda u, m=mode: F.conv2d(F.pad(u, (1, 1, 1, 1), mode=m), w))
             for mode in ("reflect", "circular", "replicate")}
     cats = {f"{mode} cat": (lambda u, m=mode: F.conv2d(cat_pad(u, m), w)) for mode in ("reflect", "circular")}

@@ -131,23 +131,37 @@ def test_set_boundary_switches_pdeconv_layers_by_name():
     assert torch.equal(model[0](u), torch.zeros(1, 4, 5, 7))  # a constant is harmonic under neumann
 
 
+@pytest.mark.parametrize("mode", ["reflect", "circular", "replicate"])
 @pytest.mark.parametrize("lrtb", [(1, 1, 1, 1), (2, 1, 0, 3), (3, 3, 2, 2)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_circular_ring_way_is_circular_padding_with_its_gradient(lrtb, channels_last):
-    # the ring way's own backward against finite differences and against PyTorch's circular padding
-    from pdeconv.boundary import _circular_ring
+def test_ring_way_is_the_padding_with_its_gradient(mode, lrtb, channels_last):
+    # the ring way (zero padding, ghosts copied in place) and its own backward against finite differences and
+    # against PyTorch's padding of the same mode; it keeps the input's memory format
+    from pdeconv.boundary import _ring_pad
 
     torch.manual_seed(3)
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
-    assert torch.equal(_circular_ring(x, lrtb), torch.nn.functional.pad(x, lrtb, mode="circular"))
-    assert torch.autograd.gradcheck(lambda t: _circular_ring(t, lrtb), (x,))
-    g = torch.randn_like(_circular_ring(x, lrtb))
-    ours = torch.autograd.grad(_circular_ring(x, lrtb), x, g)[0]
-    theirs = torch.autograd.grad(torch.nn.functional.pad(x, lrtb, mode="circular"), x, g)[0]
-    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)  # sums of ≤ 4 terms in float64
+    ours = _ring_pad(x, lrtb, mode)
+    assert torch.equal(ours, torch.nn.functional.pad(x, lrtb, mode=mode))  # copies: exact
+    assert ours.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert torch.autograd.gradcheck(lambda t: _ring_pad(t, lrtb, mode), (x,))
+    g = torch.randn_like(ours)
+    ours = torch.autograd.grad(_ring_pad(x, lrtb, mode), x, g)[0]
+    theirs = torch.autograd.grad(torch.nn.functional.pad(x, lrtb, mode=mode), x, g)[0]
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)  # sums of ≤ 9 terms in float64, any order
+
+
+@pytest.mark.parametrize("bc", ["neumann", "periodic", "replicate"])
+def test_pad_keeps_channels_last_whichever_way_it_takes(bc):
+    from pdeconv import paths
+
+    x = torch.randn(2, 3, 6, 7).contiguous(memory_format=torch.channels_last)
+    for way in ("aten", "ring"):
+        with paths.using(way):
+            assert B.pad(x, 1, bc).is_contiguous(memory_format=torch.channels_last), way
 
 
 @pytest.mark.parametrize("bc", ["neumann", "periodic", "replicate"])

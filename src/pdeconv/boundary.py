@@ -18,9 +18,11 @@ name           padding mode      meaning (ghost samples u[-1], u[-2], ... left o
 Reflect and replicate padding break the exact adjoint of a convolution (see ``layers.steppers``): only
 ``dirichlet`` and ``periodic`` keep ``⟨K u, v⟩ = ⟨u, Kᵀ v⟩`` with Kᵀ the flipped kernel.
 
-Speed: zero padding is fused into the convolution; the others are a padding copy first. PyTorch computes the
-gradient of circular padding through a composite of slices (several full-size temporaries); :func:`pad` also
-has a ``ring`` way for it, the ghost rows and columns added back onto the border in place, and
+Speed: zero padding is fused into the convolution; the others are a padding copy first. :func:`pad` has two
+ways for them on 4-D inputs, both in the input's memory format: PyTorch's ``F.pad`` (whose circular mode returns
+NCHW for a channels-last input: made channels-last again, or every layer after it would run in NCHW), and the
+``ring`` way, a zero padding whose ghost rows and columns are copied in place, with a backward that adds them back
+onto their sources in place (PyTorch's circular backward goes through full-size temporaries).
 :mod:`pdeconv.paths` measures which is faster for each shape (``set_boundary`` routes ``nn.Conv2d`` through
 :func:`pad` too).
 """
@@ -88,42 +90,67 @@ def _check_reflect(x: Tensor, lrtb: tuple[int, int, int, int], where: str = "") 
         )
 
 
-class _CircularPad(torch.autograd.Function):
-    """``F.pad(x, lrtb, mode="circular")`` whose backward adds the ghost cells' gradient back onto the opposite
-    border in place (PyTorch's own goes through a composite of slices with full-size temporaries)."""
+def _source(j: int, n: int, mode: str) -> int:
+    """The sample a ghost at index ``j`` (< 0 or ≥ n) of an axis of length n copies, under a padding mode."""
+    if mode == "reflect":
+        return -j if j < 0 else 2 * (n - 1) - j
+    if mode == "circular":
+        return j % n
+    return min(max(j, 0), n - 1)  # replicate
+
+
+def _ghosts(before: int, after: int, n: int) -> list[int]:
+    return [*range(-before, 0), *range(n, n + after)]
+
+
+class _RingPad(torch.autograd.Function):
+    """``F.pad(x, lrtb, mode)`` for the reflect, circular and replicate modes as a zero padding (which keeps x's
+    memory format: PyTorch's circular padding returns NCHW for channels-last input, and every layer after it then
+    runs in NCHW) whose ghost rows, then columns, are copied in place from the samples they mirror; the backward
+    adds each ghost's gradient back onto its source (PyTorch's own goes through full-size temporaries)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, lrtb: tuple[int, int, int, int]) -> Tensor:
-        ctx.lrtb = lrtb
-        return F.pad(x, lrtb, mode="circular")
+    def forward(ctx, x: Tensor, lrtb: tuple[int, int, int, int], mode: str) -> Tensor:
+        left, right, top, bottom = lrtb
+        H, W = x.shape[-2:]
+        ctx.lrtb, ctx.mode, ctx.size = lrtb, mode, (H, W)
+        ctx.memory_format = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+        out = F.pad(x, lrtb)
+        for j in _ghosts(top, bottom, H):  # rows first (interior columns), from interior rows
+            out[..., top + j, left:left + W] = out[..., top + _source(j, H, mode), left:left + W]
+        for j in _ghosts(left, right, W):  # then columns over every row: the corners come from the ghost rows
+            out[..., :, left + j] = out[..., :, left + _source(j, W, mode)]
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: Tensor):
         left, right, top, bottom = ctx.lrtb
-        rows = g[..., :, left:g.shape[-1] - right]  # interior columns, all rows: fold the rows first
-        h = rows.shape[-2] - top - bottom
-        folded = rows[..., top:top + h, :].clone(memory_format=torch.preserve_format)
-        if top:
-            folded[..., h - top:, :] += rows[..., :top, :]  # ghost rows above are the last rows
-        if bottom:
-            folded[..., :bottom, :] += rows[..., top + h:, :]  # ghost rows below are the first rows
-        w = folded.shape[-1]
-        blocks = ((slice(0, left), slice(w - left, w)), (slice(left + w, left + w + right), slice(0, right)))
-        for ghost, target in blocks:
-            if ghost.stop > ghost.start:
-                cols = g[..., :, ghost]  # ghost columns, all rows (corners included): fold their rows too
-                part = cols[..., top:top + h, :].clone()
-                if top:
-                    part[..., h - top:, :] += cols[..., :top, :]
-                if bottom:
-                    part[..., :bottom, :] += cols[..., top + h:, :]
-                folded[..., :, target] += part
-        return folded, None
+        (H, W), mode = ctx.size, ctx.mode
+        grad = g[..., top:top + H, left:left + W].clone(memory_format=ctx.memory_format)
+        columns = [(j, _source(j, W, mode)) for j in _ghosts(left, right, W)]
+        for j, source in columns:  # ghost columns, interior rows
+            grad[..., :, source] += g[..., top:top + H, left + j]
+        for i in _ghosts(top, bottom, H):  # ghost rows, their own ghost columns (the corners) folded in first
+            row = g[..., top + i, left:left + W].clone()
+            for j, source in columns:
+                row[..., source] += g[..., top + i, left + j]
+            grad[..., _source(i, H, mode), :] += row
+        return grad, None, None
 
 
-def _circular_ring(x: Tensor, lrtb: tuple[int, int, int, int]) -> Tensor:
-    return _CircularPad.apply(x, lrtb)
+def _ring_pad(x: Tensor, lrtb: tuple[int, int, int, int], mode: str) -> Tensor:
+    return _RingPad.apply(x, lrtb, mode)
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _aten_pad(x: Tensor, lrtb: tuple[int, int, int, int], mode: str) -> Tensor:
+    """``F.pad``, in x's memory format (its circular mode returns NCHW for a channels-last x)."""
+    out = F.pad(x, lrtb, mode=mode)
+    return out.contiguous(memory_format=torch.channels_last) if _is_channels_last(x) else out
 
 
 def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet", *, dims: int = 2) -> Tensor:
@@ -142,9 +169,9 @@ def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet", *, dims:
         return F.pad(x, lrtb)
     if x.dim() < 3:  # F.pad's non-constant modes want a channel axis
         return F.pad(x.unsqueeze(0), lrtb, mode=mode).squeeze(0)
-    if mode == "circular" and x.dim() == 4 and max(lrtb[:2]) <= x.shape[-1] and max(lrtb[2:]) <= x.shape[-2]:
-        ways = {"aten": lambda t: F.pad(t, lrtb, mode="circular"), "ring": lambda t: _circular_ring(t, lrtb)}
-        way = paths.choose("pad", ("periodic", lrtb), ways, [x], reference="aten")
+    if x.dim() == 4 and (mode != "circular" or (max(lrtb[:2]) <= x.shape[-1] and max(lrtb[2:]) <= x.shape[-2])):
+        ways = {"aten": lambda t: _aten_pad(t, lrtb, mode), "ring": lambda t: _ring_pad(t, lrtb, mode)}
+        way = paths.choose("pad", (_BC_OF_MODE[padding_mode(bc)], lrtb), ways, [x], reference="aten")
         return ways[way](x)
     return F.pad(x, lrtb, mode=mode)
 
