@@ -374,11 +374,11 @@ def test_refit_solves_a_least_squares_problem_to_the_floor():
     assert len(calls) < 100
 
 
-@pytest.mark.parametrize("scale", [1.0, 1e-9])
+@pytest.mark.parametrize("scale", [1e-2, 1e-9])
 def test_refit_stops_once_gains_stall_at_any_loss_scale(scale):
     """An inconsistent system whose start is already at its minimum but for 1e-4 of the loss: the refit stops
-    after an iteration or two, whether the loss is of order 1 or 1e-9 (a relative rule), far below its budget."""
-    from pdeconv.discover.fit import _lbfgs
+    after a few iterations, whether the loss is of order 1e-2 or 1e-9 (a relative rule), far below its budget."""
+    from pdeconv.discover.fit import REFIT_PATIENCE, _lbfgs
 
     gen = torch.Generator().manual_seed(1)
     A = torch.randn(40, 4, generator=gen, dtype=torch.float64)
@@ -388,7 +388,7 @@ def test_refit_stops_once_gains_stall_at_any_loss_scale(scale):
     start = float(_least_squares(model, A, b, [], scale)().detach())
     loss = _lbfgs(model, _least_squares(model, A, b, calls, scale), iterations=50, progress=False)
     assert loss <= start and loss == pytest.approx(float(_least_squares(model, A, b, [], scale)().detach()), rel=1e-12)
-    assert len(calls) <= 8
+    assert len(calls) <= 2 * (REFIT_PATIENCE + 2)  # ≤ 2 evaluations an iteration here
 
 
 def test_refit_restores_the_start_unless_it_gains_enough():
@@ -407,7 +407,7 @@ def test_refit_restores_the_start_unless_it_gains_enough():
     assert torch.equal(model.p.detach(), start)
     # without the demand it keeps what it found: the minimum, to within the last iteration's gain (< 1%)
     kept = _lbfgs(model, objective, iterations=50, progress=False)
-    assert minimum <= kept <= minimum * (1 + REFIT_STALL) and kept < first
+    assert minimum * (1 - 1e-12) <= kept <= minimum * (1 + REFIT_STALL) and kept < first  # lstsq rounds too
 
 
 def test_refit_steps_back_from_a_blow_up():
