@@ -14,6 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _smoke(script: str, tmp_path: Path, *extra: str) -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     results = tmp_path / f"{script}.jsonl"
     cmd = [sys.executable, str(BENCHMARKS / f"{script}.py"), "--smoke", "--threads", "1", "--device", "cpu",
            "--results", str(results), *extra]
@@ -167,3 +168,6 @@ def test_padding_smoke_and_its_cat_pad(tmp_path):
     (row,) = _smoke("padding", tmp_path)["record"]["results"]
     assert set(row) == {"shape", "zeros", "reflect F.pad", "circular F.pad", "replicate F.pad", "reflect cat",
                         "circular cat", "reflect ring", "circular ring", "replicate ring"}
+    (row,) = _smoke("padding", tmp_path / "parts", "--parts")["record"]["results"]
+    assert set(row) == {"shape", "pad", "forward same", "forward valid", "input grad same", "input grad valid",
+                        "weight grad same", "weight grad valid"}

@@ -413,8 +413,9 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_
     the coefficient error it can remove), so L-BFGS-B's unit-length first step is a step of the size the fit is
     off. Stops after ``iterations`` iterations or ``2 · iterations`` evaluations, once the last
     :data:`REFIT_PATIENCE` iterations together lowered the loss by less than :data:`REFIT_STALL` of it (with the
-    loss below :data:`REFIT_STALL_BELOW`), or below :data:`REFIT_FLOOR`. Restores
-    the start unless the end is finite and below ``keep_below`` times the starting loss; returns the loss kept.
+    loss below :data:`REFIT_STALL_BELOW`, or at any loss when ``keep_below < 1``), or below :data:`REFIT_FLOOR`.
+    Restores the start unless the end is finite and below ``keep_below`` times the starting loss; returns the loss
+    kept.
     """
     from scipy.optimize import minimize  # here: half a second of import that only a refit needs
 
@@ -455,7 +456,10 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_
         f = float(intermediate_result.fun)
         history.append(f)
         past = history[-1 - REFIT_PATIENCE] if len(history) > REFIT_PATIENCE else None
-        stalled = past is not None and past - f < REFIT_STALL * past and f * loss0 < REFIT_STALL_BELOW
+        # a refit that must gain a factor (keep_below < 1: the weak form's, from a start that already averaged
+        # the noise) stalls at any level: at that pace it cannot make its factor
+        level = REFIT_STALL_BELOW if keep_below >= 1 else float("inf")
+        stalled = past is not None and past - f < REFIT_STALL * past and f * loss0 < level
         if f * loss0 <= REFIT_FLOOR or stalled:
             raise StopIteration
 
