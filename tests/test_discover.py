@@ -422,3 +422,12 @@ def test_refit_steps_back_from_a_blow_up():
 
     assert _lbfgs(model, loss, iterations=50, progress=False) == pytest.approx(1e-3, rel=1e-6)
     assert float(model.p.detach()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_refit_of_a_perfect_fit_changes_nothing():
+    from pdeconv.discover.fit import _lbfgs
+
+    model = _Vector([1.0, 2.0])
+    assert _lbfgs(model, lambda: (model.p - torch.tensor([1.0, 2.0], dtype=torch.float64)).square().sum(),
+                  iterations=50, progress=False) == 0.0
+    assert model.p.detach().tolist() == [1.0, 2.0]

@@ -439,7 +439,7 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_
         at(z)
         loss = loss_fn()
         bar.update(1)
-        if not torch.isfinite(loss) or float(loss.detach()) <= 0:
+        if not torch.isfinite(loss):
             value = failed, np.zeros_like(z)
         else:
             grads = torch.autograd.grad(loss, params, allow_unused=True)
@@ -465,10 +465,10 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_
 
     z0 = np.zeros(x0.numel())
     first, gradient = objective(z0)
-    if first >= failed:
+    if first >= failed or first == 0.0:  # nothing to start from, or nothing left to gain
         bar.close()
         model.load_state_dict(start)
-        return float("inf")
+        return float("inf") if first >= failed else 0.0
     loss0, sigma = first, math.sqrt(first)
     cache[z0.tobytes()] = 1.0, gradient * sigma / loss0  # the same point in the scaled units
     last, z = 1.0, z0
