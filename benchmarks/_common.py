@@ -151,7 +151,7 @@ def plain_layers():
     class Product:  # the product and its field as plain autograd ops
         @staticmethod
         def apply(u, weight, grid):
-            return u * varcoef._field(weight, grid, varcoef._is_channels_last(u))
+            return u * varcoef._field(weight, grid, paths.is_channels_last(u))
 
     saved = varcoef._Modulate
     varcoef._Modulate = Product

@@ -117,3 +117,12 @@ def test_differential_layer_compiles_with_dynamic_shapes():
             # first size: compiled takes the reference path (nothing measured yet), eager then measures and may
             # choose another; both exact, so they differ by the order of summation only
             torch.testing.assert_close(compiled(u), layer(u), rtol=1e-5, atol=1e-6)
+
+
+def test_is_channels_last_names_the_memory_order():
+    x = torch.zeros(2, 3, 4, 5)
+    assert not paths.is_channels_last(x)
+    assert paths.is_channels_last(x.contiguous(memory_format=torch.channels_last))
+    assert not paths.is_channels_last(torch.zeros(2, 1, 4, 5).contiguous(memory_format=torch.channels_last))  # both
+    assert not paths.is_channels_last(torch.zeros(3, 4, 5))  # not 4-D
+    assert paths.is_channels_last(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2))  # NHWC memory by hand

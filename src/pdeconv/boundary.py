@@ -114,7 +114,7 @@ class _RingPad(torch.autograd.Function):
         left, right, top, bottom = lrtb
         H, W = x.shape[-2:]
         ctx.lrtb, ctx.mode, ctx.size = lrtb, mode, (H, W)
-        ctx.memory_format = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+        ctx.memory_format = torch.channels_last if paths.is_channels_last(x) else torch.contiguous_format
         out = F.pad(x, lrtb)
         for j in _ghosts(top, bottom, H):  # rows first (interior columns), from interior rows
             out[..., top + j, left:left + W] = out[..., top + _source(j, H, mode), left:left + W]
@@ -143,14 +143,10 @@ def _ring_pad(x: Tensor, lrtb: tuple[int, int, int, int], mode: str) -> Tensor:
     return _RingPad.apply(x, lrtb, mode)
 
 
-def _is_channels_last(x: Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
 def _aten_pad(x: Tensor, lrtb: tuple[int, int, int, int], mode: str) -> Tensor:
     """``F.pad``, in x's memory format (its circular mode returns NCHW for a channels-last x)."""
     out = F.pad(x, lrtb, mode=mode)
-    return out.contiguous(memory_format=torch.channels_last) if _is_channels_last(x) else out
+    return out.contiguous(memory_format=torch.channels_last) if paths.is_channels_last(x) else out
 
 
 def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet", *, dims: int = 2) -> Tensor:
@@ -159,7 +155,7 @@ def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet", *, dims:
     ``width`` is an int, ``(pad_h, pad_w)``, or ``(left, right, top, bottom)`` as in ``F.pad``. ``dims`` = 1 or
     3 pads the last axis (..., W) or the last three (..., D, H, W) instead, by an int ``width`` on every side.
     """
-    mode = _F_PAD_MODE[padding_mode(bc)]
+    mode = _F_PAD_MODE[padding_mode(bc)]  # validates bc
     if dims != 2:
         return _pad_axes(x, width, mode, dims)
     lrtb = _as_lrtb(width)
@@ -171,7 +167,7 @@ def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet", *, dims:
         return F.pad(x.unsqueeze(0), lrtb, mode=mode).squeeze(0)
     if x.dim() == 4 and (mode != "circular" or (max(lrtb[:2]) <= x.shape[-1] and max(lrtb[2:]) <= x.shape[-2])):
         ways = {"aten": lambda t: _aten_pad(t, lrtb, mode), "ring": lambda t: _ring_pad(t, lrtb, mode)}
-        way = paths.choose("pad", (_BC_OF_MODE[padding_mode(bc)], lrtb), ways, [x], reference="aten")
+        way = paths.choose("pad", (bc, lrtb), ways, [x], reference="aten")
         return ways[way](x)
     return F.pad(x, lrtb, mode=mode)
 

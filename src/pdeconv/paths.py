@@ -38,7 +38,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-__all__ = ["Candidate", "choose", "chosen", "clear", "mode", "restore", "set_mode", "using"]
+__all__ = ["Candidate", "choose", "chosen", "clear", "is_channels_last", "mode", "restore", "set_mode", "using"]
 
 #: A candidate path: a function of the inputs (tensors) that returns the output.
 Candidate = Callable[..., Tensor]
@@ -47,6 +47,12 @@ _MODE = os.environ.get("PDECONV_PATHS", "measure") or "measure"
 _CHOICES: dict[str, str] = {}
 _ANY_SIZE: dict[str, str] = {}  # the latest choice per configuration at any input size (for torch.compile)
 _REPEATS = 3
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """Whether ``x`` is a 4-D tensor in channels-last memory, ``(N, H, W, C)`` order, and not also plain
+    contiguous (a tensor with C = 1 or H = W = 1 is both; it counts as contiguous)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def mode() -> str:
@@ -135,8 +141,7 @@ def _key(kind: str, config: tuple, inputs: Sequence[Tensor], grad: bool, *, shap
     """``kind|config...|shape|dtype|device|layout|train-or-eval``; without the shape when ``shape`` is false."""
     x = inputs[0]
     dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-    layout = "channels_last" if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not (
-        x.is_contiguous()) else "contiguous"
+    layout = "channels_last" if is_channels_last(x) else "contiguous"
     sizes = ["x".join(map(str, x.shape))] if shape else []
     parts = [kind, *map(str, config), *sizes, str(dtype).removeprefix("torch."), x.device.type, layout]
     return "|".join(parts + (["train"] if grad else ["eval"]))

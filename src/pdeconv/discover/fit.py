@@ -425,7 +425,10 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_
     bar = tqdm(total=iterations * 2, desc="fit (rollout)", unit="eval", disable=None if progress else True, leave=False)
     failed = 1e30  # the objective at a trial step whose rollout blew up: the search steps back
     sigma, loss0 = 1.0, 1.0
-    cache: dict[bytes, tuple[float, np.ndarray]] = {}
+    last_call: dict[bytes, tuple[float, np.ndarray]] = {}  # L-BFGS-B asks again only for the point just evaluated
+    # a refit that must gain a factor (keep_below < 1: the weak form's, from a start that already averaged the
+    # noise) stalls at any level: at that pace it cannot make its factor
+    stall_level = REFIT_STALL_BELOW if keep_below >= 1 else float("inf")
 
     def at(z: np.ndarray) -> None:
         with torch.no_grad():
@@ -434,8 +437,8 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_
 
     def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
         key = z.tobytes()
-        if key in cache:
-            return cache[key]
+        if key in last_call:
+            return last_call[key]
         at(z)
         loss = loss_fn()
         bar.update(1)
@@ -446,8 +449,8 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_
             flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
             bar.set_postfix(loss=f"{loss.item():.3e}")
             value = float(loss.detach()) / loss0, (sigma / loss0) * flat.detach().to(torch.float64).numpy()
-        cache.clear()  # L-BFGS-B asks again only for the point it just evaluated
-        cache[key] = value
+        last_call.clear()
+        last_call[key] = value
         return value
 
     history = [1.0]  # f after each iteration so far
@@ -456,10 +459,7 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_
         f = float(intermediate_result.fun)
         history.append(f)
         past = history[-1 - REFIT_PATIENCE] if len(history) > REFIT_PATIENCE else None
-        # a refit that must gain a factor (keep_below < 1: the weak form's, from a start that already averaged
-        # the noise) stalls at any level: at that pace it cannot make its factor
-        level = REFIT_STALL_BELOW if keep_below >= 1 else float("inf")
-        stalled = past is not None and past - f < REFIT_STALL * past and f * loss0 < level
+        stalled = past is not None and past - f < REFIT_STALL * past and f * loss0 < stall_level
         if f * loss0 <= REFIT_FLOOR or stalled:
             raise StopIteration
 
@@ -470,7 +470,7 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_
         model.load_state_dict(start)
         return float("inf") if first >= failed else 0.0
     loss0, sigma = first, math.sqrt(first)
-    cache[z0.tobytes()] = 1.0, gradient * sigma / loss0  # the same point in the scaled units
+    last_call[z0.tobytes()] = 1.0, gradient * sigma / loss0  # the same point in the scaled units
     last, z = 1.0, z0
     if loss0 > REFIT_FLOOR:
         # scipy's own tests off (its ftol is relative to max(|f|, 1), absolute below 1): stop() decides
@@ -478,7 +478,7 @@ def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_
             maxiter=iterations, maxfun=iterations * 2, ftol=0.0, gtol=0.0, maxcor=20))
         last, z = float(result.fun), result.x
     bar.close()
-    if not math.isfinite(last) or last >= failed or last > keep_below:
+    if not math.isfinite(last) or last > keep_below:  # (a failed trial's 1e30 is above any keep_below)
         model.load_state_dict(start)
         return loss0
     at(z)

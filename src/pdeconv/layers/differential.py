@@ -44,7 +44,7 @@ PATHS = ("reference", "channels_last", "repeated", "folded")
 def _repeat(u: Tensor, m: int) -> Tensor:
     """``u`` with channel c repeated m times as channels ``c·m … c·m + m − 1``, in u's memory format."""
     N, C, H, W = u.shape
-    if u.is_contiguous(memory_format=torch.channels_last) and not u.is_contiguous():
+    if paths.is_channels_last(u):
         nhwc = u.permute(0, 2, 3, 1).unsqueeze(-1).expand(N, H, W, C, m)
         return nhwc.reshape(N, H, W, C * m).permute(0, 3, 1, 2)
     return u.unsqueeze(2).expand(N, C, m, H, W).reshape(N, C * m, H, W)
@@ -52,7 +52,7 @@ def _repeat(u: Tensor, m: int) -> Tensor:
 
 def _sum_repeats(g: Tensor, m: int) -> Tensor:
     """The adjoint of :func:`_repeat`: sum the m copies of each channel, in g's memory format."""
-    if g.is_contiguous(memory_format=torch.channels_last) and not g.is_contiguous():
+    if paths.is_channels_last(g):
         return g.permute(0, 2, 3, 1).unflatten(3, (-1, m)).sum(-1).permute(0, 3, 1, 2)
     return g.unflatten(1, (-1, m)).sum(2)
 

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from pdeconv.paths import is_channels_last
 from pdeconv.stencil import multi_indices
 
 __all__ = ["VariableCoefficients", "monomials"]
@@ -66,10 +67,6 @@ def monomials(
     return grid.unsqueeze(0).to(device=device, dtype=torch.get_default_dtype() if dtype is None else dtype)
 
 
-def _is_channels_last(t: Tensor) -> bool:
-    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-
-
 def _field(weight: Tensor, grid: Tensor, channels_last: bool) -> Tensor:
     """``a = weight ⋆ grid`` for weight (C, n) and grid (n, H, W): (1, C, H, W), channels-last or not."""
     n, H, W = grid.shape
@@ -89,7 +86,7 @@ class _Modulate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, weight: Tensor, grid: Tensor) -> Tensor:
-        a = _field(weight, grid, _is_channels_last(u))
+        a = _field(weight, grid, is_channels_last(u))
         ctx.save_for_backward(u, a, grid)
         return u * a
 
@@ -101,7 +98,7 @@ class _Modulate(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             N, C, H, W = u.shape
             product = grad * u
-            channels_last = _is_channels_last(product)
+            channels_last = is_channels_last(product)
             rows = (product.permute(0, 2, 3, 1) if channels_last else product).reshape(N, -1)
             total = product.new_ones(1, N) @ rows  # Σ_n, (1, H·W·C) or (1, C·H·W)
             monomials = grid.reshape(grid.shape[0], -1)  # (n, H·W)
@@ -188,7 +185,7 @@ class VariableCoefficients(nn.Module):
         traced = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
         wants_grad = torch.is_grad_enabled() and (u.requires_grad or self.weight.requires_grad)
         if u.dim() != 4 or traced or not wants_grad:  # nothing to save for a backward, or a compiler fuses it
-            return u * self.field(H, W, u.dtype, u.device, channels_last=_is_channels_last(u))
+            return u * self.field(H, W, u.dtype, u.device, channels_last=is_channels_last(u))
         weight = self.weight.to(u.dtype)[:, :, 0, 0]  # under autocast: the dtype of u, as conv2d would cast
         with torch.autocast(u.device.type, enabled=False):
             return _Modulate.apply(u, weight, self._monomials(H, W, u.dtype, u.device)[0])
