@@ -297,6 +297,42 @@ def test_experiments_share_runs_through_a_run_store_and_rebuild_without_checkpoi
         experiment.compare(["baseline"], [0], tmp_path / "c", base=replace(base, epochs=2), runs=store)
 
 
+def test_a_run_another_process_is_training_is_left_for_last_then_waited_for(tmp_path, data_dir, capsys, monkeypatch):
+    # two compare commands sharing a run store: the run the other one holds is not trained twice at once
+    import importlib
+
+    from pdeconv import run
+
+    compare_module = importlib.import_module("pdeconv.experiment.compare")  # the package exports the function
+
+    store, base = tmp_path / "store", _base(data_dir)
+    busy = store / "baseline" / "seed0"
+    compare_module._claim_directory(store, base, False, meta_name="runs.json")  # "the other process" made the
+    other = compare_module._lock_run(busy, wait=False)  # store and trains that run
+    assert other is not None and compare_module._lock_run(busy, wait=False) is None
+    train = run.train
+
+    def train_while_the_other_finishes(config):
+        result = train(config)
+        if config.variant == "neumann":  # meanwhile the other process finishes its run and lets go of it
+            train(run.variant_config(base, "baseline", 0, busy))
+            compare_module._unlock_run(other)
+        return result
+
+    monkeypatch.setattr(run, "train", train_while_the_other_finishes)
+    result = experiment.compare(["baseline", "neumann"], [0], tmp_path / "a", base=base, runs=store)
+    printed = capsys.readouterr().out
+    order = ["baseline seed 0: another process is training it; left for last", "neumann seed 0: training",
+             "[waiting] baseline seed 0", "[waited] baseline seed 0: finished meanwhile, skipped"]
+    assert all(line in printed for line in order), printed
+    assert sorted(printed.index(line) for line in order) == [printed.index(line) for line in order]
+    assert [r["variant"] for r in result.rows] == ["baseline", "neumann"]
+    # released after each run: a later command takes the lock at once
+    fd = compare_module._lock_run(busy, wait=False)
+    assert fd is not None and fd >= 0
+    compare_module._unlock_run(fd)
+
+
 def test_an_unfinished_run_without_its_checkpoint_is_trained_again(tmp_path, data_dir, capsys):
     # what a later session finds of a run interrupted in an earlier one: its small files in git, no checkpoint
     base = _base(data_dir)

@@ -143,7 +143,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="experiment directory (default: runs/compare-PRESET, else runs/compare)")
     p.add_argument("--runs", default=None, metavar="DIR",
                    help="a run store shared by experiments with the same settings: a run (variant, seed) in it is "
-                   "trained once and reused by every experiment that lists it (default: OUT/runs)")
+                   "trained once and reused by every experiment that lists it; several compare commands may use it "
+                   "at once (a run another one is training is left for last and waited for) (default: OUT/runs)")
     _add_engine_options(p, skip=_ENGINE_SKIP | {"resume"})
     p.set_defaults(func=_compare)
 

@@ -3,11 +3,16 @@
 A directory holding an experiment with other settings is refused unless ``force``. Under ``torchrun`` every
 process runs the same loop (each run is DDP); rank 0 decides (which runs are finished, which need more seeds)
 and writes the tables.
+
+Several ``compare`` commands may share a run store (``runs``) at once: each run is trained under an exclusive
+lock on its directory (``flock``; rank 0 holds it), and a run another process is training is left for last,
+then waited for — and skipped if that process finished it. Without ``fcntl`` (Windows) nothing is locked.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +56,29 @@ def _state(run: Path) -> str:
     if (run / engine.CHECKPOINT).exists():
         return "partial"
     return "stale" if (run / engine.METRICS).exists() or (run / engine.CONFIG).exists() else "new"
+
+
+def _lock_run(directory: Path, wait: bool) -> int | None:
+    """An exclusive advisory lock on the run ``directory`` (created if missing): the open descriptor that holds
+    it (closing it releases the lock), ``None`` when another process holds it and not ``wait``, or ``-1`` where
+    ``fcntl`` is missing (no locking)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return -1
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _unlock_run(fd: int | None) -> None:
+    if fd is not None and fd >= 0:
+        os.close(fd)
 
 
 def _claim_directory(out: Path, config: engine.TrainConfig, force: bool, meta_name: str = "experiment.json") -> None:
@@ -169,23 +197,49 @@ def compare(
     say = print if procs.main else (lambda *args, **kwargs: None)
     plan = {v: list(seeds) for v in variants}
     trained: set[tuple[str, int]] = set()  # this call's runs: with force, each is retrained once, not per round
-    while True:
-        todo = [(v, s) for v in variants for s in plan[v] if (v, s) not in trained]
-        for i, (variant, seed) in enumerate(todo, 1):
-            trained.add((variant, seed))
-            directory = run_dir(out, variant, seed, runs)
-            state = on_main(lambda d=directory: _state(d), main=procs.main)
-            if state == "finished" and not force:
-                say(f"[{i}/{len(todo)}] {variant} seed {seed}: finished earlier, skipped", flush=True)
-                continue
+    held: list[int | None] = [None]  # rank 0: the descriptor locking the run being trained
+
+    def lock(directory: Path, wait: bool) -> bool:
+        held[0] = _lock_run(directory, wait)
+        return held[0] is not None
+
+    def one_run(variant: str, seed: int, head: str, wait: bool) -> bool:
+        """Train (or skip) one run; ``False`` when another process holds it and not ``wait``."""
+        directory = run_dir(out, variant, seed, runs)
+        if not on_main(lambda: lock(directory, wait), main=procs.main):
+            return False
+        try:
+            state = on_main(lambda: _state(directory), main=procs.main)
+            if state == "finished" and (not force or wait):
+                say(f"{head} {variant} seed {seed}: finished {'meanwhile' if wait else 'earlier'}, skipped",
+                    flush=True)
+                return True
             config = replace(run.variant_config(base, variant, seed, directory),
                              resume=state == "partial" and not force, force=force or state == "stale")
             doing = "resuming" if config.resume else ("training again (unfinished, no checkpoint here)"
                                                       if state == "stale" and not force else "training")
-            say(f"[{i}/{len(todo)}] {variant} seed {seed}: {doing} → {directory}", flush=True)
+            say(f"{head} {variant} seed {seed}: {doing} → {directory}", flush=True)
             if base.compile:  # each variant is a new graph: start from an empty compile cache, not its limit
                 torch._dynamo.reset()
             run.train(config)
+            return True
+        finally:
+            if procs.main:
+                _unlock_run(held[0])
+                held[0] = None
+
+    while True:
+        todo = [(v, s) for v in variants for s in plan[v] if (v, s) not in trained]
+        busy = []  # runs another process is training: last, waited for
+        for i, (variant, seed) in enumerate(todo, 1):
+            trained.add((variant, seed))
+            if not one_run(variant, seed, f"[{i}/{len(todo)}]", wait=False):
+                say(f"[{i}/{len(todo)}] {variant} seed {seed}: another process is training it; left for last",
+                    flush=True)
+                busy.append((variant, seed))
+        for variant, seed in busy:
+            say(f"[waiting] {variant} seed {seed}: for the other process to finish it", flush=True)
+            one_run(variant, seed, "[waited]", wait=True)
         if target_ci is None:
             break
         grown = on_main(lambda p=plan: _more_seeds(out, p, reference, target_ci, max_seeds, runs), main=procs.main)
