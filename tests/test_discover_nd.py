@@ -427,3 +427,45 @@ def test_auto_form_choice_rule():
     assert _choose_form({"strong": fake(1.00, 2), "weak": fake(1.20, 2)}) == "strong"  # 20% apart: the lower loss
     assert _choose_form({"strong": fake(1.00, 2), "weak": fake(1.04, 2)}) == "weak"  # a tie, same terms: weak
     assert _choose_form({"strong": fake(1.00, 2), "weak": fake(0.90, 3)}) == "weak"  # 10% better beats parsimony
+
+
+def test_noise_variance_reads_white_noise_and_not_a_resolved_field():
+    from pdeconv.discover.fit import noise_variance
+
+    T, X, Y = 24, 32, 40
+    t = torch.linspace(0, 1, T, dtype=torch.float64)[None, :, None, None, None]
+    x = (torch.arange(X, dtype=torch.float64) / X)[None, None, None, :, None]
+    y = (torch.arange(Y, dtype=torch.float64) / Y)[None, None, None, None, :]
+    phase = torch.tensor([0.0, 1.0], dtype=torch.float64)[None, None, :, None, None]
+    u = torch.sin(2 * math.pi * x + t + phase) * torch.cos(4 * math.pi * y - t) + 0.5 * torch.cos(2 * math.pi * y)
+    u = u.expand(2, T, 2, X, Y).clone()  # (N, T, C, X, Y)
+    # a field the grid resolves: the eighth differences see (h⁸ ∂⁸u)², nothing like noise
+    assert (noise_variance(u) < 1e-10 * u.var()).all()
+    sigma = torch.tensor([0.01, 0.1], dtype=torch.float64)[None, None, :, None, None]
+    noisy = u + sigma * torch.randn(u.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(noise_variance(noisy), sigma.flatten() ** 2, rtol=0.05, atol=0.0)
+    # no axis long enough for the 9-point difference: no estimate
+    assert noise_variance(noisy[:, :8, :, :8, :8]).eq(0).all()
+
+
+def test_no_fit_gets_below_the_noise_floor_and_a_noisy_weak_refit_is_not_run():
+    import importlib
+
+    fit_module = importlib.import_module("pdeconv.discover.fit")  # the package exports the function
+    data = simulate("burgers-1d", noise=0.05, progress=False)
+    strong = fit(data, library="nonlinear", form="strong", progress=False)  # refit to the bottom of its loss
+    weak = fit(data, library="nonlinear", form="weak", progress=False)
+    u = torch.from_numpy(data.u[strong.train])
+    trust = torch.ones(u.shape[0], u.shape[1], *u.shape[3:], dtype=u.dtype)  # every sample weighs the same
+    windows = fit_module._windows(u, trust, strong.settings.rollout, strong.settings.max_windows,
+                                  np.random.default_rng(0))
+    floor = fit_module._noise_floor(u, *windows, strong.settings.smooth)
+    with torch.no_grad():
+        losses = [float(fit_module._rollout_loss(r.model, *windows, data.dt, r.substeps, r.settings.smooth))
+                  for r in (strong, weak)]
+    # the targets' noise is unpredictable: minimising the loss does not pass the floor; the weak regression,
+    # which averaged the noise, sits near it (the start frames' noise, carried along, adds the rest)
+    assert floor < losses[0] and floor < losses[1] < 2 * floor
+    assert weak.history[-1][0].startswith("rollout refit (weak form): not run")
+    clean = fit(simulate("burgers-1d", progress=False), library="nonlinear", form="weak", progress=False)
+    assert clean.history[-1][0] == "rollout refit (weak form)"

@@ -12,7 +12,8 @@
 4. **Rollout refit** (PDE-Net's δt-blocks): L-BFGS on the error of ``rollout`` RK4 steps (sub-stepped for
    stability) from observed frames, relative to how far the data move, weighted by trust and compared after a
    binomial blur (so noise in the start frames does not reward extra diffusion); the surviving coefficients
-   and the filters' free moments are learnt. Kept only if it lowers that loss.
+   and the filters' free moments are learnt. Kept only if it lowers that loss (after a weak-form regression: at
+   least halves it; not run when half of it lies below the noise floor, :func:`noise_variance`).
 
 Everything runs in float64 on the CPU. Held-out trajectories, unseen by 1–4, give the long-horizon prediction
 error ``‖û(t) − u(t)‖ / ‖u(t)‖`` from their first frame (with a single trajectory: the training one).
@@ -44,6 +45,7 @@ __all__ = [
     "FitSettings",
     "explained_share",
     "fit",
+    "noise_variance",
     "time_derivative",
     "resolution_weights",
     "sparse_regression",
@@ -56,6 +58,8 @@ FORMS = ("auto", "strong", "weak")
 #: is fitting noise (on 5% noise it moved ν of 1-D Burgers by 15% for a 0.8% lower loss), one that gains more
 #: removes truncation error (on clean data it gains orders of magnitude)
 WEAK_REFIT_GAIN = 0.5
+#: noise_variance: the order of the differences that measure it (9 points; Σ taps² = C(16, 8) for white noise)
+NOISE_DIFFERENCE = 8
 #: below this share of u_t explained (on the training data), a fit comes with a warning
 EXPLAINED_WARNING = 0.5
 
@@ -389,6 +393,39 @@ def _rollout_loss(model: PolynomialPDE, u0, target, w, dt: float, substeps: int,
     return (err / motion).mean()
 
 
+def noise_variance(u: torch.Tensor) -> torch.Tensor:
+    """Per field, the variance of white noise in ``u (N, T, C, *space)``, estimated as the mean square of the
+    :data:`NOISE_DIFFERENCE`-th difference along the time axis and along each space axis, divided by the sum of the
+    squared taps (what white noise of variance σ² gives: 12 870 σ² for the eighth difference), the smallest over the
+    axes. A field the grid resolves contributes ``(h⁸ ∂⁸u)²``, far below any noise: at most 1e-12 of the field's
+    variance on the clean data of ``benchmarks/discover_vs_pysindy.py``, where 1% noise reads 1.0e-4 and 5% noise
+    2.5e-3, as drawn. Axes shorter than the difference's 9 points are left out; with none left it is 0."""
+    k = NOISE_DIFFERENCE
+    taps = torch.tensor([(-1.0) ** (k - j) * math.comb(k, j) for j in range(k + 1)], dtype=u.dtype)
+    best = None
+    for axis in (1, *range(3, u.dim())):
+        if u.shape[axis] <= k:
+            continue
+        d = u.movedim(axis, -1).unfold(-1, k + 1, 1) @ taps  # the field axis stays at 2 (axis 1 moved: at 1)
+        per_field = d.pow(2).movedim(1 if axis == 1 else 2, 0).reshape(u.shape[2], -1).mean(1) / taps.pow(2).sum()
+        best = per_field if best is None else torch.minimum(best, per_field)
+    return best if best is not None else u.new_zeros(u.shape[2])
+
+
+def _noise_floor(u: torch.Tensor, u0, target, w, smooth: int) -> float:
+    """The rollout loss (:func:`_rollout_loss`) that the noise of the targets alone sets, whatever the coefficients:
+    the loss compares a prediction with noisy target frames whose noise it cannot predict, which adds
+    ``σ² · (Σ taps²)^d`` per weighted sample after the ``smooth`` blur along the d space axes (σ² from
+    :func:`noise_variance` of the training data ``u``), over the same weighted motion, averaged over fields. A
+    lower bound (in expectation, up to the few coefficients a refit fits): noise carried from the start frames
+    adds to it."""
+    gain = float(binomial(smooth, u.dtype).pow(2).sum()) ** (target.dim() - 3) if smooth > 1 else 1.0
+    summed = (0, 1, *range(3, target.dim()))
+    weight = w.expand_as(target).sum(dim=summed)
+    motion = ((target - u0.unsqueeze(1)).pow(2) * w).sum(dim=summed).clamp_min(1e-300)
+    return float((noise_variance(u) * gain * weight / motion).mean())
+
+
 #: the rollout refit stops once its last REFIT_PATIENCE L-BFGS iterations together lowered the loss by less than
 #: REFIT_STALL of it, with the loss below REFIT_STALL_BELOW (the rollouts reproduce the motion to about 30%). On
 #: noisy data the weak form's regression already sits at the noise's floor and the refit creeps (0.1% per
@@ -678,9 +715,15 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
             # the same PDE up to its coefficients (one refit finds what both would), or a start so much worse
             # that its refit could only catch up by fitting noise: refit the better start only
             del fitted[worse]
+    floor = _noise_floor(u_train, *windows, s.smooth)
     for form, (loss, candidate, substeps, tests) in list(fitted.items()):
-        if s.iterations and candidate.terms:
-            keep_below = WEAK_REFIT_GAIN if form == "weak" else 1.0
+        keep_below = WEAK_REFIT_GAIN if form == "weak" else 1.0
+        if s.iterations and candidate.terms and keep_below < 1 and keep_below * loss < floor:
+            # a refit that must gain a factor (the weak form's) from within that factor of the noise floor could
+            # not make it: on noisy data the weak regression has already averaged the noise down to the floor
+            history.append((f"rollout refit ({form} form): not run, {keep_below:g}× this loss is below the noise "
+                            f"floor {floor:.3e}", loss))
+        elif s.iterations and candidate.terms:
             objective = lambda m=candidate, k=substeps: _rollout_loss(m, *windows, data.dt, k, s.smooth)  # noqa: E731
             loss = _lbfgs(candidate, objective, s.iterations, progress, keep_below)
             history.append((f"rollout refit ({form} form)", loss))
