@@ -37,6 +37,7 @@ against each form forced) and appends one JSON object per row (each PySINDy row 
 
     python benchmarks/discover_vs_pysindy.py              # the full benchmark (~20 minutes on 2 busy cores)
     python benchmarks/discover_vs_pysindy.py --forms      # ... and pdeconv with each form forced (diagnostic)
+    python benchmarks/discover_vs_pysindy.py --no-refit   # ... and pdeconv without its rollout refit (diagnostic)
     python benchmarks/discover_vs_pysindy.py --quick      # a smoke run (seconds; numbers meaningless)
     python benchmarks/discover_vs_pysindy.py --only kdv --noise 0 0.05
     python benchmarks/discover_vs_pysindy.py --summarize 2026-11-30T08:43:31+00:00   # a recorded run's tables
@@ -162,6 +163,15 @@ def truth_of(spec: dict) -> dict[str, dict[str, float]]:
     return {e: {t: float(c) for t, c in terms.items()} for e, terms in true_equations(spec["data"][1]).items()}
 
 
+def noise_seed(name: str, level: float) -> int:
+    """The seed of a case's noise at a level, from the case's place in :data:`CASES` and the level's in
+    :data:`NOISE`, so ``--only`` and ``--noise`` draw what the full benchmark draws. (Before 2026-11-30 14:10 UTC
+    the seed came from the case's place among the cases run: ``--only`` runs then drew other noise.)"""
+    case = list(CASES).index(name) if name in CASES else len(CASES)
+    step = NOISE.index(level) if level in NOISE else len(NOISE) + round(1e4 * level)
+    return NOISE_SEED + 100 * case + step
+
+
 def noisy(data: Dataset, level: float, seed: int) -> Dataset:
     """``data`` plus Gaussian noise of std ``level · std(field)`` (over all frames), as ``simulate(noise=)``."""
     if level == 0:
@@ -194,15 +204,21 @@ def scores(equations: dict[str, dict[str, float]], truth: dict[str, dict[str, fl
 # ------------------------------------------------------------------------------------------------- pdeconv
 
 
-def run_pdeconv(data: Dataset, spec: dict, truth: dict, extra: dict, form: str | None = None) -> dict:
-    """pdeconv's defaults (``form=None``), or, as a diagnostic of ``auto``'s choice, one form forced."""
-    forced = {} if form is None else dict(form=form)
+#: diagnostics (``--forms``, ``--no-refit``): a label and the fit options that replace pdeconv's defaults
+DIAGNOSTICS = {"forms": [("form=strong", dict(form="strong")), ("form=weak", dict(form="weak"))],
+               "no_refit": [("iterations=0", dict(iterations=0))]}
+
+
+def run_pdeconv(data: Dataset, spec: dict, truth: dict, extra: dict,
+                diagnostic: tuple[str, dict] | None = None) -> dict:
+    """pdeconv's defaults (``diagnostic=None``), or a diagnostic: ``(label, options)`` replacing some of them."""
+    label, forced = diagnostic or (None, {})
     t0 = time.perf_counter()
-    result = fit(data, library=spec["library"], max_order=spec["max_order"], progress=False, **extra, **forced)
+    result = fit(data, library=spec["library"], max_order=spec["max_order"], progress=False, **{**extra, **forced})
     seconds = time.perf_counter() - t0
     s = scores(result.equations, truth)
-    return dict(tool="pdeconv" if form is None else "pdeconv (diagnostic)",
-                variant=f"auto: {result.settings.form}" if form is None else f"form={form}",
+    return dict(tool="pdeconv" if label is None else "pdeconv (diagnostic)",
+                variant=f"auto: {result.settings.form}" if label is None else label,
                 seconds=seconds, equations=result.equations, form=result.settings.form, options=result.options,
                 history=result.history, **s)
 
@@ -309,17 +325,19 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def forms_table(rows: list[dict]) -> str:
-    """Auto's pick against each form forced (``--forms``): worst error / largest spurious."""
-    head = ["case", "noise", "auto picks", "auto", "strong", "weak"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":--"] * 3 + ["--:"] * 3) + "|"]
-    cell = lambda r: f"{r['worst']:.1e} / {r['spurious']:.1e}" if r else "–"  # noqa: E731
+def diagnostics_table(rows: list[dict]) -> str:
+    """pdeconv's defaults against each diagnostic (``--forms``: each form forced; ``--no-refit``: the regression
+    alone): worst error / largest spurious, fit seconds."""
+    labels = list(dict.fromkeys(r["variant"] for r in rows if r["tool"] == "pdeconv (diagnostic)"))
+    head = ["case", "noise", "auto picks", "auto", *labels]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":--"] * 3 + ["--:"] * (1 + len(labels))) + "|"]
+    cell = lambda r: f"{r['worst']:.1e} / {r['spurious']:.1e}, {r['seconds']:.2f} s" if r else "–"  # noqa: E731
     keys = dict.fromkeys((r["case"], r["noise"]) for r in rows)
     for case, noise in keys:
         here = {r["variant"]: r for r in rows if (r["case"], r["noise"]) == (case, noise)}
         auto = next((r for v, r in here.items() if v.startswith("auto")), None)
         lines.append("| " + " | ".join([case, f"{noise:g}", auto["form"] if auto else "–", cell(auto),
-                                         cell(here.get("form=strong")), cell(here.get("form=weak"))]) + " |")
+                                         *(cell(here.get(label)) for label in labels)]) + " |")
     return "\n".join(lines)
 
 
@@ -358,7 +376,7 @@ def comparison_table(records: list[dict]) -> str:
 
 def print_tables(records: list[dict]) -> None:
     """The three tables of one run's records: every tool (the better weak K only), pdeconv against PySINDy's
-    best, and (with ``--forms`` diagnostics) auto's pick against each form."""
+    best, and (with ``--forms`` or ``--no-refit``) pdeconv's defaults against its diagnostics."""
     shown = [r for r in records
              if r["tool"] == "pdeconv" or r["tool"] == "pysindy" and (r["K"] is None or r.get("reported"))]
     print(table(shown))
@@ -366,7 +384,7 @@ def print_tables(records: list[dict]) -> None:
     print(comparison_table(records))
     if any(r["tool"] == "pdeconv (diagnostic)" for r in records):
         print()
-        print(forms_table([r for r in records if r["tool"].startswith("pdeconv")]))
+        print(diagnostics_table([r for r in records if r["tool"].startswith("pdeconv")]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS, help="JSON-lines file to append the rows to")
     p.add_argument("--forms", action="store_true",
                    help="also fit pdeconv with form=strong and form=weak forced (a diagnostic of auto's choice)")
+    p.add_argument("--no-refit", action="store_true",
+                   help="also fit pdeconv without its rollout refit (iterations=0): what the regression alone gives, "
+                   "and what the refit costs")
     p.add_argument("--summarize", metavar="DATE",
                    help="print the tables of the run recorded in --results with this date (its 'date' field); no fits")
     a = p.parse_args(argv)
@@ -417,19 +438,20 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict] = []
     total = len(cases) * len(levels)
     step = 0
-    for ci, (name, spec) in enumerate(cases.items()):
+    for name, spec in cases.items():
         clean = clean_data(spec)
         truth = truth_of(spec)
-        for li, level in enumerate(levels):
+        for level in levels:
             step += 1
-            data = noisy(clean, level, NOISE_SEED + 100 * ci + li)
+            data = noisy(clean, level, noise_seed(name, level))
             load_start = os.getloadavg()
-            here = dict(case=name, noise=level, shape=list(data.u.shape), dt=data.dt, spacing=list(data.spacing),
-                        truth=truth, library=spec["library"], max_order=spec["max_order"])
+            here = dict(case=name, noise=level, noise_seed=noise_seed(name, level), shape=list(data.u.shape),
+                        dt=data.dt, spacing=list(data.spacing), truth=truth, library=spec["library"],
+                        max_order=spec["max_order"])
             r = run_pdeconv(data, spec, truth, spec.get("fit", {}))
             found = [dict(here, **r)]
-            diagnostic = [dict(here, **run_pdeconv(data, spec, truth, spec.get("fit", {}), f))
-                          for f in (("strong", "weak") if a.forms else ())]
+            wanted = [d for flag in ("forms", "no_refit") if getattr(a, flag) for d in DIAGNOSTICS[flag]]
+            diagnostic = [dict(here, **run_pdeconv(data, spec, truth, spec.get("fit", {}), d)) for d in wanted]
             strong = run_pysindy(ps, data, spec, truth, "PDELibrary", None, thresholds)
             found.append(dict(here, **strong))
             weak = [run_pysindy(ps, data, spec, truth, "WeakPDELibrary", k, thresholds) for k in weak_k]
@@ -450,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"spurious {strong['spurious']:.1e}; weak {best_weak['variant']} worst {best_weak['worst']:.1e} "
                   f"spurious {best_weak['spurious']:.1e}", file=sys.stderr, flush=True)
     print_tables(records)
-    print(f"appended {len(records)} rows to {a.results} (every tool, both weak K, any --forms diagnostics)")
+    print(f"appended {len(records)} rows to {a.results} (every tool, both weak K, any diagnostics)")
     return 0
 
 
