@@ -165,11 +165,14 @@ def truth_of(spec: dict) -> dict[str, dict[str, float]]:
 
 def noise_seed(name: str, level: float) -> int:
     """The seed of a case's noise at a level, from the case's place in :data:`CASES` and the level's in
-    :data:`NOISE`, so ``--only`` and ``--noise`` draw what the full benchmark draws. (Before 2026-11-30 14:10 UTC
-    the seed came from the case's place among the cases run: ``--only`` runs then drew other noise.)"""
-    case = list(CASES).index(name) if name in CASES else len(CASES)
-    step = NOISE.index(level) if level in NOISE else len(NOISE) + round(1e4 * level)
-    return NOISE_SEED + 100 * case + step
+    :data:`NOISE`, so ``--only`` and ``--noise`` draw what the full benchmark draws (a level or case outside them:
+    a seed from a hash of both). (Before 2026-11-30 14:10 UTC the seed came from the case's place among the cases
+    run: ``--only`` runs then drew other noise.)"""
+    if name not in CASES or level not in NOISE:
+        import hashlib
+
+        return int.from_bytes(hashlib.sha256(f"{name}:{level!r}".encode()).digest()[:4], "little")
+    return NOISE_SEED + 100 * list(CASES).index(name) + NOISE.index(level)
 
 
 def noisy(data: Dataset, level: float, seed: int) -> Dataset:

@@ -300,6 +300,7 @@ def test_experiments_share_runs_through_a_run_store_and_rebuild_without_checkpoi
 def test_a_run_another_process_is_training_is_left_for_last_then_waited_for(tmp_path, data_dir, capsys, monkeypatch):
     # two compare commands sharing a run store: the run the other one holds is not trained twice at once
     import importlib
+    import threading
 
     from pdeconv import run
 
@@ -308,9 +309,12 @@ def test_a_run_another_process_is_training_is_left_for_last_then_waited_for(tmp_
     store, base = tmp_path / "store", _base(data_dir)
     busy = store / "baseline" / "seed0"
     compare_module._claim_directory(store, base, False, meta_name="runs.json")  # "the other process" made the
-    other = compare_module._lock_run(busy, wait=False)  # store and trains that run
-    assert other is not None and compare_module._lock_run(busy, wait=False) is None
+    other = compare_module._lock_run(busy)  # store and trains that run
+    assert other is not None and other >= 0 and compare_module._lock_run(busy) is None
     train = run.train
+    # should the release below never come, let go after a while: the test then fails instead of hanging
+    safety = threading.Timer(300, compare_module._unlock_run, args=(other,))
+    safety.start()
 
     def train_while_the_other_finishes(config):
         result = train(config)
@@ -320,7 +324,10 @@ def test_a_run_another_process_is_training_is_left_for_last_then_waited_for(tmp_
         return result
 
     monkeypatch.setattr(run, "train", train_while_the_other_finishes)
-    result = experiment.compare(["baseline", "neumann"], [0], tmp_path / "a", base=base, runs=store)
+    try:
+        result = experiment.compare(["baseline", "neumann"], [0], tmp_path / "a", base=base, runs=store)
+    finally:
+        safety.cancel()
     printed = capsys.readouterr().out
     order = ["baseline seed 0: another process is training it; left for last", "neumann seed 0: training",
              "[waiting] baseline seed 0", "[waited] baseline seed 0: finished meanwhile, skipped"]
@@ -328,9 +335,38 @@ def test_a_run_another_process_is_training_is_left_for_last_then_waited_for(tmp_
     assert sorted(printed.index(line) for line in order) == [printed.index(line) for line in order]
     assert [r["variant"] for r in result.rows] == ["baseline", "neumann"]
     # released after each run: a later command takes the lock at once
-    fd = compare_module._lock_run(busy, wait=False)
-    assert fd is not None and fd >= 0
+    fd = compare_module._lock_run(busy)
+    assert fd is not None and fd >= 0 and not compare_module._HELD - {fd}
     compare_module._unlock_run(fd)
+
+
+def test_a_forked_worker_does_not_keep_a_run_locked(tmp_path):
+    # DataLoader workers fork while their run is locked; a flock lasts while any copy of its descriptor is open
+    import importlib
+    import multiprocessing
+    import time
+
+    compare_module = importlib.import_module("pdeconv.experiment.compare")
+    fd = compare_module._lock_run(tmp_path / "run")
+    assert fd is not None and fd >= 0
+    context = multiprocessing.get_context("fork")
+    started = context.Event()
+
+    def work() -> None:  # a worker that outlives its run
+        started.set()
+        time.sleep(60)
+
+    worker = context.Process(target=work)
+    worker.start()
+    try:
+        assert started.wait(60)  # the fork is done (and its handlers have run in the worker)
+        compare_module._unlock_run(fd)
+        again = compare_module._lock_run(tmp_path / "run")  # the worker, still alive, dropped its copy at the fork
+        assert again is not None and again >= 0
+        compare_module._unlock_run(again)
+    finally:
+        worker.terminate()
+        worker.join()
 
 
 def test_an_unfinished_run_without_its_checkpoint_is_trained_again(tmp_path, data_dir, capsys):

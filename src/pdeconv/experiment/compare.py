@@ -6,13 +6,18 @@ and writes the tables.
 
 Several ``compare`` commands may share a run store (``runs``) at once: each run is trained under an exclusive
 lock on its directory (``flock``; rank 0 holds it), and a run another process is training is left for last,
-then waited for — and skipped if that process finished it. Without ``fcntl`` (Windows) nothing is locked.
+then waited for (polling, so that under ``torchrun`` no collective outlasts its timeout) — and skipped if that
+process finished it (unless ``force``). Without ``fcntl`` (Windows), or on a file system that refuses ``flock``,
+nothing is locked (with a warning).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -58,10 +63,30 @@ def _state(run: Path) -> str:
     return "stale" if (run / engine.METRICS).exists() or (run / engine.CONFIG).exists() else "new"
 
 
-def _lock_run(directory: Path, wait: bool) -> int | None:
-    """An exclusive advisory lock on the run ``directory`` (created if missing): the open descriptor that holds
-    it (closing it releases the lock), ``None`` when another process holds it and not ``wait``, or ``-1`` where
-    ``fcntl`` is missing (no locking)."""
+#: seconds between two tries at a run another process holds
+LOCK_POLL = 5.0
+_HELD: set[int] = set()  # descriptors holding run locks in this process
+
+
+def _close_held_in_child() -> None:
+    """After a fork (DataLoader workers), the child drops its copies of the lock descriptors: a ``flock`` lasts
+    while any copy is open, and a worker outliving its run must not keep the run locked."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
+
+
+def _lock_run(directory: Path) -> int | None:
+    """Try to lock the run ``directory`` (created if missing) exclusively, without waiting: the open descriptor
+    that holds the lock (:func:`_unlock_run` releases it), ``None`` when another process holds it, or ``-1`` where
+    nothing can be locked (no ``fcntl``, or a file system that refuses ``flock``: a warning says so)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -69,15 +94,24 @@ def _lock_run(directory: Path, wait: bool) -> int | None:
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(directory, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
         os.close(fd)
-        return None
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        warnings.warn(f"this file system refuses flock ({e.strerror}): runs are not protected from two compare "
+                      "commands training the same run at once", stacklevel=2)
+        return -1
+    except BaseException:
+        os.close(fd)
+        raise
+    _HELD.add(fd)
     return fd
 
 
 def _unlock_run(fd: int | None) -> None:
     if fd is not None and fd >= 0:
+        _HELD.discard(fd)
         os.close(fd)
 
 
@@ -199,18 +233,21 @@ def compare(
     trained: set[tuple[str, int]] = set()  # this call's runs: with force, each is retrained once, not per round
     held: list[int | None] = [None]  # rank 0: the descriptor locking the run being trained
 
-    def lock(directory: Path, wait: bool) -> bool:
-        held[0] = _lock_run(directory, wait)
+    def lock(directory: Path) -> bool:
+        held[0] = _lock_run(directory)
         return held[0] is not None
 
     def one_run(variant: str, seed: int, head: str, wait: bool) -> bool:
         """Train (or skip) one run; ``False`` when another process holds it and not ``wait``."""
         directory = run_dir(out, variant, seed, runs)
-        if not on_main(lambda: lock(directory, wait), main=procs.main):
-            return False
+        # every try is one short collective under torchrun: a blocking wait on rank 0 would outlast the others'
+        while not on_main(lambda: lock(directory), main=procs.main):
+            if not wait:
+                return False
+            time.sleep(LOCK_POLL)
         try:
             state = on_main(lambda: _state(directory), main=procs.main)
-            if state == "finished" and (not force or wait):
+            if state == "finished" and not force:
                 say(f"{head} {variant} seed {seed}: finished {'meanwhile' if wait else 'earlier'}, skipped",
                     flush=True)
                 return True
