@@ -12,6 +12,10 @@ checkpoint resumes, a run without one starts again.
     python benchmarks/answers.py --list          # the commands, without running them
     python benchmarks/answers.py --summaries     # learned_pde.json for every finished run that has a checkpoint
 
+Several of these commands may run at once (one per free core, e.g. ``answers.py boundary varcoef`` and
+``answers.py order operators``): ``compare`` locks each run of the shared store, so none is trained twice, and a
+run that another command is training is waited for at the end.
+
 ``--threads`` (default 1) fixes the thread count of every run: a run's accuracy then does not depend on the
 load of the machine, so the experiments can run in the background next to other work (their timing columns
 then measure that load too, and are no speed claims).
