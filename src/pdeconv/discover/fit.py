@@ -387,10 +387,17 @@ def _rollout_loss(model: PolynomialPDE, u0, target, w, dt: float, substeps: int,
         taps = binomial(smooth, diff.dtype)
         for axis in range(3, diff.dim()):
             diff = convolve_along(diff, taps, axis, model.bc)
-    summed = (0, 1, *range(3, diff.dim()))  # all but the fields
-    err = (diff.pow(2) * w).sum(dim=summed)
-    motion = ((target - u0.unsqueeze(1)).pow(2) * w).sum(dim=summed).clamp_min(1e-300)
-    return (err / motion).mean()
+    err = (diff.pow(2) * w).sum(dim=_all_but_fields(diff))
+    return (err / _motion(u0, target, w)).mean()
+
+
+def _all_but_fields(t: torch.Tensor) -> tuple[int, ...]:  # (window, step, field, *space)
+    return (0, 1, *range(3, t.dim()))
+
+
+def _motion(u0: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per field, the weighted squared motion ``Σ w·(u(t0 + k) − u(t0))²`` the rollout loss is relative to."""
+    return ((target - u0.unsqueeze(1)).pow(2) * w).sum(dim=_all_but_fields(target)).clamp_min(1e-300)
 
 
 def noise_variance(u: torch.Tensor) -> torch.Tensor:
@@ -401,7 +408,8 @@ def noise_variance(u: torch.Tensor) -> torch.Tensor:
     variance on the clean data of ``benchmarks/discover_vs_pysindy.py``, where 1% noise reads 1.0e-4 and 5% noise
     2.5e-3, as drawn. Axes shorter than the difference's 9 points are left out; with none left it is 0."""
     k = NOISE_DIFFERENCE
-    taps = torch.tensor([(-1.0) ** (k - j) * math.comb(k, j) for j in range(k + 1)], dtype=u.dtype)
+    signs = torch.tensor([(-1.0) ** j for j in range(k + 1)], dtype=u.dtype)
+    taps = binomial(k + 1, u.dtype) * signs  # the k-th difference, up to a scale the division below cancels
     best = None
     for axis in (1, *range(3, u.dim())):
         if u.shape[axis] <= k:
@@ -420,10 +428,8 @@ def _noise_floor(u: torch.Tensor, u0, target, w, smooth: int) -> float:
     lower bound (in expectation, up to the few coefficients a refit fits): noise carried from the start frames
     adds to it."""
     gain = float(binomial(smooth, u.dtype).pow(2).sum()) ** (target.dim() - 3) if smooth > 1 else 1.0
-    summed = (0, 1, *range(3, target.dim()))
-    weight = w.expand_as(target).sum(dim=summed)
-    motion = ((target - u0.unsqueeze(1)).pow(2) * w).sum(dim=summed).clamp_min(1e-300)
-    return float((noise_variance(u) * gain * weight / motion).mean())
+    weight = w.expand_as(target).sum(dim=_all_but_fields(target))
+    return float((noise_variance(u) * gain * weight / _motion(u0, target, w)).mean())
 
 
 #: the rollout refit stops once its last REFIT_PATIENCE L-BFGS iterations together lowered the loss by less than
@@ -715,7 +721,8 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
             # the same PDE up to its coefficients (one refit finds what both would), or a start so much worse
             # that its refit could only catch up by fitting noise: refit the better start only
             del fitted[worse]
-    floor = _noise_floor(u_train, *windows, s.smooth)
+    # only a weak refit (which must halve the loss) is measured against the floor
+    floor = _noise_floor(u_train, *windows, s.smooth) if s.iterations and "weak" in fitted else 0.0
     for form, (loss, candidate, substeps, tests) in list(fitted.items()):
         keep_below = WEAK_REFIT_GAIN if form == "weak" else 1.0
         if s.iterations and candidate.terms and keep_below < 1 and keep_below * loss < floor:

@@ -231,17 +231,12 @@ def compare(
     say = print if procs.main else (lambda *args, **kwargs: None)
     plan = {v: list(seeds) for v in variants}
     trained: set[tuple[str, int]] = set()  # this call's runs: with force, each is retrained once, not per round
-    held: list[int | None] = [None]  # rank 0: the descriptor locking the run being trained
-
-    def lock(directory: Path) -> bool:
-        held[0] = _lock_run(directory)
-        return held[0] is not None
-
     def one_run(variant: str, seed: int, head: str, wait: bool) -> bool:
         """Train (or skip) one run; ``False`` when another process holds it and not ``wait``."""
         directory = run_dir(out, variant, seed, runs)
         # every try is one short collective under torchrun: a blocking wait on rank 0 would outlast the others'
-        while not on_main(lambda: lock(directory), main=procs.main):
+        # (the other ranks get rank 0's descriptor number: only whether it is None matters to them)
+        while (fd := on_main(lambda: _lock_run(directory), main=procs.main)) is None:
             if not wait:
                 return False
             time.sleep(LOCK_POLL)
@@ -262,8 +257,7 @@ def compare(
             return True
         finally:
             if procs.main:
-                _unlock_run(held[0])
-                held[0] = None
+                _unlock_run(fd)
 
     while True:
         todo = [(v, s) for v in variants for s in plan[v] if (v, s) not in trained]
