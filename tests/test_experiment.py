@@ -51,6 +51,7 @@ def test_compare_writes_results_report_and_plots_then_skips(tmp_path, data_dir, 
     assert (out / "accuracy_vs_hyperbolicity.png").exists() and "| variant | hyperbolicity |" in report
     assert all(0 <= float(r["hyperbolicity"]) <= 1 for r in rows)  # every run's trained model, analysed
     assert (out / "accuracy_vs_flops.png").exists() and "| baseline |" in printed
+    assert "![paired_differences](paired_differences.png)" in report and (out / "paired_differences.png").exists()
     # counted by hand for ResNet-20 with 1 input channel: 269,722 parameters less 2·16·9 in the stem; the
     # fields add 6 monomial weights per channel of 2 layers per block (3 blocks each of 16, 32, 64 channels)
     assert int(rows[0]["params"]) == 269_434 and int(rows[2]["params"]) == 269_434 + 2 * 6 * 3 * (16 + 32 + 64)
@@ -390,3 +391,27 @@ def test_report_names_where_the_runs_are():
     assert _run_home([{"run": "runs/baseline/seed0"}, {"run": "runs/neumann/seed0"}]) == "`runs/`"
     shared = _run_home([{"run": "../store-fast/baseline/seed0"}, {"run": "../store-fast/seed/seed1"}])
     assert shared.startswith("`../store-fast/`") and "VARIANT/seedS" in shared
+
+
+def test_the_paired_plot_draws_each_seeds_difference_and_the_mean_with_its_interval(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from pdeconv.experiment.plots import _paired_plot
+    from pdeconv.experiment.report import comparisons
+
+    acc = {"baseline": [0.90, 0.91, 0.92], "b": [0.91, 0.93, 0.92], "c": [0.80, 0.81, 0.83]}
+    rows = [{"variant": v, "seed": s, "test_acc": a} for v, accs in acc.items() for s, a in enumerate(accs)]
+    paired_, _ = comparisons(rows, "baseline")
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read what was drawn
+    path = _paired_plot(tmp_path, rows, paired_, "baseline")
+    assert path == tmp_path / "paired_differences.png" and path.stat().st_size > 0
+    ax = figures[0].axes[0]
+    dots = [line for line in ax.lines if line.get_label() == "one seed" or line.get_marker() == "o"]
+    drawn = [list(line.get_ydata()) for line in dots]
+    expected = [[100 * (acc[v][s] - acc["baseline"][s]) for s in range(3)] for v in ("b", "c")]
+    np.testing.assert_allclose(drawn, expected, atol=1e-9)  # points of accuracy, seed by seed
+    means = [line for line in ax.lines if line.get_marker() == "s"]
+    np.testing.assert_allclose([m.get_ydata()[0] for m in means], [100 * paired_[v].mean for v in ("b", "c")])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["b", "c"]

@@ -1,12 +1,15 @@
-"""The figures of an experiment: test accuracy per epoch, and accuracy against forward FLOPs."""
+"""The figures of an experiment: the paired differences to the reference, test accuracy per epoch, accuracy
+against forward FLOPs and against the learned hyperbolicity."""
 
 from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 
 from pdeconv import engine
+from pdeconv.experiment.stats import Paired
 
 __all__ = ["plot_experiment"]
 
@@ -35,15 +38,49 @@ def _save(fig, ax, path: Path, xlabel: str, title: str) -> Path:
     return path
 
 
-def plot_experiment(out: Path, rows: list[dict]) -> list[Path]:
-    """Write ``accuracy_per_epoch.png`` and ``accuracy_vs_flops.png`` to ``out``; return their paths."""
+def _paired_plot(out: Path, rows: list[dict], paired: Mapping[str, Paired], reference: str) -> Path:
+    """``paired_differences.png``: per variant, each seed's Δ = variant − reference (dots, in seed order from
+    left to right) and the mean Δ with its 95% CI (bar), against a line at 0."""
+    import matplotlib.pyplot as plt
+
+    acc = {(r["variant"], int(r["seed"])): 100 * r["test_acc"] for r in rows}
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(paired) + 2), 4))
+    ax.axhline(0.0, color="0.4", lw=1)
+    for i, (variant, c) in enumerate(paired.items()):
+        diffs = [acc[variant, s] - acc[reference, s] for s in c.seeds]
+        offsets = [0.12 * (k - (len(diffs) - 1) / 2) / max(1, len(diffs) - 1) for k in range(len(diffs))]
+        ax.plot([i - 0.15 + o for o in offsets], diffs, "o", color="0.55", ms=4,
+                label="one seed" if i == 0 else None)
+        lo, hi = (100 * c.ci[0], 100 * c.ci[1]) if c.ci is not None else (100 * c.mean, 100 * c.mean)
+        ax.errorbar(i + 0.1, 100 * c.mean, yerr=[[100 * c.mean - lo], [hi - 100 * c.mean]], fmt="s", ms=6,
+                    capsize=4, color="C0", label="mean Δ, 95% CI" if i == 0 else None)
+    ax.set_xticks(range(len(paired)), list(paired), rotation=15 if len(paired) > 3 else 0)
+    ax.set_xlim(-0.6, len(paired) - 0.4)
+    ax.set_ylabel(f"Δ test accuracy vs {reference} (points)")
+    seeds = max(len(c.seeds) for c in paired.values())
+    ax.set_title(f"paired differences to {reference} ({seeds} seeds: seed s − seed s)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path = Path(out) / "paired_differences.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_experiment(out: Path, rows: list[dict], paired: Mapping[str, Paired] | None = None,
+                    reference: str = "baseline") -> list[Path]:
+    """Write the experiment's plots to ``out`` and return their paths: ``paired_differences.png`` (when
+    ``paired``, the :func:`~pdeconv.experiment.report.comparisons` with ``reference``, is not empty),
+    ``accuracy_per_epoch.png``, ``accuracy_vs_flops.png`` and, when the runs were analysed,
+    ``accuracy_vs_hyperbolicity.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    files = []
+    files = [_paired_plot(out, rows, paired, reference)] if paired else []
     fig, ax = plt.subplots(figsize=(6, 4))
     for variant, curves in _histories(out, rows).items():
         n = min(len(c) for c in curves)

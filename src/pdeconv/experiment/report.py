@@ -186,7 +186,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
             + (f"reached by {', '.join(met)}" if met else "reached by none")
             + (f"; not reached with {max_seeds} seeds: {', '.join(missed)}" if missed else "") + "."
         )
-    plots = plot_experiment(out, rows)
+    plots = plot_experiment(out, rows, paired_, reference)
     meta = json.loads((Path(out) / rows[0]["run"] / engine.CONFIG).read_text())
     settings = shared_settings(base)
     text = [
