@@ -294,7 +294,19 @@ def test_coefficient_fields_are_sampled_at_pixel_centres():
     torch.testing.assert_close(f.fields[0], (1 + 2 * x).expand(5, 8))
     torch.testing.assert_close(f.fields[1], (y**2)[:, None].expand(5, 8))
     assert f.field_range == pytest.approx((1 - 2 * 7 / 8, 1 + 2 * 7 / 8))
-    assert analyze_model(nn.Sequential(VariableCoefficients(3))).coefficient_fields[0].spatial_variation == 0
+    constant = analyze_model(nn.Sequential(VariableCoefficients(3))).coefficient_fields[0]
+    assert constant.spatial_variation == 0 and constant.relative_variation == 0
+    # std / rms per channel, by hand: a_0 = 1 + 2x, a_1 = y² on the (5, 8) grid of pixel centres
+    a0, a1 = 1 + 2 * x.double(), y.double() ** 2
+    by_hand = [(a.var(unbiased=False) / a.square().mean()).sqrt().item() for a in (a0, a1)]
+    assert f.relative_variation == pytest.approx(sum(by_hand) / 2, rel=1e-5)
+    with torch.no_grad():
+        vc.weight.zero_()
+        vc.weight[0, 1, 0, 0] = 3.0  # a_0 = 3x: mean zero over the centred grid, so std = rms; a_1 ≡ 0 counts 0
+    (g,) = analyze_model(nn.Sequential(vc), image_size=(5, 8)).coefficient_fields
+    assert g.relative_variation == pytest.approx(0.5, rel=1e-6)
+    assert variant_summary(analyze_model(nn.Sequential(vc), image_size=(5, 8)))["field_variation"] == pytest.approx(0.5)
+    assert variant_summary(analyze_model(nn.Sequential(nn.Conv2d(2, 2, 3))))["field_variation"] is None
 
 
 def test_torchvision_resnet18_has_one_entry_per_spatial_conv():

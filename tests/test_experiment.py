@@ -288,9 +288,21 @@ def test_experiments_share_runs_through_a_run_store_and_rebuild_without_checkpoi
     assert (store / "runs.json").is_file() and not (tmp_path / "b" / "runs").exists()
     report = (tmp_path / "a" / "report.md").read_text()
     assert "Command: `pdeconv compare (test)`" in report and "threads" in report
+    # a learned_pde.json from before a quantity was added: recomputed from the checkpoint, kept without one
+    from pdeconv.experiment.results import LEARNED_PDE, learned_pde_summary
+
+    kept = store / "neumann" / "seed0" / LEARNED_PDE
+    fresh = json.loads(kept.read_text())
+    old = {**fresh, "summary": {k: v for k, v in fresh["summary"].items() if k != "field_variation"}}
+    old["summary"]["hyperbolicity"] = -1.0
+    kept.write_text(json.dumps(old))
+    assert learned_pde_summary(kept.parent) == fresh["summary"] and json.loads(kept.read_text()) == fresh
     # what a results/ folder in git keeps: config.json and metrics.jsonl of each run, no checkpoint
     for checkpoint in store.glob("*/seed*/checkpoint.pt"):
         checkpoint.unlink()
+    kept.write_text(json.dumps(old))
+    assert learned_pde_summary(kept.parent) == old["summary"]
+    kept.write_text(json.dumps(fresh))
     again = experiment.compare(["baseline", "neumann"], [0], tmp_path / "a", base=base, runs=store)
     assert again.rows == first.rows and "training" not in capsys.readouterr().out
     assert "no checkpoint" not in (tmp_path / "a" / "report.md").read_text()  # learned_pde.json was kept

@@ -133,6 +133,9 @@ class CoefficientFields:
     resolution: tuple[int, int]  # (H, W) of ``fields``
     field_range: tuple[float, float]  # min and max over all channels and pixels
     spatial_variation: float  # mean over channels of the spatial std of a_c: 0 = constant coefficients
+    # mean over channels of std(a_c) / rms(a_c) over the grid, scale-free (a BatchNorm after the fields undoes a
+    # common scale): 0 = constant, 1 = a field of mean zero; a channel with a_c ≡ 0 counts as 0
+    relative_variation: float
     # (channels, H, W), float32; left out of JSON, where the coefficients describe the fields exactly
     fields: Tensor = field(repr=False)
 
@@ -348,6 +351,8 @@ def _monomial_name(index: tuple[int, int]) -> str:
 def _analyze_fields(name: str, layer: VariableCoefficients, size: tuple[int, int]) -> CoefficientFields:
     fields_ = layer.coefficient_fields(*size).to("cpu", torch.float32)
     weight = layer.weight.detach().to("cpu", torch.float64)[:, :, 0, 0]
+    flat = fields_.flatten(1)
+    rms = flat.square().mean(1).sqrt()
     return CoefficientFields(
         name=name,
         channels=layer.channels,
@@ -356,7 +361,8 @@ def _analyze_fields(name: str, layer: VariableCoefficients, size: tuple[int, int
         coefficients=weight.tolist(),
         resolution=size,
         field_range=(float(fields_.min()), float(fields_.max())),
-        spatial_variation=float(fields_.flatten(1).std(1, unbiased=False).mean()),
+        spatial_variation=float(flat.std(1, unbiased=False).mean()),
+        relative_variation=float(torch.where(rms > 0, flat.std(1, unbiased=False) / rms.clamp_min(1e-30), 0).mean()),
         fields=fields_,
     )
 
@@ -395,7 +401,8 @@ def variant_summary(analysis: Analysis) -> dict[str, float | int | None]:
 
     Keys: ``spatial_convs``, ``order_0`` … ``order_3+`` (mean order spectrum), ``laplacian_like``,
     ``hyperbolicity`` (over the scored layers), ``depthwise_span_dim`` (mean over depthwise layers of the
-    mean span dimension per channel).
+    mean span dimension per channel), ``field_variation`` (mean over variable-coefficient layers of their
+    :attr:`CoefficientFields.relative_variation`).
     """
     layers = analysis.layers
     out: dict[str, float | int | None] = {"spatial_convs": len(layers)}
@@ -404,4 +411,5 @@ def variant_summary(analysis: Analysis) -> dict[str, float | int | None]:
     out["laplacian_like"] = _mean([e.laplacian_like for e in layers])
     out["hyperbolicity"] = _mean([e.hyperbolicity for e in layers if e.hyperbolicity is not None])
     out["depthwise_span_dim"] = _mean([e.depthwise.mean_span_dim for e in layers if e.depthwise is not None])
+    out["field_variation"] = _mean([f.relative_variation for f in analysis.coefficient_fields])
     return out

@@ -154,13 +154,16 @@ def _summary_markdown(analysis: Analysis, figures: list[Path]) -> str:
         lines += [
             "## Variable coefficients",
             "",
-            "| layer | channels | monomials | field min | field max | spatial variation |",
-            "|---|---|---|---|---|---|",
+            "Spatial variation: mean over channels of the std of a_c(x, y) over the grid; relative: of "
+            "std / rms (0 = constant coefficients, 1 = fields of mean zero).",
+            "",
+            "| layer | channels | monomials | field min | field max | spatial variation | relative |",
+            "|---|---|---|---|---|---|---|",
         ]
         for f in analysis.coefficient_fields:
             lines.append(
                 f"| {f.name} | {f.channels} | {', '.join(f.monomials)} | {f.field_range[0]:.3g} | "
-                f"{f.field_range[1]:.3g} | {f.spatial_variation:.3g} |"
+                f"{f.field_range[1]:.3g} | {f.spatial_variation:.3g} | {f.relative_variation:.3g} |"
             )
         lines.append("")
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]

@@ -123,10 +123,11 @@ def _learned_means(rows: list[dict]) -> str:
     """Per variant, the mean over its runs of the learned-PDE columns of ``results.csv``."""
     from pdeconv.experiment.results import _LEARNED
 
-    lines = ["| variant | " + " | ".join(_LEARNED) + " |", "|:--|" + "--:|" * len(_LEARNED)]
+    columns = [c for c in _LEARNED if any(r.get(c) not in (None, "") for r in rows)]  # those some run has
+    lines = ["| variant | " + " | ".join(columns) + " |", "|:--|" + "--:|" * len(columns)]
     for variant in dict.fromkeys(r["variant"] for r in rows):
         cells = []
-        for column in _LEARNED:
+        for column in columns:
             values = [float(r[column]) for r in rows if r["variant"] == variant and r.get(column) not in (None, "")]
             cells.append(f"{statistics.fmean(values):.3f}" if values else "–")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
@@ -215,7 +216,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
         "## The learned PDE",
         "",
         "Mean over each variant's runs: hyperbolicity score (0–1, mean over layers), independent operators per "
-        "channel used by depthwise layers, share of kernel moment energy at orders ≥ 3 (`pdeconv analyze`):",
+        "channel used by depthwise layers, share of kernel moment energy at orders ≥ 3, and how much coefficient "
+        "fields a(x, y) vary in space (std / rms, 0 = constant; `pdeconv analyze`), where the runs have them:",
         "",
         _learned_means(rows),
         "",

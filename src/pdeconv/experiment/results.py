@@ -31,11 +31,12 @@ RESULT_COLUMNS = [
     "hyperbolicity",
     "depthwise_span_dim",
     "order_3plus_share",
+    "field_variation",
     "run",
 ]
 #: from the learned-PDE summary (:func:`pdeconv.analysis.variant_summary`) of each run's trained model
 _LEARNED = {"hyperbolicity": "hyperbolicity", "depthwise_span_dim": "depthwise_span_dim",
-            "order_3plus_share": "order_3+"}
+            "order_3plus_share": "order_3+", "field_variation": "field_variation"}
 
 
 def run_dir(out: str | os.PathLike, variant: str, seed: int, runs: str | os.PathLike | None = None) -> Path:
@@ -59,11 +60,13 @@ def learned_pde_summary(run: Path) -> dict[str, Any] | None:
     summary = engine.run_summary(run)
     which = {"started": json.loads((run / engine.CONFIG).read_text()).get("started"), "epochs": summary["epochs"]}
     cached = run / LEARNED_PDE
+    checkpoint = (run / engine.CHECKPOINT).is_file()
     if cached.is_file():
         kept = json.loads(cached.read_text())
-        if kept.get("run") == which:
+        # a summary from before a quantity was added is recomputed where the checkpoint is at hand
+        if kept.get("run") == which and (not checkpoint or set(_LEARNED.values()) <= set(kept["summary"])):
             return kept["summary"]
-    if not (run / engine.CHECKPOINT).is_file():
+    if not checkpoint:
         return None
     learned = variant_summary(analyze_model(model_from_run(run)))
     learned = {k: (float(v) if isinstance(v, float) else v) for k, v in learned.items()}
