@@ -88,7 +88,8 @@ def test_probe_cli_quick_writes_the_prediction_first_and_the_outcome(tmp_path, c
     assert record["quick"] and record["seeds"] == [0, 1] and set(record["metrics"]) == {"dirichlet", "neumann"}
     report = (out / "report.md").read_text()
     assert report.index("**Prediction**") < report.index("| arm |") < report.index("**Outcome")
-    assert "smoke test, not a result" in report
+    assert "smoke test, not a result" in report and "![boundary](probe.png)" in report
+    assert (out / "probe.png").stat().st_size > 0
     assert (out / "results.csv").read_text().splitlines()[0] == "arm,seed,test_accuracy"
     assert main(["probe", "boundary", "--seeds", "1", "--out", str(tmp_path / "x")]) == 2
     assert "at least 2" in capsys.readouterr().err
@@ -140,5 +141,27 @@ def test_truncation_probe_on_trained_runs(tmp_path, make_fashion_mnist, capsys):
     train, test, _ = data.build_loaders("fashion-mnist", data_dir=str(folder), batch_size=64, seed=0)
     probes._recalibrate(model, [x for x, _ in train])
     assert record["metrics"]["dw4"]["order ≤ 4"][0] == engine.evaluate(model, test)["test_acc"]
+    assert (tmp_path / "probe" / "probe.png").stat().st_size > 0
     assert main(["probe", "rotation", "--runs", runs[0], "--out", str(tmp_path / "x")]) == 2
     assert "goes with the truncation probe" in capsys.readouterr().err
+
+
+def test_a_probe_plot_joins_each_seeds_arms_and_marks_each_arms_mean(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    metrics = {"dirichlet": {"test_accuracy": [0.9, 0.8, 0.95]}, "neumann": {"test_accuracy": [0.92, 0.85, 0.94]}}
+    (tmp_path / "probe.json").write_text(json.dumps({"probe": "boundary", "metrics": metrics}))
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read what was drawn
+    assert probes.plot_probe(tmp_path) == tmp_path / "probe.png" and (tmp_path / "probe.png").stat().st_size > 0
+    lines = figures[0].axes[0].lines
+    joined = [list(line.get_ydata()) for line in lines if line.get_linestyle() == "-"]
+    assert joined == [[0.9, 0.92], [0.8, 0.85], [0.95, 0.94]]  # seed s: (dirichlet, neumann)
+    means = [line.get_ydata()[0] for line in lines if line.get_marker() == "s"]
+    assert means == pytest.approx([0.8833333, 0.9033333])
+    # transport: the cells (k, L) at their places, k down the rows and L along the columns
+    arms = {f"shift {k}, {d} layers": {"relative_error": [10.0 * k + d]} for k in (1, 2) for d in (1, 2, 3)}
+    (tmp_path / "probe.json").write_text(json.dumps({"probe": "transport", "metrics": arms}))
+    probes.plot_probe(tmp_path)
+    image = figures[1].axes[0].images[0].get_array()
+    assert image.shape == (2, 3) and 10 ** image[1, 0] == pytest.approx(21) and 10 ** image[0, 2] == pytest.approx(13)

@@ -45,7 +45,8 @@ from pdeconv.experiment.stats import paired, summarize
 from pdeconv.layers import VariableCoefficients
 from pdeconv.layers.varcoef import monomials
 
-__all__ = ["PROBES", "TRUNCATION_PREDICTION", "Probe", "ProbeResult", "run_probe", "truncate_model", "truncation"]
+__all__ = ["PROBES", "TRUNCATION_PREDICTION", "Probe", "ProbeResult", "plot_probe", "run_probe", "truncate_model",
+           "truncation"]
 
 
 @dataclass(frozen=True)
@@ -211,11 +212,17 @@ def _transport_trial(seed: int, quick: bool) -> dict[str, dict[str, float]]:
     return result
 
 
+def _cell(arm: str) -> tuple[int, int]:
+    """(k, L) of a transport arm ``"shift k, L layers"``."""
+    k, depth = (int(s.split()[0]) for s in arm.replace("shift ", "").split(", "))
+    return k, depth
+
+
 def _transport_verdict(values, metrics) -> tuple[bool, str]:
     reach = {arm: statistics.fmean(v) for arm, v in values.items()}
     ok = []
     for arm, error in reach.items():
-        k, depth = (int(s.split()[0]) for s in arm.replace("shift ", "").split(", "))
+        k, depth = _cell(arm)
         ok.append(error < 1e-2 if depth >= k else error > 0.95)
     worst_in = max((e for a, e in reach.items() if _reaches(a)), default=float("nan"))
     best_out = min((e for a, e in reach.items() if not _reaches(a)), default=float("nan"))
@@ -224,7 +231,7 @@ def _transport_verdict(values, metrics) -> tuple[bool, str]:
 
 
 def _reaches(arm: str) -> bool:
-    k, depth = (int(s.split()[0]) for s in arm.replace("shift ", "").split(", "))
+    k, depth = _cell(arm)
     return depth >= k
 
 
@@ -526,8 +533,95 @@ def _save(out: Path, probe: Probe, record: dict[str, Any], csv: list[str], how: 
         *table, "",
         f"**Outcome: the prediction {'held' if record['held'] else 'did not hold'}.** {record['verdict']}.", "",
     ]
-    paths = [out / "probe.json", out / "results.csv", out / "report.md"]
+    paths = [out / "probe.json", out / "results.csv", out / "report.md", out / PLOT]
+    report += [f"![{probe.name}]({PLOT})", ""]
     _checkpoint.write_text(paths[0], json.dumps(record, indent=2) + "\n")
     _checkpoint.write_text(paths[1], "\n".join(csv) + "\n")
     _checkpoint.write_text(paths[2], "\n".join(report))
+    plot_probe(out)
     return paths
+
+
+# ------------------------------------------------------------------------------------------------- plots
+
+#: the figure each probe writes beside its report
+PLOT = "probe.png"
+
+
+def plot_probe(out: str | Path) -> Path:
+    """Draw ``out/probe.png`` from ``out/probe.json`` (what :func:`run_probe` and :func:`truncation` wrote).
+
+    * ``truncation``: test accuracy against the truncation order k, per variant (mean over its runs, bars the
+      95% t-interval).
+    * ``transport``: the best fit's test error, mean over seeds, per shift k (rows) and depth L (columns), on a
+      log colour scale; the cells with L ≥ k (reachable) outlined.
+    * the others: the probe's metric per arm, one line per seed joining its arms (the pairing), and each arm's
+      mean with its 95% t-interval.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out = Path(out)
+    record = json.loads((out / "probe.json").read_text())
+    name, metrics = record["probe"], record["metrics"]
+    if name == "truncation":
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for variant, m in metrics.items():
+            ks = [int(key.split()[-1]) for key in m]
+            stats = [summarize([100 * v for v in values]) for values in m.values()]
+            lo = [s.mean - (s.ci[0] if s.ci else s.mean) for s in stats]
+            hi = [(s.ci[1] if s.ci else s.mean) - s.mean for s in stats]
+            ax.errorbar(ks, [s.mean for s in stats], yerr=[lo, hi], marker="o", capsize=3,
+                        label=f"{variant} ({len(next(iter(m.values())))} runs)")
+        ax.set_xlabel("kernels cut to total order ≤ k")
+        ax.set_ylabel("test accuracy (%), BatchNorm recalibrated")
+        ax.set_xticks(sorted({int(key.split()[-1]) for m in metrics.values() for key in m}))
+        ax.set_title("truncation: accuracy of trained networks cut to order ≤ k", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    elif name == "transport":
+        cells = {_cell(arm): statistics.fmean(m["relative_error"]) for arm, m in metrics.items()}
+        shifts, depths = sorted({k for k, _ in cells}), sorted({d for _, d in cells})
+        grid = np.array([[cells[k, d] for d in depths] for k in shifts])
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        im = ax.imshow(np.log10(np.clip(grid, 1e-16, None)), cmap="viridis_r", vmin=-16, vmax=0)
+        for i, k in enumerate(shifts):
+            for j, d in enumerate(depths):
+                ax.text(j, i, f"{grid[i, j]:.1g}", ha="center", va="center", fontsize=8,
+                        color="white" if grid[i, j] < 1e-8 else "black")
+                if d >= k:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="C3"))
+        ax.set_xticks(range(len(depths)), [str(d) for d in depths])
+        ax.set_yticks(range(len(shifts)), [str(k) for k in shifts])
+        ax.set_xlabel("layers L")
+        ax.set_ylabel("shift k (pixels)")
+        fig.colorbar(im, ax=ax, label="log10 test error (best fit, mean over seeds)")
+        ax.set_title("transport: red = reachable (L ≥ k)", fontsize=9)
+    else:
+        probe = PROBES[name]
+        arms = [a for a in probe.arms if a in metrics]
+        values = np.array([metrics[a][probe.metric] for a in arms])  # (arms, seeds)
+        fig, ax = plt.subplots(figsize=(5, 4))
+        xs = np.arange(len(arms))
+        for seed_values in values.T:
+            ax.plot(xs, seed_values, "-o", color="0.6", ms=3, lw=0.8, alpha=0.7)
+        for x, row in zip(xs, values):
+            s = summarize(list(row))
+            if s.ci is not None:
+                ax.errorbar(x + 0.08, s.mean, yerr=[[s.mean - s.ci[0]], [s.ci[1] - s.mean]], fmt="s",
+                            color="C0", capsize=4, ms=6)
+        ax.set_xticks(xs, arms)
+        ax.set_xlim(-0.4, len(arms) - 0.6)
+        ax.set_ylabel(probe.metric.replace("_", " "))
+        ax.set_title(f"{name}: {values.shape[1]} paired seeds (grey), mean ± 95% CI (blue)", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path = out / PLOT
+    tmp = path.with_name(f".{PLOT}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)  # a plot is whole or absent
+    return path
