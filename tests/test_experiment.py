@@ -427,3 +427,30 @@ def test_the_paired_plot_draws_each_seeds_difference_and_the_mean_with_its_inter
     means = [line for line in ax.lines if line.get_marker() == "s"]
     np.testing.assert_allclose([m.get_ydata()[0] for m in means], [100 * paired_[v].mean for v in ("b", "c")])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["b", "c"]
+
+
+def test_runs_with_different_penalty_weights_get_the_score_against_the_weight(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from pdeconv.experiment.plots import plot_experiment
+
+    rows = []
+    for variant, weight, scores in (("baseline", 0.0, [0.36, 0.38]), ("penalty=1", 1.0, [0.7, 0.8]),
+                                    ("penalty=10", 10.0, [0.95, 0.97])):
+        for seed, score in enumerate(scores):
+            run = tmp_path / variant / f"seed{seed}"
+            run.mkdir(parents=True)
+            (run / engine.CONFIG).write_text(json.dumps({"config": {"penalty_weight": weight}}))
+            (run / engine.METRICS).write_text(json.dumps({"test_acc": 0.9}) + "\n")
+            rows.append({"variant": variant, "seed": seed, "test_acc": 0.9, "flops": 1e6, "hyperbolicity": score,
+                         "run": f"{variant}/seed{seed}"})
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figures to read what was drawn
+    files = plot_experiment(tmp_path, rows)
+    assert files[-1] == tmp_path / "hyperbolicity_vs_penalty.png" and files[-1].stat().st_size > 0
+    (means,) = [line for line in figures[-1].axes[0].lines if line.get_marker() == "s"]
+    assert list(means.get_xdata()) == [0.0, 1.0, 10.0]
+    assert list(means.get_ydata()) == pytest.approx([0.37, 0.75, 0.96])
+    for r in rows:  # one weight: no such plot
+        (tmp_path / r["run"] / engine.CONFIG).write_text(json.dumps({"config": {"penalty_weight": 0.0}}))
+    assert not any(f.name == "hyperbolicity_vs_penalty.png" for f in plot_experiment(tmp_path, rows))

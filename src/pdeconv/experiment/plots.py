@@ -73,7 +73,7 @@ def plot_experiment(out: Path, rows: list[dict], paired: Mapping[str, Paired] | 
     """Write the experiment's plots to ``out`` and return their paths: ``paired_differences.png`` (when
     ``paired``, the :func:`~pdeconv.experiment.report.comparisons` with ``reference``, is not empty),
     ``accuracy_per_epoch.png``, ``accuracy_vs_flops.png`` and, when the runs were analysed,
-    ``accuracy_vs_hyperbolicity.png``."""
+    ``accuracy_vs_hyperbolicity.png`` and (when their penalty weights differ) ``hyperbolicity_vs_penalty.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,4 +113,40 @@ def plot_experiment(out: Path, rows: list[dict], paired: Mapping[str, Paired] | 
         files.append(_save(fig, ax, out / "accuracy_vs_hyperbolicity.png",
                            "hyperbolicity score of the trained model (mean over its layers, 0–1)",
                            "accuracy vs hyperbolicity (one point per run)"))
+        weights = {id(r): _penalty_weight(out, r) for r in scored}
+        if len(set(weights.values())) > 1:  # the runs differ in the penalty's weight: does it move the score?
+            files.append(_penalty_plot(out, scored, weights))
     return files
+
+
+def _penalty_weight(out: Path, row: dict) -> float:
+    """The hyperbolicity penalty's weight the run trained with (its ``config.json``)."""
+    config = json.loads((Path(out) / row["run"] / engine.CONFIG).read_text())
+    return float(config["config"].get("penalty_weight") or 0.0)
+
+
+def _penalty_plot(out: Path, rows: list[dict], weights: dict[int, float]) -> Path:
+    """``hyperbolicity_vs_penalty.png``: each run's hyperbolicity score against the penalty weight it trained
+    with (symmetric-log axis, so weight 0 has its place), the mean per weight joined."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    by: dict[float, list[float]] = {}
+    for r in rows:
+        by.setdefault(weights[id(r)], []).append(float(r["hyperbolicity"]))
+    xs = sorted(by)
+    for x in xs:
+        ax.plot([x] * len(by[x]), by[x], "o", color="0.55", ms=4)
+    ax.plot(xs, [statistics.fmean(by[x]) for x in xs], "-s", color="C0", label="mean over runs")
+    positive = [x for x in xs if x > 0]
+    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+    ax.set_xlabel("hyperbolicity penalty weight (0 = none)")
+    ax.set_ylabel("hyperbolicity score of the trained model (0–1)")
+    ax.set_title("does the penalty move the score? (one point per run)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(out) / "hyperbolicity_vs_penalty.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
