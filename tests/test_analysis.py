@@ -295,7 +295,8 @@ def test_coefficient_fields_are_sampled_at_pixel_centres():
     torch.testing.assert_close(f.fields[1], (y**2)[:, None].expand(5, 8))
     assert f.field_range == pytest.approx((1 - 2 * 7 / 8, 1 + 2 * 7 / 8))
     constant = analyze_model(nn.Sequential(VariableCoefficients(3))).coefficient_fields[0]
-    assert constant.spatial_variation == 0 and constant.relative_variation == 0
+    assert constant.spatial_variation == 0 and constant.relative_variation == 0 and constant.sign_changing == 0
+    assert f.sign_changing == 0.5  # 1 + 2x is negative left of x = −1/2, y² is never
     # std / rms per channel, by hand: a_0 = 1 + 2x, a_1 = y² on the (5, 8) grid of pixel centres
     a0, a1 = 1 + 2 * x.double(), y.double() ** 2
     by_hand = [(a.var(unbiased=False) / a.square().mean()).sqrt().item() for a in (a0, a1)]
@@ -304,7 +305,7 @@ def test_coefficient_fields_are_sampled_at_pixel_centres():
         vc.weight.zero_()
         vc.weight[0, 1, 0, 0] = 3.0  # a_0 = 3x: mean zero over the centred grid, so std = rms; a_1 ≡ 0 counts 0
     (g,) = analyze_model(nn.Sequential(vc), image_size=(5, 8)).coefficient_fields
-    assert g.relative_variation == pytest.approx(0.5, rel=1e-6)
+    assert g.relative_variation == pytest.approx(0.5, rel=1e-6) and g.sign_changing == 0.5  # 3x changes sign, 0 not
     assert variant_summary(analyze_model(nn.Sequential(vc), image_size=(5, 8)))["field_variation"] == pytest.approx(0.5)
     assert variant_summary(analyze_model(nn.Sequential(nn.Conv2d(2, 2, 3))))["field_variation"] is None
 
@@ -397,6 +398,8 @@ def test_cli_analyzes_a_training_run(tmp_path, capsys):
     expected = analyze_model(model)
     assert data["summary"] == pytest.approx(variant_summary(expected), abs=1e-12)
     assert data["summary"]["spatial_convs"] == 19 and data["summary"]["depthwise_span_dim"] is not None
+    changing = sum(round(f.sign_changing * f.channels) for f in expected.coefficient_fields)
+    assert f"Over all layers {changing} of 672 fields" in (out / "summary.md").read_text()  # 2·3·(16+32+64)
     # the printed table: one header row and one row per spatial convolution, in module order
     rows = [line for line in printed.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 19

@@ -136,6 +136,9 @@ class CoefficientFields:
     # mean over channels of std(a_c) / rms(a_c) over the grid, scale-free (a BatchNorm after the fields undoes a
     # common scale): 0 = constant, 1 = a field of mean zero; a channel with a_c ≡ 0 counts as 0
     relative_variation: float
+    # share of channels whose field takes both signs on the grid: there the operator it multiplies is reversed
+    # in part of the image (a transport whose direction flips, a diffusion that turns anti-diffusive)
+    sign_changing: float
     # (channels, H, W), float32; left out of JSON, where the coefficients describe the fields exactly
     fields: Tensor = field(repr=False)
 
@@ -363,6 +366,7 @@ def _analyze_fields(name: str, layer: VariableCoefficients, size: tuple[int, int
         field_range=(float(fields_.min()), float(fields_.max())),
         spatial_variation=float(flat.std(1, unbiased=False).mean()),
         relative_variation=float(torch.where(rms > 0, flat.std(1, unbiased=False) / rms.clamp_min(1e-30), 0).mean()),
+        sign_changing=float(((flat.amin(1) < 0) & (flat.amax(1) > 0)).double().mean()),
         fields=fields_,
     )
 

@@ -155,17 +155,22 @@ def _summary_markdown(analysis: Analysis, figures: list[Path]) -> str:
             "## Variable coefficients",
             "",
             "Spatial variation: mean over channels of the std of a_c(x, y) over the grid; relative: of "
-            "std / rms (0 = constant coefficients, 1 = fields of mean zero).",
+            "std / rms (0 = constant coefficients, 1 = fields of mean zero); sign-changing: the share of channels "
+            "whose field takes both signs, reversing its operator in part of the image.",
             "",
-            "| layer | channels | monomials | field min | field max | spatial variation | relative |",
-            "|---|---|---|---|---|---|---|",
+            "| layer | channels | monomials | field min | field max | spatial variation | relative | sign-changing |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for f in analysis.coefficient_fields:
             lines.append(
                 f"| {f.name} | {f.channels} | {', '.join(f.monomials)} | {f.field_range[0]:.3g} | "
-                f"{f.field_range[1]:.3g} | {f.spatial_variation:.3g} | {f.relative_variation:.3g} |"
+                f"{f.field_range[1]:.3g} | {f.spatial_variation:.3g} | {f.relative_variation:.3g} | "
+                f"{f.sign_changing:.0%} |"
             )
-        lines.append("")
+        channels = sum(f.channels for f in analysis.coefficient_fields)
+        changing = sum(round(f.sign_changing * f.channels) for f in analysis.coefficient_fields)
+        share = f"{changing} of {channels} fields ({changing / channels:.1%})"
+        lines += ["", f"Over all layers {share} take both signs.", ""]
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
     return "\n".join(lines) + "\n"
 
