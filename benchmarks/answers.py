@@ -10,6 +10,7 @@ checkpoint resumes, a run without one starts again.
     python benchmarks/answers.py                 # every experiment, in the order below
     python benchmarks/answers.py seed boundary   # some of them
     python benchmarks/answers.py --list          # the commands, without running them
+    python benchmarks/answers.py --status        # how far each experiment has got, run by run
     python benchmarks/answers.py --summaries     # learned_pde.json for every finished run that has a checkpoint
 
 Several of these commands may run at once (one per free core, e.g. ``answers.py boundary varcoef`` and
@@ -24,6 +25,7 @@ then measure that load too, and are no speed claims).
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -108,6 +110,46 @@ def summaries() -> None:
             print(f"{run.relative_to(ROOT)}: {'no checkpoint' if summary is None else 'ok'}", flush=True)
 
 
+def status(names: list[str], seeds: int, store: Path = STORE) -> list[str]:
+    """One line per experiment: its runs (``seeds`` per variant) finished, being trained now (another process
+    holds the run's lock), interrupted (resumed from the checkpoint, or started again without one) and not
+    started."""
+    from pdeconv import engine
+    from pdeconv.experiment.compare import _lock_run, _unlock_run
+
+    lines = []
+    for name in names:
+        e = EXPERIMENTS[name]
+        finished, training, interrupted, pending = 0, [], [], 0
+        for variant in e.variants.split(","):
+            for seed in range(seeds):
+                run = store / variant / f"seed{seed}"
+                if not (run / engine.CONFIG).is_file():
+                    pending += 1
+                    continue
+                summary = engine.run_summary(run)
+                if summary["finished"]:
+                    finished += 1
+                    continue
+                epochs = json.loads((run / engine.CONFIG).read_text())["config"]["epochs"]
+                where = f"{variant} seed {seed} (epoch {summary['epochs']}/{epochs}"
+                fd = _lock_run(run)
+                _unlock_run(fd)
+                if fd is None:
+                    training.append(where + ")")
+                else:
+                    checkpoint = (run / engine.CHECKPOINT).is_file()
+                    interrupted.append(where + (", resumes from its checkpoint)" if checkpoint else
+                                                ", no checkpoint: starts again)"))
+        total = seeds * len(e.variants.split(","))
+        parts = [f"{name}: {finished}/{total} finished"]
+        parts += [f"training now: {', '.join(training)}"] if training else []
+        parts += [f"interrupted: {', '.join(interrupted)}"] if interrupted else []
+        parts += [f"{pending} not started"] if pending else []
+        lines.append("; ".join(parts))
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("names", nargs="*", help=f"experiments to run: {', '.join(EXPERIMENTS)} (default: all)")
@@ -117,6 +159,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="threads of every run (default: 1)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--list", action="store_true", help="print the commands and stop")
+    p.add_argument("--status", action="store_true",
+                   help="print how far each experiment has got (finished, training now, interrupted, not started)")
     p.add_argument("--summaries", action="store_true",
                    help="write each finished run's learned_pde.json (kept in git; checkpoints are not) and stop")
     args = p.parse_args()
@@ -126,6 +170,9 @@ def main() -> None:
     unknown = [n for n in args.names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"unknown experiments {unknown}; valid ones: {', '.join(EXPERIMENTS)}")
+    if args.status:
+        print("\n".join(status(args.names or list(EXPERIMENTS), args.seeds)))
+        return
     for name in args.names or EXPERIMENTS:
         cmd = command(name, args)
         print(f"# {name}: {EXPERIMENTS[name].question}\n{shlex.join(['python', *cmd[1:]])}", flush=True)

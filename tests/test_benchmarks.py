@@ -171,3 +171,40 @@ def test_padding_smoke_and_its_cat_pad(tmp_path):
     (row,) = _smoke("padding", tmp_path / "parts", "--parts")["record"]["results"]
     assert set(row) == {"shape", "pad", "forward same", "forward valid", "input grad same", "input grad valid",
                         "weight grad same", "weight grad valid"}
+
+
+def test_answers_status_tells_finished_training_interrupted_and_not_started_runs(tmp_path, monkeypatch):
+    import importlib.util
+
+    from pdeconv import engine
+    from pdeconv.experiment.compare import _lock_run, _unlock_run
+
+    spec = importlib.util.spec_from_file_location("answers", BENCHMARKS / "answers.py")
+    answers = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "answers", answers)  # its dataclasses look their module up there
+    spec.loader.exec_module(answers)
+
+    def run(variant, seed, epochs_done, checkpoint=False):
+        d = tmp_path / variant / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / engine.CONFIG).write_text(json.dumps({"config": {"epochs": 3}}))
+        line = {"train_loss": 1.0, "train_acc": 0.5, "lr": 0.1, "img_per_s": 100.0, "train_s": 1.0,
+                "test_loss": 1.0, "test_acc": 0.5, "wall_s": 1.0}  # what engine writes per epoch
+        (d / engine.METRICS).write_text("".join(json.dumps({"epoch": e + 1, **line}) + "\n"
+                                                for e in range(epochs_done)))
+        if checkpoint:
+            (d / engine.CHECKPOINT).write_bytes(b"")
+        return d
+
+    run("baseline", 0, 3)
+    run("baseline", 1, 3)
+    run("wave", 0, 1, checkpoint=True)
+    held = _lock_run(run("wave", 1, 2))  # as a compare command training it would
+    try:
+        (line,) = answers.status(["wave"], 3, tmp_path)
+    finally:
+        _unlock_run(held)
+    assert line == ("wave: 2/6 finished; training now: wave seed 1 (epoch 2/3); interrupted: wave seed 0 "
+                    "(epoch 1/3, resumes from its checkpoint); 2 not started")
+    (line,) = answers.status(["wave"], 3, tmp_path)
+    assert "training now" not in line and "wave seed 1 (epoch 2/3, no checkpoint: starts again)" in line
