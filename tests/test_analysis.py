@@ -306,8 +306,10 @@ def test_coefficient_fields_are_sampled_at_pixel_centres():
         vc.weight[0, 1, 0, 0] = 3.0  # a_0 = 3x: mean zero over the centred grid, so std = rms; a_1 ≡ 0 counts 0
     (g,) = analyze_model(nn.Sequential(vc), image_size=(5, 8)).coefficient_fields
     assert g.relative_variation == pytest.approx(0.5, rel=1e-6) and g.sign_changing == 0.5  # 3x changes sign, 0 not
-    assert variant_summary(analyze_model(nn.Sequential(vc), image_size=(5, 8)))["field_variation"] == pytest.approx(0.5)
-    assert variant_summary(analyze_model(nn.Sequential(nn.Conv2d(2, 2, 3))))["field_variation"] is None
+    summary = variant_summary(analyze_model(nn.Sequential(vc), image_size=(5, 8)))
+    assert summary["field_variation"] == pytest.approx(0.5) and summary["field_sign_changing"] == 0.5
+    plain = variant_summary(analyze_model(nn.Sequential(nn.Conv2d(2, 2, 3))))
+    assert plain["field_variation"] is None and plain["field_sign_changing"] is None
 
 
 def test_torchvision_resnet18_has_one_entry_per_spatial_conv():

@@ -111,6 +111,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def write_figure(path: str | os.PathLike, fig: Any, dpi: int = 110) -> None:
+    """Atomically write the matplotlib figure ``fig`` to ``path``, in the format its suffix names (PNG without
+    one): a reader never finds half an image, and a failed drawing leaves the old file or none."""
+    kind = Path(path).suffix.lstrip(".").lower() or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi))
+
+
 def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Atomically write ``state`` (weights_only-compatible contents) as a pdeconv checkpoint."""
     atomic_write(path, lambda f: torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, f))

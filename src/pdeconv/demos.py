@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pdeconv import stencil
+from pdeconv import _checkpoint, stencil
 from pdeconv.boundary import convolve
 from pdeconv.layers.steppers import runge_kutta_step
 
@@ -118,7 +118,7 @@ def _strip(path: Path, rows: dict[str, list[Tensor]], titles: list[str], cmap: s
                 ax.set_title(titles[j], fontsize=8)
         axes[i, 0].set_ylabel(label, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _checkpoint.write_figure(path, fig)
     plt.close(fig)
     return path
 

@@ -537,8 +537,8 @@ def _save(out: Path, probe: Probe, record: dict[str, Any], csv: list[str], how: 
     report += [f"![{probe.name}]({PLOT})", ""]
     _checkpoint.write_text(paths[0], json.dumps(record, indent=2) + "\n")
     _checkpoint.write_text(paths[1], "\n".join(csv) + "\n")
+    plot_probe(out)  # drawn from probe.json, before the report that shows it
     _checkpoint.write_text(paths[2], "\n".join(report))
-    plot_probe(out)
     return paths
 
 
@@ -590,8 +590,8 @@ def plot_probe(out: str | Path) -> Path:
         im = ax.imshow(np.log10(np.clip(grid, 1e-16, None)), cmap="viridis_r", vmin=-16, vmax=0)
         for i, k in enumerate(shifts):
             for j, d in enumerate(depths):
-                ax.text(j, i, f"{grid[i, j]:.1g}", ha="center", va="center", fontsize=8,
-                        color="white" if grid[i, j] < 1e-8 else "black")
+                ax.text(j, i, f"{grid[i, j]:.1g}", ha="center", va="center", fontsize=8,  # dark on yellow
+                        color="black" if grid[i, j] < 1e-8 else "white")
                 if d >= k:
                     ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="C3"))
         ax.set_xticks(range(len(depths)), [str(d) for d in depths])
@@ -620,8 +620,6 @@ def plot_probe(out: str | Path) -> Path:
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     path = out / PLOT
-    tmp = path.with_name(f".{PLOT}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    _checkpoint.write_figure(path, fig)
     plt.close(fig)
-    tmp.replace(path)  # a plot is whole or absent
     return path

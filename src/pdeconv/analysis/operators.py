@@ -406,7 +406,8 @@ def variant_summary(analysis: Analysis) -> dict[str, float | int | None]:
     Keys: ``spatial_convs``, ``order_0`` … ``order_3+`` (mean order spectrum), ``laplacian_like``,
     ``hyperbolicity`` (over the scored layers), ``depthwise_span_dim`` (mean over depthwise layers of the
     mean span dimension per channel), ``field_variation`` (mean over variable-coefficient layers of their
-    :attr:`CoefficientFields.relative_variation`).
+    :attr:`CoefficientFields.relative_variation`), ``field_sign_changing`` (the share of all their channels whose
+    field takes both signs, :attr:`CoefficientFields.sign_changing`).
     """
     layers = analysis.layers
     out: dict[str, float | int | None] = {"spatial_convs": len(layers)}
@@ -415,5 +416,8 @@ def variant_summary(analysis: Analysis) -> dict[str, float | int | None]:
     out["laplacian_like"] = _mean([e.laplacian_like for e in layers])
     out["hyperbolicity"] = _mean([e.hyperbolicity for e in layers if e.hyperbolicity is not None])
     out["depthwise_span_dim"] = _mean([e.depthwise.mean_span_dim for e in layers if e.depthwise is not None])
-    out["field_variation"] = _mean([f.relative_variation for f in analysis.coefficient_fields])
+    fields = analysis.coefficient_fields
+    out["field_variation"] = _mean([f.relative_variation for f in fields])
+    channels = sum(f.channels for f in fields)
+    out["field_sign_changing"] = sum(f.sign_changing * f.channels for f in fields) / channels if fields else None
     return out

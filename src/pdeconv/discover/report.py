@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from pdeconv import _checkpoint
 from pdeconv.discover.fit import Fit
 from pdeconv.stencil import AXES
 
@@ -121,7 +122,7 @@ def _snapshots(fit: Fit, path: str) -> None:
                 ax.set_yticks([])
                 where = ", middle z" if fit.data.space_dims == 3 else ""
                 ax.set_title(f"{fit.data.components[c]} {label}, t = {t * fit.data.dt:.3g}{where}", fontsize=8)
-    fig.savefig(path, dpi=110)
+    _checkpoint.write_figure(path, fig)
 
 
 def _space_time(fit: Fit, path: str) -> None:
@@ -145,7 +146,7 @@ def _space_time(fit: Fit, path: str) -> None:
             ax.set_xlabel("x")
             ax.set_ylabel("t")
             ax.set_title(f"{d.components[c]} {label}", fontsize=9)
-    fig.savefig(path, dpi=110)
+    _checkpoint.write_figure(path, fig)
 
 
 def _error_plot(fit: Fit, path: str) -> None:
@@ -158,7 +159,7 @@ def _error_plot(fit: Fit, path: str) -> None:
     ax.set_ylabel("relative L2 error")
     ax.set_title(f"prediction error ({fit.error_source} trajectories)")
     ax.grid(True, which="both", alpha=0.3)
-    fig.savefig(path, dpi=110)
+    _checkpoint.write_figure(path, fig)
 
 
 def _error_table(fit: Fit) -> list[str]:

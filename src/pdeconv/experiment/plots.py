@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Mapping
 from pathlib import Path
 
-from pdeconv import engine
+from pdeconv import _checkpoint, engine
 from pdeconv.experiment.stats import Paired
 
 __all__ = ["plot_experiment"]
@@ -33,7 +33,7 @@ def _save(fig, ax, path: Path, xlabel: str, title: str) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _checkpoint.write_figure(path, fig)
     plt.close(fig)
     return path
 
@@ -63,7 +63,7 @@ def _paired_plot(out: Path, rows: list[dict], paired: Mapping[str, Paired], refe
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     path = Path(out) / "paired_differences.png"
-    fig.savefig(path, dpi=110)
+    _checkpoint.write_figure(path, fig)
     plt.close(fig)
     return path
 
@@ -127,7 +127,8 @@ def _penalty_weight(out: Path, row: dict) -> float:
 
 def _penalty_plot(out: Path, rows: list[dict], weights: dict[int, float]) -> Path:
     """``hyperbolicity_vs_penalty.png``: each run's hyperbolicity score against the penalty weight it trained
-    with (symmetric-log axis, so weight 0 has its place), the mean per weight joined."""
+    with (symmetric-log axis, so weight 0 has its place), the mean per weight joined (runs of one weight are
+    averaged together whatever their variant: meant for experiments that vary the weight alone)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -147,6 +148,6 @@ def _penalty_plot(out: Path, rows: list[dict], weights: dict[int, float]) -> Pat
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(out) / "hyperbolicity_vs_penalty.png"
-    fig.savefig(path, dpi=110)
+    _checkpoint.write_figure(path, fig)
     plt.close(fig)
     return path

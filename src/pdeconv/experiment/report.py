@@ -217,7 +217,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
         "",
         "Mean over each variant's runs: hyperbolicity score (0–1, mean over layers), independent operators per "
         "channel used by depthwise layers, share of kernel moment energy at orders ≥ 3, and how much coefficient "
-        "fields a(x, y) vary in space (std / rms, 0 = constant; `pdeconv analyze`), where the runs have them:",
+        "fields a(x, y) vary in space (std / rms, 0 = constant) and the share of them that change sign "
+        "(`pdeconv analyze`), where the runs have them:",
         "",
         _learned_means(rows),
         "",

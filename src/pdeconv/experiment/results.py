@@ -32,11 +32,13 @@ RESULT_COLUMNS = [
     "depthwise_span_dim",
     "order_3plus_share",
     "field_variation",
+    "field_sign_changing",
     "run",
 ]
 #: from the learned-PDE summary (:func:`pdeconv.analysis.variant_summary`) of each run's trained model
 _LEARNED = {"hyperbolicity": "hyperbolicity", "depthwise_span_dim": "depthwise_span_dim",
-            "order_3plus_share": "order_3+", "field_variation": "field_variation"}
+            "order_3plus_share": "order_3+", "field_variation": "field_variation",
+            "field_sign_changing": "field_sign_changing"}
 
 
 def run_dir(out: str | os.PathLike, variant: str, seed: int, runs: str | os.PathLike | None = None) -> Path:
@@ -51,8 +53,9 @@ LEARNED_PDE = "learned_pde.json"
 
 def learned_pde_summary(run: Path) -> dict[str, Any] | None:
     """:func:`pdeconv.analysis.variant_summary` of the run's trained model, read from ``run/learned_pde.json``
-    when that file belongs to this training of the run (its start time and epoch count), else computed from
-    the checkpoint and saved there; ``None`` with neither."""
+    when that file belongs to this training of the run (its start time and epoch count) and holds every
+    quantity of ``results.csv`` (or the checkpoint is gone), else computed from the checkpoint and saved there;
+    ``None`` with neither."""
     from pdeconv import _checkpoint
     from pdeconv.analysis import analyze_model, variant_summary
     from pdeconv.run import model_from_run
