@@ -418,3 +418,25 @@ def test_a_finished_run_is_extended_with_a_constant_schedule_and_told_why_not_ot
     with pytest.raises(ValueError, match="1 epochs under the cosine schedule, which spans the run's length.*"
                                          "--schedule constant"):
         engine.train(config(tmp_path, fmnist, epochs=2, out=str(tmp_path / "cos"), resume=True), tiny_model)
+
+
+def test_a_figure_is_written_whole_or_not_at_all(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    fig.subplots().plot([0, 1], [1, 0])
+    path = tmp_path / "plot.png"
+    _checkpoint.write_figure(path, fig)
+    first = path.read_bytes()
+    assert first.startswith(b"\x89PNG")
+
+    class Broken(Figure):
+        def savefig(self, f, **kwargs):
+            f.write(b"\x89PNG half")
+            raise RuntimeError("the drawing failed")
+
+    with pytest.raises(RuntimeError, match="the drawing failed"):
+        _checkpoint.write_figure(path, Broken())
+    assert path.read_bytes() == first and [p.name for p in tmp_path.iterdir()] == ["plot.png"]  # no temp left
+    _checkpoint.write_figure(tmp_path / "plot.svg", fig)
+    assert (tmp_path / "plot.svg").read_text().lstrip().startswith("<?xml")  # the format the suffix names
