@@ -115,7 +115,7 @@ def status(names: list[str], seeds: int, store: Path = STORE) -> list[str]:
     are not counted) finished, being trained now (another process holds the run's lock), interrupted (resumed
     from the checkpoint, or started again without one) and not started (no config.json yet)."""
     from pdeconv import engine
-    from pdeconv.experiment.compare import _lock_run, _unlock_run
+    from pdeconv.experiment.compare import in_training
 
     lines = []
     for name in names:
@@ -133,11 +133,7 @@ def status(names: list[str], seeds: int, store: Path = STORE) -> list[str]:
                     continue
                 epochs = json.loads((run / engine.CONFIG).read_text())["config"]["epochs"]
                 where = f"{variant} seed {seed} (epoch {summary['epochs']}/{epochs}"
-                # held by a compare command training it? (held for an instant here: a compare starting at that
-                # moment leaves the run for last, and takes it then; without flock (-1) "interrupted" is a guess)
-                fd = _lock_run(run)
-                _unlock_run(fd)
-                if fd is None:
+                if in_training(run):
                     training.append(where + ")")
                 else:
                     checkpoint = (run / engine.CHECKPOINT).is_file()

@@ -140,7 +140,8 @@ def _summary_markdown(analysis: Analysis, figures: list[Path]) -> str:
         "| quantity | value |",
         "|---|---|",
     ]
-    for key, value in variant_summary(analysis).items():
+    summary = variant_summary(analysis)
+    for key, value in summary.items():
         lines.append(f"| {key} | {'–' if value is None else f'{value:.4g}'} |")
     lines += ["", "## Spatial convolutions", "", analysis.summary_table() or "(none)", ""]
     depthwise = [e for e in analysis.layers if e.depthwise is not None]
@@ -169,7 +170,7 @@ def _summary_markdown(analysis: Analysis, figures: list[Path]) -> str:
                 f"{f.sign_changing:.0%} |"
             )
         channels = sum(f.channels for f in analysis.coefficient_fields)
-        changing = sum(round(f.sign_changing * f.channels) for f in analysis.coefficient_fields)
+        changing = round(summary["field_sign_changing"] * channels)
         share = f"{changing} of {channels} fields ({changing / channels:.1%})"
         lines += ["", f"Over all layers {share} take both signs.", ""]
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]

@@ -31,7 +31,7 @@ from pdeconv.experiment.report import shared_settings, write_report
 from pdeconv.experiment.results import collect, run_dir
 from pdeconv.experiment.stats import Paired, paired
 
-__all__ = ["CompareResult", "check_seed_options", "compare"]
+__all__ = ["CompareResult", "check_seed_options", "compare", "in_training"]
 
 
 @dataclass
@@ -113,6 +113,17 @@ def _unlock_run(fd: int | None) -> None:
     if fd is not None and fd >= 0:
         _HELD.discard(fd)
         os.close(fd)
+
+
+def in_training(directory: Path) -> bool:
+    """Whether a ``compare`` command holds the lock of the run ``directory`` (is training it) right now.
+
+    Takes the lock for an instant to find out (a ``compare`` starting at that moment leaves the run for last
+    and takes it then); ``False`` where nothing can be locked (no ``flock``).
+    """
+    fd = _lock_run(Path(directory))
+    _unlock_run(fd)
+    return fd is None
 
 
 def _claim_directory(out: Path, config: engine.TrainConfig, force: bool, meta_name: str = "experiment.json") -> None:

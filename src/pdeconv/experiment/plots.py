@@ -23,19 +23,24 @@ def _histories(out: Path, rows: list[dict]) -> dict[str, list[list[float]]]:
     return curves
 
 
-def _save(fig, ax, path: Path, xlabel: str, title: str) -> Path:
-    """Label a test-accuracy plot, write it to ``path`` and close it."""
+def _write(fig, path: Path) -> Path:
+    """Lay out ``fig``, write it to ``path`` (whole or not at all) and close it."""
     import matplotlib.pyplot as plt
 
+    fig.tight_layout()
+    _checkpoint.write_figure(path, fig)
+    plt.close(fig)
+    return path
+
+
+def _save(fig, ax, path: Path, xlabel: str, title: str) -> Path:
+    """Label a test-accuracy plot, write it to ``path`` and close it."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _checkpoint.write_figure(path, fig)
-    plt.close(fig)
-    return path
+    return _write(fig, path)
 
 
 def _paired_plot(out: Path, rows: list[dict], paired: Mapping[str, Paired], reference: str) -> Path:
@@ -61,11 +66,7 @@ def _paired_plot(out: Path, rows: list[dict], paired: Mapping[str, Paired], refe
     ax.set_title(f"paired differences to {reference} ({seeds} seeds: seed s − seed s)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path = Path(out) / "paired_differences.png"
-    _checkpoint.write_figure(path, fig)
-    plt.close(fig)
-    return path
+    return _write(fig, Path(out) / "paired_differences.png")
 
 
 def plot_experiment(out: Path, rows: list[dict], paired: Mapping[str, Paired] | None = None,
@@ -113,9 +114,9 @@ def plot_experiment(out: Path, rows: list[dict], paired: Mapping[str, Paired] | 
         files.append(_save(fig, ax, out / "accuracy_vs_hyperbolicity.png",
                            "hyperbolicity score of the trained model (mean over its layers, 0–1)",
                            "accuracy vs hyperbolicity (one point per run)"))
-        weights = {id(r): _penalty_weight(out, r) for r in scored}
-        if len(set(weights.values())) > 1:  # the runs differ in the penalty's weight: does it move the score?
-            files.append(_penalty_plot(out, scored, weights))
+        points = [(_penalty_weight(out, r), float(r["hyperbolicity"])) for r in scored]
+        if len({w for w, _ in points}) > 1:  # the runs differ in the penalty's weight: does it move the score?
+            files.append(_penalty_plot(out, points))
     return files
 
 
@@ -125,7 +126,7 @@ def _penalty_weight(out: Path, row: dict) -> float:
     return float(config["config"].get("penalty_weight") or 0.0)
 
 
-def _penalty_plot(out: Path, rows: list[dict], weights: dict[int, float]) -> Path:
+def _penalty_plot(out: Path, points: list[tuple[float, float]]) -> Path:
     """``hyperbolicity_vs_penalty.png``: each run's hyperbolicity score against the penalty weight it trained
     with (symmetric-log axis, so weight 0 has its place), the mean per weight joined (runs of one weight are
     averaged together whatever their variant: meant for experiments that vary the weight alone)."""
@@ -133,8 +134,8 @@ def _penalty_plot(out: Path, rows: list[dict], weights: dict[int, float]) -> Pat
 
     fig, ax = plt.subplots(figsize=(6, 4))
     by: dict[float, list[float]] = {}
-    for r in rows:
-        by.setdefault(weights[id(r)], []).append(float(r["hyperbolicity"]))
+    for weight, score in points:  # (penalty weight, hyperbolicity score) of each run
+        by.setdefault(weight, []).append(score)
     xs = sorted(by)
     for x in xs:
         ax.plot([x] * len(by[x]), by[x], "o", color="0.55", ms=4)
@@ -146,8 +147,4 @@ def _penalty_plot(out: Path, rows: list[dict], weights: dict[int, float]) -> Pat
     ax.set_title("does the penalty move the score? (one point per run)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(out) / "hyperbolicity_vs_penalty.png"
-    _checkpoint.write_figure(path, fig)
-    plt.close(fig)
-    return path
+    return _write(fig, Path(out) / "hyperbolicity_vs_penalty.png")
