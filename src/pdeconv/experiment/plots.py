@@ -63,7 +63,8 @@ def _paired_plot(out: Path, rows: list[dict], paired: Mapping[str, Paired], refe
     ax.set_xlim(-0.6, len(paired) - 0.4)
     ax.set_ylabel(f"Δ test accuracy vs {reference} (points)")
     seeds = max(len(c.seeds) for c in paired.values())
-    ax.set_title(f"paired differences to {reference} ({seeds} seeds: seed s − seed s)", fontsize=9)
+    ax.set_title(f"paired differences to {reference}\n({seeds} seeds; a dot: variant − {reference}, same seed)",
+                 fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     return _write(fig, Path(out) / "paired_differences.png")
