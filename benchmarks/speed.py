@@ -23,7 +23,7 @@ from pdeconv.engine import resolve_amp
 from pdeconv.models import get_variant
 
 VARIANTS = {
-    "resnet20": "neumann,periodic,dw4,order2,varcoef,seed,hyperbolic,quasilinear",
+    "resnet20": "neumann,periodic,dw4,order2,varcoef,seed,hyperbolic,quasilinear,wave",
     "resnet50": "baseline,neumann,periodic,dw4,order2,varcoef,seed",
 }
 COLUMNS = [
