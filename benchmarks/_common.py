@@ -31,15 +31,25 @@ from pdeconv.runtime import cpu_description
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help already says it in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every benchmark takes."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=description, formatter_class=_DefaultsFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition: checks the script runs")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument(
         "--threads", type=int, default=None, help="CPU intra-op threads (default: torch's, i.e. one per core)"
     )
-    p.add_argument("--results", type=Path, default=None, help="JSON-lines file to append to (default: results/)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="JSON-lines file to append to (default: benchmarks/results/<script>.jsonl)")
     return p
 
 

@@ -142,7 +142,8 @@ def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--suite", choices=("imagenet", "small", "all"), default="all")
     p.add_argument("--variants", default=VARIANTS, help="pdeconv variants, comma-separated")
-    p.add_argument("--shapes", default=None, help="only these shape names (e.g. stage1,fmnist1), comma-separated")
+    p.add_argument("--shapes", default=None,
+                   help="only these shape names (e.g. stage1,fmnist1), comma-separated (default: all)")
     p.add_argument("--formats", default="nchw,channels_last", help="memory formats, comma-separated")
     p.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast), comma-separated")
     p.add_argument("--batch", type=int, default=None, help="batch (default: imagenet 8 on CPU, 64 on GPU; small 128)")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from pdeconv import data
+
+_DOWNLOAD = data._download  # the real one, for the test that runs it offline
 
 
 @pytest.fixture(autouse=True)
@@ -111,6 +114,24 @@ def test_loaders_record_the_folder_and_a_fingerprint_of_what_they_read(tmp_path,
     assert data.build_loaders("fashion-mnist", data_dir=folder, batch_size=4)[2].fingerprint != info.fingerprint
 
 
+def test_a_failed_real_download_says_why_and_leaves_no_empty_folders(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)  # torchvision's own download code runs, offline
+    monkeypatch.setattr(data, "_download", _DOWNLOAD)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(FileNotFoundError) as info:
+        data.find_data("fashion-mnist", tmp_path / "d")
+    # torchvision's message spans lines and ends with the cause: all of it, on one line
+    assert re.search("download failed: .*no network in tests", str(info.value))
+    assert "\n" not in str(info.value)
+    assert list((tmp_path / "d").iterdir()) == []  # no FashionMNIST/raw/ left behind in the user's folder
+
+
 def test_missing_data_says_how_to_get_it(tmp_path):
     (tmp_path / "nothing").mkdir()
     with pytest.raises(FileNotFoundError) as info:
@@ -120,6 +141,7 @@ def test_missing_data_says_how_to_get_it(tmp_path):
     assert "apt-get install dataset-fashion-mnist" in message and "--data-dir" in message
     assert "internet" in message and "download failed: no network in tests" in message
     assert str(tmp_path / "nothing") in message
+    assert list((tmp_path / "nothing").iterdir()) == []  # the folders the failed download made are gone again
     with pytest.raises(FileNotFoundError, match="download disabled"):
         data.find_data("cifar10", tmp_path, download=False)
     with pytest.raises(FileNotFoundError, match="imagefolder.*--data-dir"):
@@ -305,7 +327,9 @@ def test_build_loaders_fashion_mnist(tmp_path, make_fashion_mnist, stripes):
 def test_train_subset_is_fixed_and_leaves_the_test_set_whole(tmp_path, make_fashion_mnist, make_image_folder):
     keep = data.subset_indices(50, 8)
     assert torch.equal(keep, data.subset_indices(50, 8)) and len(set(keep.tolist())) == 8
-    assert keep.tolist() == sorted(keep.tolist()) and len(data.subset_indices(5, 8)) == 5
+    assert keep.tolist() == sorted(keep.tolist()) and len(keep) == 8
+    with pytest.warns(UserWarning, match="--train-subset 8 is more than the 5 training images there are"):
+        assert len(data.subset_indices(5, 8)) == 5
     make_fashion_mnist(tmp_path / "fm", 40, 9)
     train, test, _ = data.build_loaders("fashion-mnist", data_dir=tmp_path / "fm", batch_size=4, train_subset=8,
                                         seed=3)

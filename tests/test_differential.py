@@ -325,3 +325,25 @@ def test_compile_and_autocast_take_a_path_too():
     # bf16 rounds inputs and weights (2^-9 relative each) and the sums: a few hundredths of the scale
     torch.testing.assert_close(low.float(), eager, rtol=0, atol=float(0.02 * bound.detach().max()))
     assert any(key.startswith("DifferentialConv2d|") and "|bfloat16|" in key for key in paths.chosen())
+
+
+def test_unbatched_input_is_taken_as_nn_conv2d_takes_it_and_wrong_shapes_are_named():
+    from pdeconv.layers import QuasiLinear, SymmetricHyperbolic2d, VariableCoefficients
+
+    torch.manual_seed(21)
+    u = torch.randn(4, 6, 5)  # (C, H, W), non-square so that a transposition would show
+    layers = (DifferentialConv2d(4, 2, bc="neumann"), QuasiLinear(4, 2), VariableCoefficients(4, init="default"),
+              SymmetricHyperbolic2d(4))
+    for layer in layers:
+        reference = nn.Conv2d(4, 4, 3, padding=1)(u)  # what the layer stands in for: unbatched in, unbatched out
+        out = layer(u)
+        assert out.shape == reference.shape == (4, 6, 5), type(layer).__name__
+        # the same sample as a batch of one: the same key, so the same path and the same sums (rounding only)
+        torch.testing.assert_close(out, layer(u[None])[0], rtol=1e-6, atol=1e-6)
+        name = type(layer).__name__
+        with pytest.raises(ValueError, match=rf"{name}: expected input of shape \(N, C, H, W\) or \(C, H, W\), "
+                                             r"got \(6, 5\)"):
+            layer(u[0])
+        with pytest.raises(ValueError, match=rf"{name}\(4, ...\): expected 4 channels .*got input of shape "
+                                             r"\(2, 3, 6, 5\)"):
+            layer(torch.randn(2, 3, 6, 5))

@@ -8,6 +8,7 @@ import math
 import os
 import pickle
 import socket
+import warnings
 
 import pytest
 import torch
@@ -96,7 +97,18 @@ def test_out_that_is_a_file_is_a_clear_error(tmp_path, fmnist, capsys):
         engine.train(config(tmp_path, fmnist, out=str(tmp_path / "afile.txt")), tiny_model)
     assert main(["compare", "--variants", "baseline", "--seeds", "1", "--out", str(tmp_path / "afile.txt")]) == 2
     assert "afile.txt is a file; --out must be a directory" in capsys.readouterr().err
+    # the other commands that write a folder refuse it before their work (a fit need not run to find out)
+    afile = str(tmp_path / "afile.txt")
+    for argv in (["analyze", "pde_resnet20", "--out", afile], ["demo", "heat", "--out", afile],
+                 ["discover", "fit", str(tmp_path / "not-read.npz"), "--out", afile],
+                 ["probe", "rotation", "--seeds", "2", "--quick", "--out", afile]):
+        assert main(argv) == 2, argv
+        assert "afile.txt is a file; --out must be a directory" in capsys.readouterr().err, argv
     assert (tmp_path / "afile.txt").read_text() == "mine"
+    # discover simulate writes a file: a folder there is refused, not turned into "folder.npz" beside it
+    assert main(["discover", "simulate", "--pde", "heat", "--grid", "16", "--steps", "2", "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a folder; give a file name" in capsys.readouterr().err
+    assert not (tmp_path.parent / f"{tmp_path.name}.npz").exists()
 
 
 def test_evaluate_with_flip_tta_averages_mirror_logits():
@@ -192,6 +204,12 @@ def test_out_dir_and_resume_guards(tmp_path, fmnist):
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
     with pytest.raises(FileNotFoundError, match="nothing to resume: .*checkpoint.pt does not exist"):
         engine.train(config(tmp_path, fmnist, out=str(tmp_path / "empty"), resume=True), tiny_model)
+    # a run stopped in its first epoch (Ctrl-C) left metrics and events but no checkpoint: both ways say --force
+    (tmp_path / "run" / engine.CHECKPOINT).unlink()
+    with pytest.raises(ValueError, match="stopped before its first checkpoint .*--force"):
+        engine.train(config(tmp_path, fmnist, epochs=1, lr=0.1), tiny_model)
+    with pytest.raises(FileNotFoundError, match="stopped before its first checkpoint.*--force instead of --resume"):
+        engine.train(config(tmp_path, fmnist, epochs=1, lr=0.1, resume=True), tiny_model)
 
 
 def test_penalty_is_added_to_the_loss(tmp_path, fmnist):
@@ -220,7 +238,12 @@ def test_penalty_is_added_to_the_loss(tmp_path, fmnist):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_and_channels_last(tmp_path, fmnist, amp):
     reference = engine.train(config(tmp_path, fmnist, epochs=1, out=str(tmp_path / "fp32")), tiny_model)
-    summary = engine.train(config(tmp_path, fmnist, epochs=1, amp=amp, channels_last=True), tiny_model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = engine.train(config(tmp_path, fmnist, epochs=1, amp=amp, channels_last=True), tiny_model)
+    # fp16 on a CPU trains, but says that it is usually slow there and what to use instead
+    slow = [w for w in caught if "--amp fp16 on a CPU" in str(w.message) and "--amp auto takes bf16" in str(w.message)]
+    assert len(slow) == (amp == "fp16")
     # Same data, init and steps: the losses agree to a few roundings of the low-precision dtype (u = 2^-9 for
     # bf16, 2^-11 for fp16, relative), far less than a wrong gradient scale or a missed step would move them;
     # and they differ from float32's, so autocast really ran.

@@ -74,7 +74,8 @@ def test_verdicts_say_whether_the_prediction_held():
     cells["shift 1, 4 layers"] = [0.05, 0.06]  # a reachable shift not found
     assert not probes._transport_verdict(cells, {})[0]
     assert probes._boundary_verdict({"dirichlet": [0.90, 0.91, 0.92], "neumann": [0.93, 0.95, 0.96]}, {})[0]
-    assert not probes._boundary_verdict({"dirichlet": [0.90, 0.95, 0.92], "neumann": [0.93, 0.91, 0.93]}, {})[0]
+    held, verdict = probes._boundary_verdict({"dirichlet": [0.90, 0.95, 0.92], "neumann": [0.93, 0.91, 0.93]}, {})
+    assert not held and "the interval includes 0, so not resolved either way" in verdict
 
 
 def test_probe_cli_quick_writes_the_prediction_first_and_the_outcome(tmp_path, capsys):
@@ -83,7 +84,7 @@ def test_probe_cli_quick_writes_the_prediction_first_and_the_outcome(tmp_path, c
                  "--threads", "1"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("prediction: When the answer lies in pixels at the border")
-    assert "outcome: the prediction" in printed
+    assert "outcome (--quick: a smoke test, not a result): the prediction" in printed
     record = json.loads((out / "probe.json").read_text())
     assert record["quick"] and record["seeds"] == [0, 1] and set(record["metrics"]) == {"dirichlet", "neumann"}
     report = (out / "report.md").read_text()
@@ -143,7 +144,10 @@ def test_truncation_probe_on_trained_runs(tmp_path, make_fashion_mnist, capsys):
     assert record["metrics"]["dw4"]["order ≤ 4"][0] == engine.evaluate(model, test)["test_acc"]
     assert (tmp_path / "probe" / "probe.png").stat().st_size > 0
     assert main(["probe", "rotation", "--runs", runs[0], "--out", str(tmp_path / "x")]) == 2
-    assert "goes with the truncation probe" in capsys.readouterr().err
+    assert "--runs goes only with the truncation probe" in capsys.readouterr().err
+    assert main(["probe", "truncation", "--out", str(tmp_path / "y")]) == 2
+    assert "the truncation probe needs --runs DIR" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def test_a_probe_plot_joins_each_seeds_arms_and_marks_each_arms_mean(tmp_path, monkeypatch):

@@ -49,7 +49,9 @@ def _add_engine_options(p: argparse.ArgumentParser, *, skip: set[str]) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = None if f.default is MISSING else f.default
-        help_ = f"{f.metadata.get('help', '')} (default: {default})"
+        help_ = f.metadata.get("help", "")
+        if default is not None and "(default:" not in help_:  # None: not given, the help says what happens then
+            help_ += f" (default: {default})"
         if hints[f.name] is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
             continue
@@ -75,6 +77,13 @@ def _check_model(model: str | None, variant: str | None = None) -> None:
         get_variant(variant)
 
 
+def _variant_names() -> str:
+    """The named variants and the fields a variant can set, for --help."""
+    from pdeconv.models.variants import PARAMETERS, VARIANTS
+
+    return f"{', '.join(VARIANTS)}; combine with + and FIELD=VALUE, FIELD one of {', '.join(PARAMETERS)}"
+
+
 @command
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from pdeconv.run import PRESETS
@@ -89,7 +98,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="start from a settings bundle, e.g. fast ("
                    + PRESETS["fast"].description.replace("%", "%%") + "); explicit options override it")
     p.add_argument("--model", default=None, help="model name (pdeconv.models.list_models(); default: pde_resnet20)")
-    p.add_argument("--variant", default="baseline", help="variant, e.g. seed or seed+neumann")
+    p.add_argument("--variant", default="baseline",
+                   help=f"variant, e.g. seed or seed+neumann or dw=2 (default: baseline). Named: {_variant_names()}")
     p.add_argument("--penalty-weight", type=float, default=None,
                    help="hyperbolicity penalty weight (default: the variant's own)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -131,7 +141,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="settings bundle (default: quick when no training option is given, else none)")
     p.add_argument("--model", default=None, help="model name (default: the preset's, else pde_resnet20)")
-    p.add_argument("--variants", default=None, help="comma-separated variants (default: the preset's)")
+    p.add_argument("--variants", default=None,
+                   help=f"comma-separated variants (default: the preset's). Named: {_variant_names()}")
     p.add_argument("--reference", default=None,
                    help="the variant every other is compared with (default: baseline if listed, else the first)")
     p.add_argument("--seeds", default=None,
@@ -246,16 +257,19 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
         from pdeconv import probes, runtime
 
         runtime.set_threads(a.threads)
-        if (a.name == "truncation") != (a.runs is not None):
-            raise UsageError("--runs DIR ... goes with the truncation probe (and only with it): it truncates the "
-                             "kernels of trained runs")
+        if a.name == "truncation" and a.runs is None:
+            raise UsageError("the truncation probe needs --runs DIR [DIR ...]: the trained runs whose kernels it "
+                             "truncates (run directories of `pdeconv train`)")
+        if a.name != "truncation" and a.runs is not None:
+            raise UsageError(f"--runs goes only with the truncation probe; the {a.name} probe trains its own models")
         if a.name == "truncation":
             print(f"prediction: {probes.TRUNCATION_PREDICTION}", flush=True)
             result = probes.truncation(a.runs, out=a.out or "runs/probe-truncation", progress=a.progress)
         else:
             print(f"prediction: {probes.PROBES[a.name].prediction}", flush=True)
             result = probes.run_probe(a.name, seeds=a.seeds, out=a.out, quick=a.quick, progress=a.progress)
-        print(f"outcome: the prediction {'held' if result.held else 'did not hold'}. {result.verdict}.")
+        quick = " (--quick: a smoke test, not a result)" if getattr(a, "quick", False) else ""
+        print(f"outcome{quick}: the prediction {'held' if result.held else 'did not hold'}. {result.verdict}.")
         print(f"wrote {', '.join(str(f) for f in result.files)}")
         return 0
 
@@ -290,7 +304,9 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
     def run(a: argparse.Namespace) -> int:
         from pdeconv import analysis
+        from pdeconv.runtime import check_out_dir
 
+        check_out_dir(a.out)
         model = analysis.load_model(
             a.source,
             torchvision=a.torchvision,
@@ -341,7 +357,8 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--zoom", type=int, help="solve on a grid this many times finer, keep every zoom-th point")
     s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="override a coefficient (repeatable); names: " + "; ".join(
-                       f"{name} {', '.join(spec.params)}" for name, spec in discover.PDES.items()))
+                       f"{name} {', '.join(spec.params) or '(none: its coefficients are fixed)'}"
+                       for name, spec in discover.PDES.items()))
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run_simulate(a: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ import codecs
 import gzip
 import os
 import pickle
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -224,11 +225,19 @@ def _download(name: str, root: Path) -> None:
     from torchvision.datasets.utils import download_and_extract_archive
 
     root.mkdir(parents=True, exist_ok=True)
-    if name == "fashion-mnist":
-        datasets.FashionMNIST(str(root), train=True, download=True)  # fetches all four files
-    else:  # fetch and unpack the archive only; reading is ours (numpy-only unpickler)
-        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    # the folders torchvision makes: removed again, if it left them empty, when the download fails
+    made = [d for d in (root / "FashionMNIST", root / "FashionMNIST" / "raw") if not d.exists()]
+    try:
+        if name == "fashion-mnist":
+            datasets.FashionMNIST(str(root), train=True, download=True)  # fetches all four files
+        else:  # fetch and unpack the archive only; reading is ours (numpy-only unpickler)
+            cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+            download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    except BaseException:
+        for d in reversed(made):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
 
 
 def find_data(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Path:
@@ -259,7 +268,8 @@ def find_data(name: str, data_dir: str | os.PathLike | None = None, *, download:
             _download(name, target)
             return find_data(name, target if data_dir is not None else cache_dir(), download=False)
         except (OSError, RuntimeError, ValueError) as e:  # no network, bad checksum, ...
-            reason = f"download failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+            message = " ".join(str(e).split())  # torchvision's message spans lines: the reason is on the last
+            reason = f"download failed: {message[:300] if message else type(e).__name__}"
     elif not download:
         reason = "download disabled"
     where = ", ".join(str(r) for r in roots) or "no folder given"
@@ -546,6 +556,9 @@ def subset_indices(total: int, n: int) -> Tensor:
     """A fixed random choice of ``min(n, total)`` of ``range(total)``, sorted; it depends on nothing else."""
     if n < 1:
         raise ValueError(f"train_subset must be at least 1, got {n}")
+    if n > total:
+        warnings.warn(f"--train-subset {n:,} is more than the {total:,} training images there are: training on all "
+                      f"{total:,}", stacklevel=2)
     return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:n].sort().values
 
 

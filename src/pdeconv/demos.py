@@ -25,6 +25,7 @@ from torch import Tensor
 from pdeconv import _checkpoint, stencil
 from pdeconv.boundary import convolve
 from pdeconv.layers.steppers import runge_kutta_step
+from pdeconv.runtime import check_out_dir
 
 __all__ = ["DEMOS", "run", "translation", "heat", "boundary", "rotation", "dilation", "sample_image"]
 
@@ -440,6 +441,7 @@ def run(name: str, out: str | Path = "runs/demo", size: int | None = None, steps
         raise ValueError(f"--size must be at least 8 pixels; got {size}")
     if steps is not None and steps < 1:
         raise ValueError(f"--steps must be at least 1; got {steps}")
+    check_out_dir(out)
     result = DEMOS[name](Path(out), size=size, steps=steps)
     print(result.summary)
     for f in result.files:

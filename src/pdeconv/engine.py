@@ -28,6 +28,7 @@ import os
 import platform
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -46,7 +47,7 @@ from pdeconv import __version__, _checkpoint, paths
 from pdeconv._checkpoint import CheckpointError
 from pdeconv.data import DATASETS, DatasetInfo, build_loaders, dataset_info
 from pdeconv.distributed import Processes, agree, broadcast, on_main, start, stop
-from pdeconv.runtime import cpu_description, set_threads, usable_cpus
+from pdeconv.runtime import check_out_dir, cpu_description, set_threads, usable_cpus
 
 CHECKPOINT, METRICS, CONFIG = "checkpoint.pt", "metrics.jsonl", "config.json"
 LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check); syncing every step slows GPUs
@@ -83,7 +84,8 @@ class TrainConfig:
     model: str = _opt("pde_resnet20", "model name (recorded; the caller builds the model)")
     variant: str = _opt("baseline", "model variant (recorded; the caller builds the model)")
     dataset: str = _opt("fashion-mnist", "dataset", tuple(sorted(DATASETS)))
-    data_dir: str | None = _opt(None, "folder searched first for the dataset")
+    data_dir: str | None = _opt(None, "folder holding the dataset, searched alone (without it: $PDECONV_DATA, "
+                                    "~/.cache/pdeconv, then system folders such as /usr/share/datasets/fashion-mnist)")
     train_subset: int | None = _opt(None, "train on a fixed subset of this many images (the same for every seed)")
     epochs: int = _opt(10, "number of epochs")
     batch_size: int = _opt(128, "global batch size, split evenly across processes")
@@ -359,24 +361,24 @@ def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     _checkpoint.write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
 
-def check_out_dir(out: Path) -> None:
-    """``ValueError`` (one line) when ``--out`` names something other than a folder (or a place for one)."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; --out must be a directory (created if missing)")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise ValueError(f"--out {out}: {out.parent} is a file, not a directory")
-
-
 def _prepare_out_dir(config: TrainConfig, out: Path) -> None:
     """Refuse to overwrite another run unless forced; with force, clear it (rank 0 only)."""
     check_out_dir(out)
     if config.resume:
         if not (out / CHECKPOINT).exists():
-            raise FileNotFoundError(f"nothing to resume: {out / CHECKPOINT} does not exist; run without --resume")
+            started = (out / METRICS).exists()
+            raise FileNotFoundError(
+                f"nothing to resume: {out / CHECKPOINT} does not exist"
+                + ("; the run there stopped before its first checkpoint (the end of its first epoch): start it "
+                   "over with --force instead of --resume" if started else "; run without --resume")
+            )
         return
     old = [out / CHECKPOINT, out / METRICS, *out.glob("events.out.tfevents.*")] if out.is_dir() else []
     old = [p for p in old if p.exists()]
     if old and not config.force:
+        if not (out / CHECKPOINT).exists():
+            raise ValueError(f"{out} holds a run that stopped before its first checkpoint (nothing to resume); "
+                             "pass --force to start it over")
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or --force to overwrite it")
     for p in old:
         p.unlink()
@@ -499,6 +501,10 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
     if config.batch_size % procs.world_size:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {procs.world_size} processes")
     amp = resolve_amp(config.amp, procs.device)  # what runs; the config keeps what was asked ("auto")
+    if amp == "fp16" and procs.device.type == "cpu" and procs.main:
+        warnings.warn("--amp fp16 on a CPU: most CPUs have no fast float16 convolutions, so this usually trains "
+                      "several times slower than float32; --amp auto takes bf16 where the CPU has it natively, else "
+                      "float32", stacklevel=2)
     on_main(lambda: _prepare_out_dir(config, out), main=procs.main)
     config = replace(config, threads=str(_set_threads(config, out, procs)))
     _seed_everything(config.seed)

@@ -44,6 +44,7 @@ from pdeconv.boundary import set_boundary
 from pdeconv.experiment.stats import paired, summarize
 from pdeconv.layers import VariableCoefficients
 from pdeconv.layers.varcoef import monomials
+from pdeconv.runtime import check_out_dir
 
 __all__ = ["PROBES", "TRUNCATION_PREDICTION", "Probe", "ProbeResult", "plot_probe", "run_probe", "truncate_model",
            "truncation"]
@@ -304,6 +305,8 @@ def _boundary_verdict(values, metrics) -> tuple[bool, str]:
     c = paired(dict(enumerate(values["neumann"])), dict(enumerate(values["dirichlet"])))
     held = bool(c.ci is not None and c.ci[0] > 0)
     interval = "" if c.ci is None else f", 95% CI [{100 * c.ci[0]:+.2f}, {100 * c.ci[1]:+.2f}]"
+    if c.ci is not None and c.ci[0] <= 0 <= c.ci[1]:
+        interval += ": the interval includes 0, so not resolved either way at this many seeds"
     return held, f"neumann − dirichlet test accuracy: {100 * c.mean:+.2f} points{interval} (predicted > 0)"
 
 
@@ -400,7 +403,7 @@ def truncation(runs: list[str | Path], *, orders: tuple[int, ...] = (4, 3, 2, 1)
     metrics: dict[str, dict[str, list[float]]] = {}
     seeds: dict[str, list[int]] = {}
     cache: dict[Any, Any] = {}
-    for path in tqdm(runs, desc="probe truncation", disable=not progress, unit="run"):
+    for path in tqdm(runs, desc="probe truncation", disable=None if progress else True, unit="run"):
         config = engine.load_checkpoint(Path(path) / engine.CHECKPOINT)["config"]
         key = (config["dataset"], data_dir or config.get("data_dir"))
         if key not in cache:
@@ -472,12 +475,11 @@ def run_probe(name: str, *, seeds: int = 5, out: str | Path | None = None, quick
         raise ValueError(f"--seeds must be at least 2 (the report pairs seeds); got {seeds}")
     probe = PROBES[name]
     out = Path(out or f"runs/probe-{name}")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; --out must be a directory (created if missing)")
+    check_out_dir(out)
     metrics: dict[str, dict[str, list[float]]] = {arm: {} for arm in probe.arms}
     from tqdm import tqdm
 
-    for seed in tqdm(range(seeds), desc=f"probe {name}", disable=not progress, unit="seed"):
+    for seed in tqdm(range(seeds), desc=f"probe {name}", disable=None if progress else True, unit="seed"):
         with torch.random.fork_rng(devices=[]):
             for arm, values in probe.trial(seed, quick).items():
                 for key, value in values.items():

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
-__all__ = ["auto_threads", "busy_cpus", "code_revision", "cpu_description", "set_threads", "usable_cpus"]
+__all__ = [
+    "auto_threads", "busy_cpus", "check_out_dir", "code_revision", "cpu_description", "set_threads", "usable_cpus",
+]
 
 # instruction sets that decide which CPU kernels run (and how fast bf16 is), in the words of /proc/cpuinfo
 _FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
@@ -134,3 +137,13 @@ def set_threads(threads: int | str | None) -> int:
             raise ValueError(f"threads must be a positive count or 'auto'; got {threads!r}")
     torch.set_num_threads(count)
     return count
+
+
+def check_out_dir(out: str | os.PathLike) -> None:
+    """``ValueError`` (one line) when ``--out`` names something other than a folder (or a place for one); every
+    command that writes a folder checks this before its work, not after it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; --out must be a directory (created if missing)")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ValueError(f"--out {out}: {out.parent} is a file, not a directory")

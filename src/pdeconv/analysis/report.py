@@ -27,6 +27,7 @@ from pdeconv.analysis.operators import (
     first_order_matrices,
     variant_summary,
 )
+from pdeconv.runtime import check_out_dir
 
 __all__ = [
     "default_layer",
@@ -186,6 +187,7 @@ def write_report(
     analysed one (its weights give those matrices).
     """
     out = Path(out)
+    check_out_dir(out)
     layer = layer if layer is not None else default_layer(analysis)
     if layer is not None:
         analysis.layer(layer)  # ValueError listing the valid names, before anything is written

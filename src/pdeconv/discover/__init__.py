@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pdeconv.discover.data import Dataset, load, save
 from pdeconv.discover.fit import Fit, FitSettings, fit
 from pdeconv.discover.simulate import PDES, simulate, solve, true_equations
+from pdeconv.runtime import check_out_dir
 
 __all__ = [
     "Dataset",
@@ -64,6 +65,7 @@ def fit_file(
     """
     from pdeconv.discover.report import write_report  # matplotlib only when a report is written
 
+    check_out_dir(out)  # before the fit, not after it
     data = load(path, variables=variables, axes=axes, complex_part=complex_part, bc=bc)
     result = fit(data, **options)
     return result, write_report(result, out, source=os.fspath(path))

@@ -228,6 +228,8 @@ def load(
 def save(data: Dataset, path: str | os.PathLike) -> str:
     """Write ``data`` in the documented format (``u`` as (N, T, *space) for one field); returns the path written."""
     path = os.fspath(path)
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        raise ValueError(f"--out {path} is a folder; give a file name, e.g. {os.path.join(path, 'data.npz')}")
     if not path.endswith(".npz"):
         path += ".npz"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

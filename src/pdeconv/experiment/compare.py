@@ -30,6 +30,7 @@ from pdeconv.distributed import agree, on_main, start, stop
 from pdeconv.experiment.report import shared_settings, write_report
 from pdeconv.experiment.results import collect, run_dir
 from pdeconv.experiment.stats import Paired, paired
+from pdeconv.runtime import check_out_dir
 
 __all__ = ["CompareResult", "check_seed_options", "compare", "in_training"]
 
@@ -129,7 +130,7 @@ def in_training(directory: Path) -> bool:
 def _claim_directory(out: Path, config: engine.TrainConfig, force: bool, meta_name: str = "experiment.json") -> None:
     """Make ``out`` this experiment's (or, with ``meta_name="runs.json"``, this run store's): record the shared
     settings, or refuse a directory that holds other settings or other files."""
-    engine.check_out_dir(out)
+    check_out_dir(out)
     meta = out / meta_name
     settings = shared_settings(config)
     if meta.exists() and not force:

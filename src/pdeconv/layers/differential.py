@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pdeconv import boundary, paths
+from pdeconv.layers._input import batched
 from pdeconv.stencil import basis, moments, multi_indices, operator_name
 
 __all__ = ["DifferentialConv2d", "PATHS", "depthwise_conv", "fold"]
@@ -233,6 +234,11 @@ class DifferentialConv2d(nn.Module):
         self.path = path
 
     def forward(self, u: Tensor) -> Tensor:
+        u, unbatched = batched(self, u, self.channels)
+        out = self._forward(u)
+        return out.squeeze(0) if unbatched else out
+
+    def _forward(self, u: Tensor) -> Tensor:
         padding = 1
         if self.bc != "dirichlet":  # zero padding stays inside conv2d, the others are a padding copy first
             u, padding = boundary.pad(u, 1, self.bc), 0

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from pdeconv import stencil
 from pdeconv.boundary import convolve, padding_mode
+from pdeconv.layers._input import batched
 
 __all__ = ["SymmetricHyperbolic2d", "maxwell_te", "dirac"]
 
@@ -160,8 +161,11 @@ class SymmetricHyperbolic2d(nn.Module):
         return u.square().sum(dim=(1, 2, 3)) * self.spacing**2
 
     def forward(self, u: Tensor) -> Tensor:
-        if u.dim() != 4 or u.shape[1] != self.channels:
-            raise ValueError(f"expected (N, {self.channels}, H, W); got shape {tuple(u.shape)}")
+        u, unbatched = batched(self, u, self.channels)
+        out = self._evolve(u)
+        return out.squeeze(0) if unbatched else out
+
+    def _evolve(self, u: Tensor) -> Tensor:
         real = torch.float64 if u.dtype == torch.float64 else torch.float32
         cplx = torch.complex128 if real == torch.float64 else torch.complex64
         lam_y, Uy = (t.to(u.device) for t in _eigen(u.shape[2], self.bc, self.spacing))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from pdeconv.layers._input import batched
 from pdeconv.layers.differential import DifferentialConv2d
 
 __all__ = ["QuasiLinear"]
@@ -42,5 +43,7 @@ class QuasiLinear(nn.Module):
         self.differential = DifferentialConv2d(channels, multiplier, order, bc, stride, mix, out_channels)
 
     def forward(self, u: Tensor) -> Tensor:
+        u, unbatched = batched(self, u, self.expand.in_channels)
         a, b = self.expand(u).chunk(2, dim=1)
-        return self.differential(a * b)
+        out = self.differential(a * b)
+        return out.squeeze(0) if unbatched else out

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from pdeconv.layers._input import batched
 from pdeconv.paths import is_channels_last
 from pdeconv.stencil import multi_indices
 
@@ -181,10 +182,15 @@ class VariableCoefficients(nn.Module):
         return self.field(H, W)[0].detach()
 
     def forward(self, u: Tensor) -> Tensor:
+        u, unbatched = batched(self, u, self.channels)
+        out = self._modulate(u)
+        return out.squeeze(0) if unbatched else out
+
+    def _modulate(self, u: Tensor) -> Tensor:
         H, W = u.shape[-2:]
         traced = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
         wants_grad = torch.is_grad_enabled() and (u.requires_grad or self.weight.requires_grad)
-        if u.dim() != 4 or traced or not wants_grad:  # nothing to save for a backward, or a compiler fuses it
+        if traced or not wants_grad:  # nothing to save for a backward, or a compiler fuses it
             return u * self.field(H, W, u.dtype, u.device, channels_last=is_channels_last(u))
         weight = self.weight.to(u.dtype)[:, :, 0, 0]  # under autocast: the dtype of u, as conv2d would cast
         with torch.autocast(u.device.type, enabled=False):
