@@ -389,9 +389,9 @@ def test_cli_analyzes_a_training_run(tmp_path, capsys):
         "analysis.json",
         "summary.md",
         "order_spectrum.png",
-        "first_order_conv1.png",
+        "first_order_layer1.0.conv1.png",
         "coefficient_fields.png",
-    }  # conv1 1→16: no C→C 3×3 conv in a depthwise model
+    }  # no C→C 3×3 conv in a depthwise model: its first depthwise layer, not the 1→16 stem
     data = json.loads((out / "analysis.json").read_text())
     assert len(data["layers"]) == 19 and len(data["coefficient_fields"]) == 18  # one per 3×3 operator
     assert data["layers"][1]["depthwise"]["multiplier"] == 4
@@ -497,3 +497,18 @@ def test_a_state_dict_is_analysed_as_the_model_it_belongs_to(tmp_path, capsys):
     assert main(["analyze", "pde_resnet20", "--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err  # a baseline model: the dw4 weights' keys are unexpected
     assert "do not fit pde_resnet20 (Unexpected key(s)" in err and "check --variant" in err
+
+
+def test_the_default_layer_drawn_is_a_layer_of_the_blocks_not_the_stem():
+    from pdeconv.analysis.report import default_layer
+    from pdeconv.models import create
+
+    # baseline: the first C→C 3×3 convolution; seed (no dense C→C 3×3 at all): its first depthwise differential
+    # layer, not the 3→16 stem that comes first in module order
+    assert default_layer(analyze_model(create("pde_resnet20"))) == "layer1.0.conv1"
+    seed = analyze_model(create("pde_resnet20", variant="seed"))
+    assert seed.layers[0].name == "conv1" and default_layer(seed) == "layer1.0.conv1"
+    assert seed.layer("layer1.0.conv1").groups == seed.layer("layer1.0.conv1").in_channels == 16
+    stem_only = analyze_model(nn.Sequential(nn.Conv2d(3, 8, 3)))
+    assert default_layer(stem_only) == stem_only.layers[0].name
+

@@ -4,7 +4,7 @@ Figures (matplotlib ``Figure`` objects rendered by Agg; no pyplot state is touch
 
 * ``order_spectrum.png``: each spatial convolution's order spectrum as a stacked bar, in module (depth) order;
 * ``first_order_<layer>.png``: heat maps of ``A_∂x`` and ``A_∂y`` (rows: output channel, columns: input
-  channel) of one layer, by default the first C→C 3×3 convolution;
+  channel) of one layer, by default the first C→C 3×3 convolution, else the first depthwise 3×3 one;
 * ``coefficient_fields.png``: one panel per VariableCoefficients layer tiling the fields ``a_c(x, y)`` of its
   first 16 channels, each tile x to the right and y down over [−1, 1]², one colour scale for all.
 """
@@ -46,10 +46,12 @@ def _file_stem(name: str) -> str:
 
 
 def default_layer(analysis: Analysis) -> str | None:
-    """The first C→C 3×3 convolution, else the first spatial convolution; None if there is none."""
-    for e in analysis.layers:
-        if e.in_channels == e.out_channels and e.kernel_size == 3:
-            return e.name
+    """The first C→C 3×3 convolution, else the first depthwise 3×3 one (a differential layer: each channel's own
+    operators, a block-diagonal matrix), else the first spatial convolution; None if there is none."""
+    for wanted in (lambda e: e.in_channels == e.out_channels, lambda e: e.groups == e.in_channels > 1):
+        for e in analysis.layers:
+            if e.kernel_size == 3 and wanted(e):
+                return e.name
     return analysis.layers[0].name if analysis.layers else None
 
 
