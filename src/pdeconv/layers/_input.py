@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -14,7 +15,7 @@ def batched(layer: nn.Module, u: Tensor, channels: int) -> tuple[Tensor, bool]:
     if u.dim() not in (3, 4):
         raise ValueError(f"{type(layer).__name__}: expected input of shape (N, C, H, W) or (C, H, W), "
                          f"got {tuple(u.shape)}")
-    if u.shape[-3] != channels:
+    if not torch.jit.is_tracing() and u.shape[-3] != channels:  # a trace records no Python checks (the conv's stays)
         raise ValueError(f"{type(layer).__name__}({channels}, ...): expected {channels} channels (axis -3 of "
                          f"(N, C, H, W) or (C, H, W)), got input of shape {tuple(u.shape)}")
     return (u.unsqueeze(0), True) if u.dim() == 3 else (u, False)
