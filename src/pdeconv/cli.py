@@ -296,7 +296,9 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", help="variant of a pdeconv model name, e.g. dw4 or seed+neumann")
     p.add_argument("--in-chans", type=int, help="input channels of a pdeconv model name")
     p.add_argument("--num-classes", type=int, help="classes of a pdeconv or torchvision model name")
-    p.add_argument("--weights", metavar="FILE", help="a state dict (torch.save(model.state_dict())) for a model name")
+    p.add_argument("--weights", metavar="FILE",
+                   help="a state dict (torch.save(model.state_dict())) for a model name or a --torchvision model, "
+                   "e.g. torchvision's pretrained weights saved beforehand")
     p.add_argument("--layer", help="layer whose first-order matrices are drawn (default: the first C→C 3×3 conv, "
                    "else the first depthwise 3×3 one, else the first spatial conv)")
     p.add_argument("--h", type=float, default=1.0, help="grid spacing of the moments (default: 1, pixels)")

@@ -21,7 +21,8 @@ operator in pixel units; a dilation d multiplies the spacing by d along its axis
   and the participation ratio ``(Σσ²)² / Σσ⁴`` say how many independent operators the channel uses (the
   essay's "×4 is enough");
 * hyperbolicity: :func:`pdeconv.regularize.hyperbolicity` (1 = exactly symmetric hyperbolic), None where
-  it gives no score (it scores C→C ``nn.Conv2d`` layers only);
+  it gives no score (it scores the layers :func:`pdeconv.regularize.scored_layers` lists: C→C ``nn.Conv2d``,
+  a ``DifferentialConv2d`` with its 1×1 and C_out = C as its folded operator, ``SymmetricHyperbolic2d``);
 * :class:`~pdeconv.layers.VariableCoefficients`: the fields ``a_c(x, y)`` sampled on an ``image_size`` grid
   (default 32×32) by the layer itself: pixel centres of [−1, 1]² (the essay's grid for ``seed_compatible``
   layers); rows are y, pointing down, columns are x.
