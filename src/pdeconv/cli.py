@@ -268,7 +268,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
         else:
             print(f"prediction: {probes.PROBES[a.name].prediction}", flush=True)
             result = probes.run_probe(a.name, seeds=a.seeds, out=a.out, quick=a.quick, progress=a.progress)
-        quick = " (--quick: a smoke test, not a result)" if getattr(a, "quick", False) else ""
+        quick = " (--quick: a smoke test, not a result)" if a.quick else ""
         print(f"outcome{quick}: the prediction {'held' if result.held else 'did not hold'}. {result.verdict}.")
         print(f"wrote {', '.join(str(f) for f in result.files)}")
         return 0
@@ -307,9 +307,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
     def run(a: argparse.Namespace) -> int:
         from pdeconv import analysis
-        from pdeconv.runtime import check_out_dir
 
-        check_out_dir(a.out)
         model = analysis.load_model(
             a.source,
             torchvision=a.torchvision,

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 
-def batched(layer: nn.Module, u: Tensor, channels: int) -> tuple[Tensor, bool]:
-    """``u`` as ``(N, C, H, W)``, and whether it came unbatched (then the caller drops the batch axis again).
+def batched(layer: nn.Module, u: Tensor, channels: int, forward: Callable[[Tensor], Tensor]) -> Tensor:
+    """``forward(u)`` for ``u`` of shape ``(N, C, H, W)``; an unbatched ``(C, H, W)`` goes through as a batch of one
+    and comes back without the batch axis.
 
     ``ValueError`` naming the layer for any other rank or a channel count other than ``channels``.
     """
@@ -18,4 +21,4 @@ def batched(layer: nn.Module, u: Tensor, channels: int) -> tuple[Tensor, bool]:
     if not torch.jit.is_tracing() and u.shape[-3] != channels:  # a trace records no Python checks (the conv's stays)
         raise ValueError(f"{type(layer).__name__}({channels}, ...): expected {channels} channels (axis -3 of "
                          f"(N, C, H, W) or (C, H, W)), got input of shape {tuple(u.shape)}")
-    return (u.unsqueeze(0), True) if u.dim() == 3 else (u, False)
+    return forward(u.unsqueeze(0)).squeeze(0) if u.dim() == 3 else forward(u)

@@ -234,9 +234,7 @@ class DifferentialConv2d(nn.Module):
         self.path = path
 
     def forward(self, u: Tensor) -> Tensor:
-        u, unbatched = batched(self, u, self.channels)
-        out = self._forward(u)
-        return out.squeeze(0) if unbatched else out
+        return batched(self, u, self.channels, self._forward)
 
     def _forward(self, u: Tensor) -> Tensor:
         padding = 1

@@ -161,9 +161,7 @@ class SymmetricHyperbolic2d(nn.Module):
         return u.square().sum(dim=(1, 2, 3)) * self.spacing**2
 
     def forward(self, u: Tensor) -> Tensor:
-        u, unbatched = batched(self, u, self.channels)
-        out = self._evolve(u)
-        return out.squeeze(0) if unbatched else out
+        return batched(self, u, self.channels, self._evolve)
 
     def _evolve(self, u: Tensor) -> Tensor:
         real = torch.float64 if u.dtype == torch.float64 else torch.float32

@@ -43,7 +43,8 @@ class QuasiLinear(nn.Module):
         self.differential = DifferentialConv2d(channels, multiplier, order, bc, stride, mix, out_channels)
 
     def forward(self, u: Tensor) -> Tensor:
-        u, unbatched = batched(self, u, self.expand.in_channels)
+        return batched(self, u, self.expand.in_channels, self._step)
+
+    def _step(self, u: Tensor) -> Tensor:
         a, b = self.expand(u).chunk(2, dim=1)
-        out = self.differential(a * b)
-        return out.squeeze(0) if unbatched else out
+        return self.differential(a * b)

@@ -182,9 +182,7 @@ class VariableCoefficients(nn.Module):
         return self.field(H, W)[0].detach()
 
     def forward(self, u: Tensor) -> Tensor:
-        u, unbatched = batched(self, u, self.channels)
-        out = self._modulate(u)
-        return out.squeeze(0) if unbatched else out
+        return batched(self, u, self.channels, self._modulate)
 
     def _modulate(self, u: Tensor) -> Tensor:
         H, W = u.shape[-2:]
