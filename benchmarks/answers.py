@@ -37,12 +37,20 @@ RESULTS = ROOT / "results"
 STORE = RESULTS / "store-fast"
 
 
+STORE_RTS = RESULTS / "store-rts"
+
+
 @dataclass(frozen=True)
 class Experiment:
     question: str
     essay: str  # the sentence of the essay it tests
     variants: str
     reference: str = "baseline"
+    dataset: str = "fashion-mnist"
+    store: Path = STORE
+    # The plain experiments ran with the preset's ``--amp auto`` (bf16 on the machine that ran them); later ones
+    # pin the precision, so that a run on another CPU trains as these did.
+    amp: str | None = None
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -79,6 +87,22 @@ EXPERIMENTS: dict[str, Experiment] = {
         "dw4,order2,dw4+order=1",
         reference="dw4",
     ),
+    # The same questions on images where the essay's mechanisms should matter (docs/results.md: predictions).
+    "rts-boundary": Experiment(
+        "Boundary conditions on rotated, scaled and shifted garments that touch the border",
+        "Neumann … could make traveling waves bounce back and thereby retain more information",
+        "baseline,neumann,periodic", dataset="fashion-mnist-rts", store=STORE_RTS, amp="bf16",
+    ),
+    "rts-varcoef": Experiment(
+        "Variable coefficients on rotated and scaled images",
+        "variable coefficients … enable the ConvNet to learn to rotate and scale the image",
+        "baseline,varcoef=1,varcoef", dataset="fashion-mnist-rts", store=STORE_RTS, amp="bf16",
+    ),
+    "rts-seed": Experiment(
+        "The essay's block and depthwise ×4 operators on rotated, scaled and shifted images",
+        "Here is the modified Bottleneck … depthwise ×4 … with variable coefficients",
+        "baseline,seed,dw4", dataset="fashion-mnist-rts", store=STORE_RTS, amp="bf16",
+    ),
     "operators": Experiment(
         "How many operators per channel: depthwise ×1, ×2, ×4, ×9 against the full 3×3 convolution",
         "there can only be at most 9 linearly independent kernels … I'd go with ×4",
@@ -90,8 +114,10 @@ EXPERIMENTS: dict[str, Experiment] = {
 def command(name: str, args: argparse.Namespace) -> list[str]:
     e = EXPERIMENTS[name]
     cmd = [sys.executable, "-m", "pdeconv", "compare", "--preset", "fast", "--variants", e.variants,
-           "--reference", e.reference, "--runs", str(STORE.relative_to(ROOT)), "--out",
+           "--reference", e.reference, "--runs", str(e.store.relative_to(ROOT)), "--out",
            str((RESULTS / name).relative_to(ROOT)), "--threads", str(args.threads), "--no-progress"]
+    cmd += ["--dataset", e.dataset] if e.dataset != "fashion-mnist" else []
+    cmd += ["--amp", e.amp] if e.amp else []
     if args.target_ci is not None:
         cmd += ["--seeds", "auto", "--target-ci", str(args.target_ci), "--max-seeds", str(args.max_seeds)]
     else:
@@ -104,13 +130,13 @@ def summaries() -> None:
     from pdeconv import engine
     from pdeconv.experiment.results import learned_pde_summary
 
-    for run in sorted(STORE.glob("*/seed*")):
+    for run in sorted([*STORE.glob("*/seed*"), *STORE_RTS.glob("*/seed*")]):
         if (run / engine.CONFIG).is_file() and engine.run_summary(run)["finished"]:
             summary = learned_pde_summary(run)
             print(f"{run.relative_to(ROOT)}: {'no checkpoint' if summary is None else 'ok'}", flush=True)
 
 
-def status(names: list[str], seeds: int, store: Path = STORE) -> list[str]:
+def status(names: list[str], seeds: int, store: Path | None = None) -> list[str]:
     """One line per experiment: its runs (seeds 0 … ``seeds`` − 1 of each variant; more added by ``--target-ci``
     are not counted) finished, being trained now (another process holds the run's lock), interrupted (resumed
     from the checkpoint, or started again without one) and not started (no config.json yet)."""
@@ -120,10 +146,11 @@ def status(names: list[str], seeds: int, store: Path = STORE) -> list[str]:
     lines = []
     for name in names:
         e = EXPERIMENTS[name]
+        runs = store or e.store
         finished, training, interrupted, pending = 0, [], [], 0
         for variant in e.variants.split(","):
             for seed in range(seeds):
-                run = store / variant / f"seed{seed}"
+                run = runs / variant / f"seed{seed}"
                 if not (run / engine.CONFIG).is_file():
                     pending += 1
                     continue

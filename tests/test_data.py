@@ -344,3 +344,45 @@ def test_train_subset_is_fixed_and_leaves_the_test_set_whole(tmp_path, make_fash
     assert len(train) == 2 and info.num_classes == 2 and sum(len(y) for _, y in test) == 6
     with pytest.raises(ValueError, match="train_subset must be at least 1"):
         data.subset_indices(10, 0)
+
+
+# ------------------------------------------------------------------------------------------ fashion-mnist-rts
+
+
+def test_fashion_mnist_rts_is_built_once_and_its_draws_reproduce_it(tmp_path, make_fashion_mnist):
+    from pdeconv.warp import similarity_warp
+
+    source = make_fashion_mnist(tmp_path / "fmnist", 40, 12)
+    folder = data.rts_folder(source)
+    assert folder.parent == tmp_path / "cache" / "pdeconv" / "fashion-mnist-rts"
+    (train_x, train_y, test_x, test_y), read_from, _ = data.read_dataset("fashion-mnist-rts", source)
+    assert read_from == folder and data.find_data("fashion-mnist-rts", source) == folder
+    original = data.load_tensors("fashion-mnist", source)
+    torch.testing.assert_close(train_y, original[1])  # labels unchanged, in order
+    torch.testing.assert_close(test_y, original[3])
+    draws = np.load(folder / "draws.npz")
+    for split, warped, plain in (("train", train_x, original[0]), ("test", test_x, original[2])):
+        again = similarity_warp(plain, torch.from_numpy(draws[f"{split}_angle"]),
+                                torch.from_numpy(draws[f"{split}_scale"]), torch.from_numpy(draws[f"{split}_shift"]))
+        torch.testing.assert_close(again, warped, rtol=0, atol=0)  # the recorded draw gives the stored image
+        assert not torch.equal(warped, plain)
+    stamp = (folder / "train-images-idx3-ubyte").stat().st_mtime_ns
+    assert data.rts_folder(source) == folder  # cached: not built again
+    assert (folder / "train-images-idx3-ubyte").stat().st_mtime_ns == stamp
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no staging folder left behind
+    other = make_fashion_mnist(tmp_path / "other", 40, 12, seed=5)  # other source files: another cache entry
+    assert data.rts_folder(other) != folder
+
+
+def test_fashion_mnist_rts_draw_is_fixed_per_image(tmp_path, make_fashion_mnist):
+    small = data.rts_folder(make_fashion_mnist(tmp_path / "a", 20, 8))
+    # the same first 20 images inside a larger file get the same draws
+    large = data.rts_folder(make_fashion_mnist(tmp_path / "b", 30, 8))
+    a, b = np.load(small / "draws.npz"), np.load(large / "draws.npz")
+    np.testing.assert_array_equal(a["train_angle"], b["train_angle"][:20])
+    np.testing.assert_array_equal(a["test_shift"], b["test_shift"])
+
+
+def test_fashion_mnist_rts_without_its_source_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="fashion-mnist not found"):
+        data.build_loaders("fashion-mnist-rts", download=False)

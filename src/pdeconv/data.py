@@ -62,6 +62,8 @@ class DatasetInfo:
 #: still a shoe, so flipping is harmless and standard in fast recipes; the same holds for CIFAR and ImageNet.
 DATASETS: dict[str, DatasetInfo] = {
     "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, *STATS["fashion-mnist"], 2, True, True),
+    # Fashion-MNIST with every image rotated, scaled and shifted once, by a fixed draw (:func:`rts_folder`).
+    "fashion-mnist-rts": DatasetInfo("fashion-mnist-rts", 10, 1, 28, *STATS["fashion-mnist-rts"], 2, True, True),
     "cifar10": DatasetInfo("cifar10", 10, 3, 32, *STATS["cifar10"], 4, True, True),
     "cifar100": DatasetInfo("cifar100", 100, 3, 32, *STATS["cifar100"], 4, True, True),
     "imagenet": DatasetInfo("imagenet", 1000, 3, 224, *STATS["imagenet"], 0, True, False),
@@ -86,6 +88,7 @@ _CIFAR_FILES = {
 # Sub-folders of a search root that may hold the data (torchvision's layout and flat ones).
 _SUBDIRS = {
     "fashion-mnist": ("", "FashionMNIST/raw", "fashion-mnist"),
+    "fashion-mnist-rts": ("",),
     "cifar10": ("cifar-10-batches-py", ""),
     "cifar100": ("cifar-100-python", ""),
     "imagenet": ("", "imagenet"),
@@ -200,6 +203,7 @@ def _has_folders(folder: Path) -> bool:
 
 _CHECKS: dict[str, Callable[[Path], bool]] = {
     "fashion-mnist": _has_fmnist,
+    "fashion-mnist-rts": _has_fmnist,
     "cifar10": _has_cifar("cifar10"),
     "cifar100": _has_cifar("cifar100"),
     "imagenet": _has_folders,
@@ -207,6 +211,7 @@ _CHECKS: dict[str, Callable[[Path], bool]] = {
 }
 
 _HOW_TO_GET = {
+    "fashion-mnist-rts": "it is built from Fashion-MNIST, which was not found",
     "fashion-mnist": "install it with `apt-get install dataset-fashion-mnist`, pass --data-dir DIR holding the "
     "four IDX files (train-images-idx3-ubyte[.gz], ...), or run once with internet access to download it",
     "cifar10": "pass --data-dir DIR holding cifar-10-batches-py/ (torchvision's format), "
@@ -249,6 +254,8 @@ def find_data(name: str, data_dir: str | os.PathLike | None = None, *, download:
     :func:`cache_dir`. FileNotFoundError (one line) says where it looked and how to get the data.
     """
     name = dataset_info(name).name
+    if name == "fashion-mnist-rts":
+        return rts_folder(data_dir, download=download)
     if data_dir is not None:
         root = Path(data_dir).expanduser()
         if not root.is_dir():
@@ -288,6 +295,58 @@ def fingerprint(paths: list[Path]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+#: How ``fashion-mnist-rts`` is drawn: its seed and ranges (see :func:`pdeconv.warp.draw_similarities`).
+RTS = {"seed": 0, "angles": (-180.0, 180.0), "scales": (0.7, 1.0), "max_shift": 6.0}
+_RTS_DRAWS = "draws.npz"
+
+
+def rts_folder(data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Path:
+    """The folder of ``fashion-mnist-rts``, built on first use from the Fashion-MNIST that :func:`find_data` finds.
+
+    Every image, train and test, is turned by an angle uniform in [−180°, 180°), scaled by a factor uniform in
+    [0.7, 1.0] about the canvas centre and shifted by up to ±6 pixels in x and in y on its 28 × 28 canvas
+    (:func:`pdeconv.warp.similarity_warp`; what leaves the canvas is cut). Image i of split ``train`` (0) or
+    ``test`` (1) takes the draw :func:`pdeconv.warp.draw_similarities` gives ``(RTS["seed"], split, i)``, so the
+    test set is one fixed set. The four IDX files and ``draws.npz`` (each image's angle, scale and shift) are
+    cached in ``cache_dir()/fashion-mnist-rts/<source hash>/``, written whole or not at all.
+    """
+    import shutil
+    import tempfile
+
+    from pdeconv.warp import draw_similarities, similarity_warp
+
+    source = find_data("fashion-mnist", data_dir, download=download)
+    files = [_idx_path(source, f) for pair in _FMNIST_FILES.values() for f in pair]
+    target = cache_dir() / "fashion-mnist-rts" / fingerprint(files).removeprefix("sha256:")[:16]
+    if _has_fmnist(target) and (target / _RTS_DRAWS).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        draws = {}
+        for split_id, (split, (images_name, labels_name)) in enumerate(_FMNIST_FILES.items()):
+            images, labels = read_idx(_idx_path(source, images_name)), read_idx(_idx_path(source, labels_name))
+            d = draw_similarities(RTS["seed"], split_id, len(images), angles=RTS["angles"], scales=RTS["scales"],
+                                  max_shift=RTS["max_shift"])
+            warped = [similarity_warp(torch.from_numpy(images[i:i + 5000, None]).contiguous(),
+                                      torch.from_numpy(d["angle"][i:i + 5000]),
+                                      torch.from_numpy(d["scale"][i:i + 5000]),
+                                      torch.from_numpy(d["shift"][i:i + 5000]))
+                      for i in range(0, len(images), 5000)]
+            write_idx(staging / images_name, torch.cat(warped)[:, 0].numpy())
+            write_idx(staging / labels_name, labels)
+            draws |= {f"{split}_{k}": v for k, v in d.items()}
+        np.savez(staging / _RTS_DRAWS, **draws)
+        try:
+            staging.rename(target)
+        except OSError:  # another process built it meanwhile: theirs is the same
+            if not _has_fmnist(target):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def load_tensors(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True):
     """A small dataset as uint8/int64 tensors: ``(train_x, train_y, test_x, test_y)``, x of shape (N, C, H, W).
 
@@ -304,7 +363,7 @@ def read_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
     folder = find_data(info.name, data_dir, download=download)
     out, files = [], []
     for split in ("train", "test"):
-        if info.name == "fashion-mnist":
+        if info.name in ("fashion-mnist", "fashion-mnist-rts"):
             images_file, labels_file = (_idx_path(folder, f) for f in _FMNIST_FILES[split])
             files += [images_file, labels_file]
             x, y = read_idx(images_file), read_idx(labels_file)
