@@ -12,6 +12,7 @@ checkpoint resumes, a run without one starts again.
     python benchmarks/answers.py --list          # the commands, without running them
     python benchmarks/answers.py --status        # how far each experiment has got, run by run
     python benchmarks/answers.py --summaries     # learned_pde.json for every finished run that has a checkpoint
+    python benchmarks/answers.py --summary       # every comparison of docs/results.md, adjusted over the document
 
 Several of these commands may run at once (one per free core, e.g. ``answers.py boundary varcoef`` and
 ``answers.py order operators``): ``compare`` locks each run of the shared store, so none is trained twice, and a
@@ -25,6 +26,8 @@ then measure that load too, and are no speed claims).
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import shlex
 import subprocess
@@ -125,6 +128,189 @@ def command(name: str, args: argparse.Namespace) -> list[str]:
     return cmd + (["--data-dir", args.data_dir] if args.data_dir else [])
 
 
+# ------------------------------------------------------------------------------------------ the document's family
+
+#: Contrasts the text of docs/results.md draws between two variants of the same store (paired by seed), each in
+#: the family of the experiment named first: (experiment, variant, reference).
+CONTRASTS = [
+    ("operators", "dw=2", "dw=1"),
+    ("operators", "dw4", "dw=2"),
+    ("operators", "dw=9", "dw4"),
+    ("varcoef", "varcoef", "varcoef=1"),
+    ("seed", "seed", "dw4"),
+]
+
+#: Probes whose per-seed results docs/results.md compares: (folder, metric column, arm, reference arm, unit). The
+#: transport probe's claims are thresholds on errors per cell, not comparisons between arms; it is not in here.
+PROBES = [
+    ("probe-boundary-20", "test_accuracy", "neumann", "dirichlet", "points"),
+    ("probe-rotation", "relative_error", "variable", "constant", "relative error"),
+]
+TRUNCATION = "probe-truncation"
+SUMMARY_COLUMNS = ["setting", "experiment", "comparison", "kind", "n", "delta", "ci_low", "ci_high", "unit", "p",
+                   "p_experiment_holm", "p_document_bh", "p_document_holm", "p_equivalent", "p_equivalent_holm",
+                   "answer"]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _setting(e: Experiment) -> str:
+    return "rts" if e.dataset == "fashion-mnist-rts" else "plain"
+
+
+def _accuracies(results: Path = RESULTS) -> dict[tuple[str, str], dict[int, float]]:
+    """{(setting, variant): {seed: test accuracy}} from every experiment's committed results.csv."""
+    acc: dict[tuple[str, str], dict[int, float]] = {}
+    for name, e in EXPERIMENTS.items():
+        path = results / name / "results.csv"
+        if path.is_file():
+            for row in _read_csv(path):
+                acc.setdefault((_setting(e), row["variant"]), {})[int(row["seed"])] = float(row["test_acc"])
+    return acc
+
+
+def document_family(results: Path = RESULTS, margin: float | None = None) -> list[dict]:
+    """Every comparison docs/results.md reports, from the committed CSVs, with its p adjusted three ways: Holm
+    within its experiment, Benjamini–Hochberg and Holm over the whole document; accuracy comparisons also get the
+    TOST p of equivalence within ±``margin`` (default: the reports' smallest effect of interest), Holm-adjusted
+    over the document, and one ``answer`` word for what survives.
+
+    Rows: each experiment's variants against its reference; the contrasts of :data:`CONTRASTS`; for each rts
+    experiment, its Δ set against the plain experiment's Δ of the same variant (Welch, unpaired: other images);
+    the probes of :data:`PROBES` and every cut of the truncation probe against its uncut network.
+    """
+    from pdeconv.experiment.report import EQUIVALENCE_MARGIN
+    from pdeconv.experiment.stats import benjamini_hochberg, equivalence, holm, paired, welch
+
+    margin = EQUIVALENCE_MARGIN if margin is None else margin
+    acc = _accuracies(results)
+    rows: list[dict] = []
+
+    def add(setting, experiment, comparison, kind, c, unit="points", scale=100.0):
+        se = getattr(c, "se", None)
+        df = getattr(c, "df", None)
+        rows.append({"setting": setting, "experiment": experiment, "comparison": comparison, "kind": kind,
+                     "n": getattr(c, "n", None), "delta": scale * c.mean,
+                     "ci_low": None if c.ci is None else scale * c.ci[0],
+                     "ci_high": None if c.ci is None else scale * c.ci[1], "unit": unit, "p": c.p,
+                     "p_equivalent": (equivalence(c.mean, se, df, margin)
+                                      if unit == "points" and se is not None and df else None)})
+
+    plain_deltas: dict[str, list[float]] = {}
+    for name, e in EXPERIMENTS.items():
+        setting = _setting(e)
+        ref = acc.get((setting, e.reference))
+        if ref is None or not (results / name / "results.csv").is_file():
+            continue
+        for variant in e.variants.split(","):
+            if variant != e.reference and (setting, variant) in acc:
+                c = paired(acc[setting, variant], ref)
+                add(setting, name, f"{variant} − {e.reference}", "paired", c)
+                deltas = [acc[setting, variant][s] - ref[s] for s in c.seeds]
+                if setting == "plain":
+                    plain_deltas.setdefault(variant, deltas)
+                elif variant in plain_deltas and len(deltas) >= 2:
+                    w = welch(deltas, plain_deltas[variant])
+                    w.n = len(deltas)
+                    add("rts vs plain", name, f"Δ({variant}) rts − Δ({variant}) plain", "welch", w)
+    for experiment, variant, reference in CONTRASTS:
+        if ("plain", variant) in acc and ("plain", reference) in acc and (results / experiment).is_dir():
+            add("plain", experiment, f"{variant} − {reference}", "contrast",
+                paired(acc["plain", variant], acc["plain", reference]))
+    for folder, metric, arm, reference, unit in PROBES:
+        path = results / folder / "results.csv"
+        if path.is_file():
+            by = {}
+            for row in _read_csv(path):
+                by.setdefault(row["arm"], {})[int(row["seed"])] = float(row[metric])
+            scale = 100.0 if unit == "points" else 1.0
+            add("probe", folder, f"{arm} − {reference}", "paired", paired(by[arm], by[reference]), unit, scale)
+    path = results / TRUNCATION / "results.csv"
+    if path.is_file():
+        table = _read_csv(path)
+        cuts = [k for k in table[0] if k not in ("variant", "seed")]
+        for variant in dict.fromkeys(r["variant"] for r in table):
+            mine = [r for r in table if r["variant"] == variant]
+            uncut = {int(r["seed"]): float(r[cuts[0]]) for r in mine}
+            for cut in cuts[1:]:
+                add("probe", TRUNCATION, f"{variant}: {cut} − {cuts[0]}", "paired",
+                    paired({int(r["seed"]): float(r[cut]) for r in mine}, uncut))
+
+    bh, doc_holm = benjamini_hochberg([r["p"] for r in rows]), holm([r["p"] for r in rows])
+    equivalent = holm([r["p_equivalent"] for r in rows])
+    for r, b, h, q in zip(rows, bh, doc_holm, equivalent):
+        r["p_document_bh"], r["p_document_holm"], r["p_equivalent_holm"] = b, h, q
+    for experiment in dict.fromkeys(r["experiment"] for r in rows):
+        family = [r for r in rows if r["experiment"] == experiment]
+        for r, h in zip(family, holm([r["p"] for r in family])):
+            r["p_experiment_holm"] = h
+    for r in rows:
+        r["answer"] = _answer(r, margin)
+    return rows
+
+
+def _answer(r: dict, margin: float, alpha: float = 0.05) -> str:
+    """What a comparison's adjusted p-values allow it to claim, strongest first."""
+    side = "higher" if r["delta"] > 0 else "lower"
+    for key, words in (("p_document_holm", "Holm over the document"), ("p_document_bh", "BH over the document"),
+                       ("p_experiment_holm", "Holm within its experiment")):
+        if r[key] is not None and r[key] <= alpha:
+            return f"{side}: resolved by {words}"
+    if r["p_equivalent_holm"] is not None and r["p_equivalent_holm"] <= alpha:
+        return f"equivalent within ±{100 * margin:.1f} points (Holm over the document)"
+    if r["p_equivalent"] is not None and r["p_equivalent"] <= alpha:
+        return f"not resolved (equivalent within ±{100 * margin:.1f} points before adjustment only)"
+    return "not resolved"
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}" if digits is None else f"{value:+.{digits}f}"
+    return str(value)
+
+
+def _fmt_p(p: float | None) -> str:
+    return "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def write_summary(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
+    """``summary.csv`` (through the csv module) and ``summary.md`` (the table docs/results.md shows)."""
+    from pdeconv import _checkpoint
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: "" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
+                         for k in SUMMARY_COLUMNS})
+    _checkpoint.write_text(out / "summary.csv", text.getvalue())
+    lines = ["| setting | experiment | comparison | n | Δ | 95% CI | p | Holm (experiment) | BH (document) | "
+             "Holm (document) | TOST ±0.2 (Holm, document) | answer |",
+             "|:--|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|:--|"]
+    for r in rows:
+        digits = 2 if r["unit"] == "points" else 3
+        ci = "–" if r["ci_low"] is None else f"[{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}]"
+        unit = "" if r["unit"] == "points" else f" ({r['unit']})"
+        lines.append(f"| {r['setting']} | {r['experiment']} | {r['comparison']}{unit} | {r['n']} | "
+                     f"{r['delta']:+.{digits}f} | {ci} | {_fmt_p(r['p'])} | {_fmt_p(r['p_experiment_holm'])} | "
+                     f"{_fmt_p(r['p_document_bh'])} | {_fmt_p(r['p_document_holm'])} | "
+                     f"{_fmt_p(r['p_equivalent_holm'])} | {r['answer']} |")
+    m = len(rows)
+    head = (f"# Every comparison of docs/results.md, adjusted over the document\n\n"
+            f"Written by `python benchmarks/answers.py --summary` from the committed `results/*/results.csv`: {m} "
+            f"comparisons. Δ in accuracy points unless a unit is named; p is the paired t-test's (Welch's for rts "
+            f"against plain); Holm (experiment) adjusts over the comparisons of one experiment, BH "
+            f"(Benjamini–Hochberg) and Holm (document) over all {m}; TOST ±0.2 is the p of the two one-sided tests "
+            f"of equivalence within ±0.2 points, Holm-adjusted over the document.\n\n")
+    _checkpoint.write_text(out / "summary.md", head + "\n".join(lines) + "\n")
+    return out / "summary.csv", out / "summary.md"
+
+
 def summaries() -> None:
     """The learned-PDE summary of every finished run in the store, computed while its checkpoint is here."""
     from pdeconv import engine
@@ -186,9 +372,16 @@ def main() -> None:
     p.add_argument("--list", action="store_true", help="print the commands and stop")
     p.add_argument("--status", action="store_true",
                    help="print how far each experiment has got (finished, training now, interrupted, not started)")
+    p.add_argument("--summary", action="store_true",
+                   help="adjust every comparison of docs/results.md over the document (Holm, BH, equivalence) from "
+                        "the committed CSVs; write results/summary.csv and results/summary.md and stop")
     p.add_argument("--summaries", action="store_true",
                    help="write each finished run's learned_pde.json (kept in git; checkpoints are not) and stop")
     args = p.parse_args()
+    if args.summary:
+        for path in write_summary(document_family()):
+            print(f"wrote {path.relative_to(ROOT)}")
+        return
     if args.summaries:
         summaries()
         return

@@ -173,16 +173,21 @@ def test_padding_smoke_and_its_cat_pad(tmp_path):
                         "weight grad same", "weight grad valid"}
 
 
-def test_answers_status_tells_finished_training_interrupted_and_not_started_runs(tmp_path, monkeypatch):
+def _answers(monkeypatch):
     import importlib.util
-
-    from pdeconv import engine
-    from pdeconv.experiment.compare import _lock_run, _unlock_run
 
     spec = importlib.util.spec_from_file_location("answers", BENCHMARKS / "answers.py")
     answers = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "answers", answers)  # its dataclasses look their module up there
     spec.loader.exec_module(answers)
+    return answers
+
+
+def test_answers_status_tells_finished_training_interrupted_and_not_started_runs(tmp_path, monkeypatch):
+    from pdeconv import engine
+    from pdeconv.experiment.compare import _lock_run, _unlock_run
+
+    answers = _answers(monkeypatch)
 
     def run(variant, seed, epochs_done, checkpoint=False):
         d = tmp_path / variant / f"seed{seed}"
@@ -208,3 +213,60 @@ def test_answers_status_tells_finished_training_interrupted_and_not_started_runs
                     "(epoch 1/3, resumes from its checkpoint); 2 not started")
     (line,) = answers.status(["wave"], 3, tmp_path)
     assert "training now" not in line and "wave seed 1 (epoch 2/3, no checkpoint: starts again)" in line
+
+
+def test_every_committed_csv_reads_back_with_one_field_per_header_column():
+    """Each results CSV read as any reader would (csv.DictReader): no row with more or fewer fields than its header
+    (a label with a comma, written by hand, once gave 5 fields under a 4-field header)."""
+    import csv
+
+    paths = sorted((BENCHMARKS.parent / "results").rglob("*.csv"))
+    assert len(paths) >= 10
+    for path in paths:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        assert rows, path
+        for i, row in enumerate(rows):
+            assert None not in row and None not in row.values(), f"{path} row {i + 2}: field count != header's"
+
+
+def test_document_family_adjusts_every_comparison_together(tmp_path, monkeypatch):
+    """The document-wide table from small CSVs made here: paired Δs, a contrast, an rts-vs-plain Welch row, the
+    three adjustments (Holm within an experiment ≤ Holm over the document; BH ≤ Holm) and the answer words."""
+    import csv
+
+    from pdeconv.experiment.stats import benjamini_hochberg, holm
+
+    answers = _answers(monkeypatch)
+    accs = {"baseline": [0.930, 0.931, 0.929, 0.932, 0.930], "varcoef": [0.933, 0.934, 0.931, 0.935, 0.933],
+            "varcoef=1": [0.930, 0.932, 0.929, 0.932, 0.931]}
+    rts = {"baseline": [0.80, 0.81, 0.79, 0.80, 0.80], "varcoef": [0.81, 0.825, 0.80, 0.815, 0.81],
+           "varcoef=1": [0.80, 0.81, 0.792, 0.80, 0.801]}
+    for name, table in (("varcoef", accs), ("rts-varcoef", rts)):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "results.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["variant", "seed", "test_acc"])
+            for variant, values in table.items():
+                w.writerows([variant, s, v] for s, v in enumerate(values))
+    rows = answers.document_family(tmp_path)
+    by = {(r["setting"], r["comparison"]): r for r in rows}
+    assert set(by) == {("plain", "varcoef=1 − baseline"), ("plain", "varcoef − baseline"),
+                       ("plain", "varcoef − varcoef=1"), ("rts", "varcoef=1 − baseline"),
+                       ("rts", "varcoef − baseline"), ("rts vs plain", "Δ(varcoef=1) rts − Δ(varcoef=1) plain"),
+                       ("rts vs plain", "Δ(varcoef) rts − Δ(varcoef) plain")}
+    assert by["plain", "varcoef − baseline"]["delta"] == pytest.approx(0.28, abs=1e-9)  # points
+    assert by["rts vs plain", "Δ(varcoef) rts − Δ(varcoef) plain"]["delta"] == pytest.approx(1.20 - 0.28, abs=1e-9)
+    ps = [r["p"] for r in rows]
+    assert [r["p_document_holm"] for r in rows] == pytest.approx(holm(ps))
+    assert [r["p_document_bh"] for r in rows] == pytest.approx(benjamini_hochberg(ps))
+    for r in rows:
+        assert r["p_experiment_holm"] <= r["p_document_holm"] + 1e-12
+        assert r["answer"].startswith(("higher", "lower", "not resolved", "equivalent"))
+    assert by["plain", "varcoef − baseline"]["answer"].startswith("higher: resolved")
+    csv_path, md_path = answers.write_summary(rows, tmp_path)
+    with open(csv_path, newline="") as f:
+        back = list(csv.DictReader(f))
+    assert len(back) == len(rows) and float(back[0]["p"]) == pytest.approx(rows[0]["p"], rel=1e-5)
+    assert f"{len(rows)} comparisons" in md_path.read_text()

@@ -10,7 +10,7 @@ import os
 import random
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -109,6 +109,21 @@ def _fsync_dir(folder: Path) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Atomically replace the text file ``path``."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str],
+              rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
+    """Atomically write a CSV file through the csv module (fields with commas or quotes are quoted): ``header``,
+    then ``rows`` as sequences in the header's order or as mappings keyed by it."""
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([row.get(k) for k in header] if isinstance(row, Mapping) else row)
+    write_text(path, text.getvalue())
 
 
 def write_figure(path: str | os.PathLike, fig: Any, dpi: int = 110) -> None:

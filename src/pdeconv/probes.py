@@ -443,9 +443,8 @@ def _write_truncation(out: Path, probe: Probe, seeds: dict[str, list[int]], metr
               "seeds": seeds, "metrics": metrics, "held": held, "verdict": verdict, "machine": cpu_description(),
               "threads": torch.get_num_threads(), "code": code_revision(), "torch": torch.__version__}
     keys = list(next(iter(metrics.values())))
-    csv = ["variant,seed," + ",".join(keys)] + [
-        f"{v},{s}," + ",".join(f"{m[k][i]:.6g}" for k in keys)
-        for v, m in metrics.items() for i, s in enumerate(seeds[v])]
+    csv = (["variant", "seed", *keys], [[v, s, *(f"{m[k][i]:.6g}" for k in keys)]
+                                        for v, m in metrics.items() for i, s in enumerate(seeds[v])])
     lines = ["| variant | seeds | " + " | ".join(f"{k}: acc % (Δ vs {keys[0]}, 95% CI)" for k in keys) + " |",
              "|:--|--:|" + "--:|" * len(keys)]
     for v, m in metrics.items():
@@ -499,10 +498,7 @@ def _write(out: Path, probe: Probe, seeds: list[int], metrics: dict[str, dict[st
                               "seeds": seeds, "quick": quick, "metrics": metrics, "held": held, "verdict": verdict,
                               "machine": cpu_description(), "threads": torch.get_num_threads(),
                               "code": code_revision(), "torch": torch.__version__}
-    keys = sorted({k for m in metrics.values() for k in m})
-    csv = ["arm,seed," + ",".join(keys)] + [
-        f"{arm},{s}," + ",".join(f"{m[k][i]:.6g}" if k in m else "" for k in keys)
-        for arm, m in metrics.items() for i, s in enumerate(seeds)]
+    csv = probe_csv(metrics, seeds)
     first = probe.arms[0]
     lines = [f"| arm | {probe.metric} (mean ± std over {len(seeds)} seeds) | 95% CI | Δ vs {first} (paired) | "
              "95% CI of Δ |", "|:--|--:|--:|--:|--:|"]
@@ -522,7 +518,15 @@ def _write(out: Path, probe: Probe, seeds: list[int], metrics: dict[str, dict[st
     return _save(out, probe, record, csv, how, lines, " (quick: a smoke test, not a result)" if quick else "")
 
 
-def _save(out: Path, probe: Probe, record: dict[str, Any], csv: list[str], how: str, table: list[str],
+def probe_csv(metrics: dict[str, dict[str, list[float]]], seeds: list[int]) -> tuple[list[str], list[list]]:
+    """``(header, rows)`` of a probe's ``results.csv``: one row per arm and seed, one column per metric."""
+    keys = sorted({k for m in metrics.values() for k in m})
+    return ["arm", "seed", *keys], [[arm, s, *(f"{m[k][i]:.6g}" if k in m else "" for k in keys)]
+                                    for arm, m in metrics.items() for i, s in enumerate(seeds)]
+
+
+def _save(out: Path, probe: Probe, record: dict[str, Any], csv: tuple[list[str], list[list]], how: str,
+          table: list[str],
           title_note: str = "") -> list[Path]:
     """``probe.json`` (``record``), ``results.csv`` and ``report.md``: the essay's sentence, the prediction, how
     it was run (``how``, the machine, threads, code), the table, the outcome."""
@@ -538,7 +542,7 @@ def _save(out: Path, probe: Probe, record: dict[str, Any], csv: list[str], how: 
     paths = [out / "probe.json", out / "results.csv", out / "report.md", out / PLOT]
     report += [f"![{probe.name}]({PLOT})", ""]
     _checkpoint.write_text(paths[0], json.dumps(record, indent=2) + "\n")
-    _checkpoint.write_text(paths[1], "\n".join(csv) + "\n")
+    _checkpoint.write_csv(paths[1], *csv)
     plot_probe(out)  # drawn from probe.json, before the report that shows it
     _checkpoint.write_text(paths[2], "\n".join(report))
     return paths

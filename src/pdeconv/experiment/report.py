@@ -11,9 +11,14 @@ from typing import Any
 from pdeconv import _checkpoint, engine
 from pdeconv.experiment.plots import plot_experiment
 from pdeconv.experiment.results import LEARNED_PDE, learned_pde_summary
-from pdeconv.experiment.stats import Paired, holm, paired, summarize, welch_p
+from pdeconv.experiment.stats import Paired, equivalence, holm, paired, summarize, welch_p
 
-__all__ = ["Report", "comparisons", "shared_settings", "summary_table", "verdict", "write_report"]
+#: The smallest effect of interest, in accuracy (0.002 = 0.2 points): a null answer is "equivalent within ±δ"
+#: only when the two one-sided tests say so (docs/results.md, "How to read an answer", gives the reason for its size).
+EQUIVALENCE_MARGIN = 0.002
+
+__all__ = ["EQUIVALENCE_MARGIN", "Report", "comparisons", "equivalences", "shared_settings", "summary_table", "verdict",
+           "write_report"]
 
 
 def shared_settings(config: engine.TrainConfig) -> dict[str, Any]:
@@ -29,6 +34,11 @@ def _pct(x: float | None) -> str:
 
 def _p(x: float | None) -> str:
     return "–" if x is None else ("< 0.001" if x < 0.001 else f"{x:.3f}")
+
+
+def _p_is(x: float) -> str:
+    """``p`` in a sentence: "< 0.001" or "= 0.012"."""
+    return _p(x) if x < 0.001 else f"= {_p(x)}"
 
 
 @dataclass
@@ -101,8 +111,11 @@ def summary_table(rows: list[dict[str, Any]], reference: str = "baseline") -> st
     return "\n".join(lines)
 
 
-def verdict(variant: str, reference: str, c: Paired, p_holm: float | None, alpha: float = 0.05) -> str:
-    """One plain sentence on a paired comparison (accuracy points; resolved when the Holm p ≤ ``alpha``)."""
+def verdict(variant: str, reference: str, c: Paired, p_holm: float | None, alpha: float = 0.05, *,
+            p_equivalent: float | None = None, margin: float = EQUIVALENCE_MARGIN) -> str:
+    """One plain sentence on a paired comparison (accuracy points): resolved when the Holm p ≤ ``alpha``;
+    otherwise equivalent within ±``margin`` when ``p_equivalent`` (the Holm-adjusted TOST p) ≤ ``alpha``;
+    otherwise not resolved — which says only that the data fit any difference inside the interval."""
     if c.ci is None:
         return f"{variant} vs {reference}: one paired seed (Δ = {100 * c.mean:+.2f} points); no interval, no verdict."
     lo, hi = 100 * c.ci[0], 100 * c.ci[1]
@@ -110,9 +123,19 @@ def verdict(variant: str, reference: str, c: Paired, p_holm: float | None, alpha
     if p_holm is not None and p_holm <= alpha:
         side = "better" if c.mean > 0 else "worse"
         return (f"{variant} is {side} than {reference} by {abs(100 * c.mean):.2f} points ({interval}, "
-                f"Holm p = {_p(p_holm)}).")
-    return (f"{variant} vs {reference}: not resolved at this budget: Δ = {100 * c.mean:+.2f}, {interval}; "
-            f"a true difference outside that interval is unlikely.")
+                f"Holm p {_p_is(p_holm)}).")
+    if p_equivalent is not None and p_equivalent <= alpha:
+        return (f"{variant} is equivalent to {reference} within ±{100 * margin:.1f} points (Δ = {100 * c.mean:+.2f}, "
+                f"{interval}; two one-sided tests, Holm p {_p_is(p_equivalent)}).")
+    return (f"{variant} vs {reference}: not resolved at this budget: Δ = {100 * c.mean:+.2f}, {interval}; the data "
+            f"fit any difference in that interval, and equivalence within ±{100 * margin:.1f} points is not shown.")
+
+
+def equivalences(comparisons_: dict[str, Paired], margin: float = EQUIVALENCE_MARGIN) -> dict[str, float | None]:
+    """Holm-adjusted TOST p-values (:func:`~pdeconv.experiment.stats.equivalence` within ±``margin``) of each
+    comparison, over the family given."""
+    raw = [None if c.se is None else equivalence(c.mean, c.se, c.df, margin) for c in comparisons_.values()]
+    return dict(zip(comparisons_, holm(raw)))
 
 
 def _started(out: Path, rows: list[dict]) -> list[str]:
@@ -170,12 +193,16 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
 
     table = summary_table(rows, reference)
     paired_, adjusted = comparisons(rows, reference)
-    verdicts = [verdict(v, reference, c, adjusted.get(v)) for v, c in paired_.items()]
+    equivalent = equivalences(paired_)
+    verdicts = [verdict(v, reference, c, adjusted.get(v), p_equivalent=equivalent.get(v)) for v, c in paired_.items()]
     resolved = [v for v in paired_ if adjusted.get(v) is not None and adjusted[v] <= 0.05]
     if paired_:
-        open_ = [v for v in paired_ if v not in resolved]
+        same = [v for v in paired_ if v not in resolved and equivalent.get(v) is not None and equivalent[v] <= 0.05]
+        open_ = [v for v in paired_ if v not in resolved and v not in same]
         verdicts.append(f"In short: {len(resolved)} of {len(paired_)} differences to {reference} resolved at this "
                         f"budget (Holm p ≤ 0.05{': ' + ', '.join(resolved) if resolved else ''})"
+                        + (f"; equivalent within ±{100 * EQUIVALENCE_MARGIN:.1f} points: {', '.join(same)}"
+                           if same else "")
                         + (f"; not resolved: {', '.join(open_)}" if open_ else "") + ".")
     reached = None
     if target_ci is not None:

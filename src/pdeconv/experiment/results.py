@@ -3,8 +3,6 @@ what its trained model learned (hyperbolicity score, operators used per channel,
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -133,9 +131,5 @@ def collect(out: Path, variants: Sequence[str], seeds: Sequence[int] | Mapping[s
                     "run": os.path.relpath(run, out),
                 }
             )
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    _checkpoint.write_text(Path(out) / "results.csv", text.getvalue())
+    _checkpoint.write_csv(Path(out) / "results.csv", RESULT_COLUMNS, rows)
     return rows

@@ -3,11 +3,16 @@
 Main statistic: the **paired** difference to a reference variant. Seed s gives every variant the same data
 order, augmentation draws and (where layers agree) initial weights, so ``Δ_s = acc(variant, s) − acc(ref, s)``
 removes what the seeds share; :func:`paired` gives the mean Δ, its two-sided 95% Student-t interval over seeds and
-the paired t-test's p-value, and :func:`holm` adjusts the p-values of one experiment's comparisons together
-(Holm's step-down method: the family-wise error rate stays at most α).
+the paired t-test's p-value, and :func:`holm` adjusts the p-values of one family of comparisons together
+(Holm's step-down method: the family-wise error rate stays at most α); :func:`benjamini_hochberg` controls the
+false discovery rate instead (less strict: it keeps more discoveries, of which at most a share α is expected false).
 
-Secondary: :func:`summarize` (mean, sample std and t interval of one variant's accuracies) and :func:`welch_p`
-(Welch's unpaired t-test), which ignore the pairing.
+A null answer is not "no difference": :func:`equivalence` is the paired two one-sided tests (TOST) against a
+declared smallest effect of interest ±δ: its p is small only when the whole 90% interval of Δ lies inside ±δ.
+
+Secondary: :func:`summarize` (mean, sample std and t interval of one variant's accuracies), :func:`welch_p`
+(Welch's unpaired t-test), which ignore the pairing, and :func:`welch` (the difference of two independent means
+with Welch's interval: how two experiments' paired Δs compare when they ran on different data).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Paired", "Summary", "holm", "paired", "summarize", "welch_p"]
+__all__ = ["Difference", "Paired", "Summary", "benjamini_hochberg", "equivalence", "holm", "paired", "summarize",
+           "welch", "welch_p"]
 
 
 @dataclass
@@ -51,16 +57,28 @@ def summarize(values: Sequence[float]) -> Summary:
 @dataclass
 class Paired(Summary):
     """:class:`Summary` of the paired differences ``variant − reference``, the seeds used and the paired t-test's
-    two-sided p-value (``None`` with fewer than two pairs, or when every difference is the same nonzero value)."""
+    two-sided p-value (``None`` with fewer than two pairs)."""
 
     seeds: tuple[int, ...] = ()
     p: float | None = None
+
+    @property
+    def se(self) -> float | None:
+        """Standard error of the mean difference (``None`` with fewer than two pairs)."""
+        return None if self.std is None else self.std / math.sqrt(self.n)
+
+    @property
+    def df(self) -> int:
+        """Degrees of freedom of the paired t statistic."""
+        return self.n - 1
 
 
 def paired(values: Mapping[int, float], reference: Mapping[int, float]) -> Paired:
     """The paired comparison of ``values`` ({seed: accuracy}) with ``reference`` over the seeds both have.
 
-    Differences that are all zero give Δ = 0, CI [0, 0] and p = 1. ``ValueError`` when no seed is shared.
+    Differences that are all zero give Δ = 0, CI [0, 0] and p = 1; differences that are all the same nonzero
+    value give p = 0, the limit of the t-test's p as their spread goes to 0 (t → ∞), so the comparison keeps its
+    place in a family's count. ``ValueError`` when no seed is shared.
     """
     from scipy import stats
 
@@ -72,7 +90,7 @@ def paired(values: Mapping[int, float], reference: Mapping[int, float]) -> Paire
     p: float | None = None
     if s.n >= 2:
         if s.std == 0:
-            p = 1.0 if s.mean == 0 else None
+            p = 1.0 if s.mean == 0 else 0.0
         else:
             with warnings.catch_warnings():  # nearly constant differences: scipy warns, the p-value stands
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -105,3 +123,65 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     with warnings.catch_warnings():  # near-identical samples: scipy warns, the p-value is still meaningful
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def benjamini_hochberg(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Benjamini–Hochberg adjusted p-values (q-values), in the order given; ``None`` entries stay ``None``.
+
+    With the m defined p-values sorted, p₍ᵢ₎ becomes min over j ≥ i of min(1, m·p₍ⱼ₎ / j); rejecting those at most α
+    keeps the expected share of false discoveries at most α (for independent or positively dependent tests).
+    """
+    defined = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(defined)
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running = 1.0
+    for j in range(m - 1, -1, -1):
+        p, i = defined[j]
+        running = min(running, m * p / (j + 1))
+        adjusted[i] = min(1.0, running)
+    return adjusted
+
+
+def equivalence(mean: float, se: float, df: float, delta: float) -> float:
+    """The p-value of the two one-sided t-tests (TOST) that a true difference estimated by ``mean`` (standard error
+    ``se``, ``df`` degrees of freedom) lies inside ``(−delta, +delta)``: the larger of the one-sided p-values of
+    H₀: Δ ≤ −δ and H₀: Δ ≥ +δ. Small (≤ α) exactly when the (1 − 2α) t interval lies inside ±δ.
+
+    For a :class:`Paired` comparison ``c``: ``equivalence(c.mean, c.se, c.df, delta)``. With ``se == 0`` it is 0
+    inside ±δ and 1 outside.
+    """
+    from scipy import stats
+
+    if se == 0:
+        return 0.0 if abs(mean) < delta else 1.0
+    lower = stats.t.sf((mean + delta) / se, df)  # H₀: Δ ≤ −δ
+    upper = stats.t.cdf((mean - delta) / se, df)  # H₀: Δ ≥ +δ
+    return float(max(lower, upper))
+
+
+@dataclass
+class Difference:
+    """A difference of two independent means (:func:`welch`): estimate, standard error, Welch–Satterthwaite
+    degrees of freedom, two-sided 95% interval and p-value."""
+
+    mean: float
+    se: float
+    df: float
+    ci: tuple[float, float]
+    p: float
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> Difference:
+    """mean(a) − mean(b) for two independent samples (at least two values each), with Welch's interval and test."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("welch() needs at least two values on each side")
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    mean = statistics.fmean(a) - statistics.fmean(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Difference(mean, 0.0, math.inf, (mean, mean), 1.0 if mean == 0 else 0.0)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = stats.t.ppf(0.975, df) * se
+    return Difference(mean, se, df, (mean - half, mean + half), float(2 * stats.t.sf(abs(mean) / se, df)))
