@@ -121,3 +121,38 @@ def test_tracing_leaves_the_module_exportable():
     traced = torch.jit.trace(m, (x,))  # its sanity check runs the module eagerly too, which may cache a grid
     torch.testing.assert_close(traced(x), m(x))
     torch.testing.assert_close(torch.export.export(m, (x,)).module()(x), m(x))  # the module is not poisoned
+
+
+def test_results_tables_quote_the_page_wide_p_values_of_the_committed_summary():
+    """docs/results.md's per-experiment tables give each comparison's p adjusted over the whole page (BH, Holm): they
+    must be the ones `python benchmarks/answers.py --summary` last wrote to results/summary.csv."""
+    import csv
+
+    with open(ROOT / "results" / "summary.csv", newline="") as f:
+        summary = {(r["experiment"], r["comparison"]): r for r in csv.DictReader(f)}
+
+    def shown(x: str) -> str:
+        return "–" if x == "" else ("< 0.001" if float(x) < 0.001 else f"{float(x):.3f}")
+
+    sections = {"The essay's block": "seed", "Boundary conditions": "boundary", "Order-≤2 operators": "order",
+                "Operators per channel": "operators", "Variable coefficients": "varcoef",
+                "The hyperbolicity penalty": "hyperbolicity", "A hyperbolic network": "wave"}
+    checked, experiment, columns, reference = 0, None, None, None
+    for line in (ROOT / "docs" / "results.md").read_text().splitlines():
+        if line.startswith("## "):
+            experiment, columns = sections.get(line[3:].strip()), None
+        elif experiment and line.startswith("| variant |") and "p (BH, page)" in line:
+            columns = [c.strip() for c in line.strip("|").split("|")]
+            reference = columns[2].removeprefix("Δ vs ")
+        elif columns and line.startswith("| ") and not line.startswith("|:"):
+            cells = dict(zip(columns, (c.strip() for c in line.strip("|").split("|"))))
+            variant = cells["variant"].split(" (")[0]
+            if variant == reference:
+                continue
+            row = summary[experiment, f"{variant} − {reference}"]
+            assert (cells["p (BH, page)"], cells["p (Holm, page)"]) == (
+                shown(row["p_document_bh"]), shown(row["p_document_holm"])), (experiment, variant)
+            checked += 1
+        elif not line.startswith("|"):
+            columns = None
+    assert checked >= 17

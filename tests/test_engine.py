@@ -158,15 +158,17 @@ def test_tiny_model_learns_and_writes_its_files(tmp_path, make_fashion_mnist):
     assert summary["train_img_per_s"] == pytest.approx(8 * 512 / sum(r["train_s"] for r in history))
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, fmnist):
+@pytest.mark.parametrize("precision", [{}, {"amp": "bf16", "channels_last": True}], ids=["float32", "bf16"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, fmnist, precision):
+    # float32, and bf16 autocast with channels-last as the fast preset trains (what docs/results.md's runs used)
     model = lambda info: tiny_model(info, dropout=0.3)  # noqa: E731  (dropout: the global RNG must resume too)
-    straight = config(tmp_path, fmnist, out=str(tmp_path / "straight"))
+    straight = config(tmp_path, fmnist, out=str(tmp_path / "straight"), **precision)
     engine.train(straight, model)
-    stopped = config(tmp_path, fmnist, out=str(tmp_path / "stopped"))
+    stopped = config(tmp_path, fmnist, out=str(tmp_path / "stopped"), **precision)
     with pytest.raises(Killed):
         engine.train(stopped, model, on_epoch_end=kill_after(1))
     assert engine.load_checkpoint(tmp_path / "stopped" / engine.CHECKPOINT)["epoch"] == 1
-    engine.train(config(tmp_path, fmnist, out=str(tmp_path / "stopped"), resume=True), model)
+    engine.train(config(tmp_path, fmnist, out=str(tmp_path / "stopped"), resume=True, **precision), model)
 
     a = engine.load_checkpoint(tmp_path / "straight" / engine.CHECKPOINT)
     b = engine.load_checkpoint(tmp_path / "stopped" / engine.CHECKPOINT)
@@ -177,7 +179,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, fmnist):
     assert strip(read_metrics(tmp_path / "straight")) == strip(read_metrics(tmp_path / "stopped"))
     assert len(read_metrics(tmp_path / "stopped")) == 2
     # resuming a finished run trains nothing and reports the same summary
-    again = engine.train(config(tmp_path, fmnist, out=str(tmp_path / "stopped"), resume=True), model)
+    again = engine.train(config(tmp_path, fmnist, out=str(tmp_path / "stopped"), resume=True, **precision), model)
     assert again["test_acc"] == a["metrics"][-1]["test_acc"] and again["epochs"] == 2
 
 
