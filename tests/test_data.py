@@ -386,3 +386,33 @@ def test_fashion_mnist_rts_draw_is_fixed_per_image(tmp_path, make_fashion_mnist)
 def test_fashion_mnist_rts_without_its_source_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="fashion-mnist not found"):
         data.build_loaders("fashion-mnist-rts", download=False)
+
+
+def test_validation_split_is_fixed_disjoint_from_training_and_drawn_before_a_subset(tmp_path, make_fashion_mnist,
+                                                                                    make_image_folder):
+    held = data.validation_indices(40, 6)
+    assert torch.equal(held, data.validation_indices(40, 6)) and len(set(held.tolist())) == 6
+    assert not torch.equal(held, data.subset_indices(40, 6))  # its own draw, not the subset's
+    with pytest.raises(ValueError, match="val_split must be between 1 and 39"):
+        data.validation_indices(40, 40)
+    make_fashion_mnist(tmp_path / "fm", 40, 9)
+    _, all_labels, _, _ = data.load_tensors("fashion-mnist", tmp_path / "fm")
+    for seed in (0, 5):  # the same held-out images for every seed
+        loaders = data.build_loaders("fashion-mnist", data_dir=tmp_path / "fm", batch_size=4, val_split=6, seed=seed)
+        train, test, info = loaders  # still the three-tuple it always was
+        assert loaders.val is not None and loaders.train is train and loaders.info is info
+        val_labels = torch.cat([y for _, y in loaders.val])
+        assert val_labels.tolist() == all_labels[held].tolist()  # in order, unaugmented
+        train.set_epoch(1)
+        seen = torch.cat([y for _, y in train])
+        assert len(seen) == 32  # 34 left for training, whole batches of 4
+    rest = sorted(set(range(40)) - set(held.tolist()))
+    sub = data.build_loaders("fashion-mnist", data_dir=tmp_path / "fm", batch_size=2, val_split=6, train_subset=10)
+    sub.train.set_epoch(0)
+    expected = sorted(all_labels[torch.tensor(rest)[data.subset_indices(34, 10)]].tolist())
+    assert sorted(torch.cat([y for _, y in sub.train]).tolist()) == expected  # the subset comes from the rest
+    assert data.build_loaders("fashion-mnist", data_dir=tmp_path / "fm", batch_size=4).val is None
+    make_image_folder(tmp_path / "tree", per_class=4)
+    tree = data.build_loaders("imagefolder", data_dir=tmp_path / "tree", batch_size=2, workers=0, image_size=8,
+                              val_split=3)
+    assert sum(len(y) for _, y in tree.val) == 3 and len(tree.train) == 2  # 5 left: 2 whole batches

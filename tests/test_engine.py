@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from pdeconv import _checkpoint, engine
+from pdeconv import _checkpoint, data, engine
 from pdeconv.data import dataset_info
 from pdeconv.engine import TrainConfig
 
@@ -465,3 +465,39 @@ def test_a_figure_is_written_whole_or_not_at_all(tmp_path):
     assert path.read_bytes() == first and [p.name for p in tmp_path.iterdir()] == ["plot.png"]  # no temp left
     _checkpoint.write_figure(tmp_path / "plot.svg", fig)
     assert (tmp_path / "plot.svg").read_text().lstrip().startswith("<?xml")  # the format the suffix names
+
+
+def test_a_validation_split_is_evaluated_every_epoch_and_recorded(tmp_path, fmnist, capsys):
+    summary = engine.train(config(tmp_path, fmnist, val_split=16), tiny_model)
+    rows = read_metrics(tmp_path / "run")
+    assert all({"val_loss", "val_acc", "test_loss", "test_acc"} <= r.keys() for r in rows)
+    assert all(r["val_acc"] in {k / 16 for k in range(17)} for r in rows)  # an accuracy over 16 images
+    assert json.loads((tmp_path / "run" / engine.CONFIG).read_text())["config"]["val_split"] == 16
+    best = max(rows, key=lambda r: r["val_acc"])
+    assert (summary["val_acc"], summary["best_val_acc"], summary["best_val_epoch"]) == (
+        rows[-1]["val_acc"], best["val_acc"], best["epoch"])
+    assert "val loss" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"val_split \(--val-split\) must be at least 1"):
+        config(tmp_path, fmnist, val_split=0)
+    # loaders a caller gives must bring the validation set the config asks for
+    loaders = data.build_loaders("fashion-mnist", data_dir=fmnist, batch_size=16)
+    with pytest.raises(ValueError, match=r"no validation loader \(\.val\)"):
+        engine.train(config(tmp_path, fmnist, val_split=16, out=str(tmp_path / "other")), tiny_model,
+                     loaders=tuple(loaders))
+
+
+def test_every_setting_has_one_role_and_the_sets_that_decide_a_run_come_from_it():
+    from dataclasses import fields
+
+    from pdeconv.cli import _ENGINE_SKIP
+    from pdeconv.experiment.report import shared_settings
+
+    roles = {f.name: f.metadata["role"] for f in fields(TrainConfig)}
+    assert set(roles.values()) == set(engine.ROLES)
+    assert engine.settings_of("run") == {"variant", "seed", "penalty_weight"}
+    assert {"compile", "deterministic", "threads", "device", "data_dir", "out"} <= engine.settings_of("placement")
+    assert {"val_split", "amp", "channels_last", "epochs", "lr", "dataset"} <= engine.settings_of("identity")
+    assert set(shared_settings(TrainConfig())) == engine.settings_of("identity")
+    assert _ENGINE_SKIP == engine.settings_of("run") | {"model", "out"}  # the flags compare/train set themselves
+    with pytest.raises(ValueError, match="unknown role"):
+        engine.settings_of("other")

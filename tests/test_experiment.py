@@ -456,3 +456,44 @@ def test_runs_with_different_penalty_weights_get_the_score_against_the_weight(tm
     for r in rows:  # one weight: no such plot
         (tmp_path / r["run"] / engine.CONFIG).write_text(json.dumps({"config": {"penalty_weight": 0.0}}))
     assert not any(f.name == "hyperbolicity_vs_penalty.png" for f in plot_experiment(tmp_path, rows))
+
+
+def test_rerunning_compare_where_or_how_fast_reuses_its_runs_and_another_identity_is_refused(tmp_path, data_dir,
+                                                                                           capsys):
+    out = tmp_path / "exp"
+    args = ["compare", "--variants", "baseline", "--seeds", "1", "--epochs", "1", "--batch-size", "32",
+            "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]
+    assert main([*args, "--threads", "1"]) == 0
+    checkpoint = out / "runs" / "baseline" / "seed0" / "checkpoint.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    capsys.readouterr()
+    for placement in (["--compile"], ["--deterministic"], ["--threads", "2"], []):  # where and how fast: same runs
+        assert main([*args, *placement]) == 0, placement
+        assert "training →" not in capsys.readouterr().out and checkpoint.stat().st_mtime_ns == stamp
+    for flag, value, name in (("--lr", "0.3", "lr"), ("--val-split", "8", "val_split")):  # what is trained
+        assert main([*args, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert "other settings" in err and f"{name}: " in err, err
+    assert checkpoint.stat().st_mtime_ns == stamp
+
+
+def test_a_run_store_written_by_earlier_code_is_read_and_reused(tmp_path, capsys):
+    """results/store-fast was written before settings had roles (its runs.json lists compile and deterministic,
+    its runs have no val_split): the current compare reads its baseline seed 0 and reuses it, trains nothing."""
+    import shutil
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "store-fast"
+    store = tmp_path / "store"
+    shutil.copytree(committed / "baseline" / "seed0", store / "baseline" / "seed0")
+    shutil.copy(committed / "runs.json", store / "runs.json")
+    assert "compile" in json.loads((store / "runs.json").read_text())
+    args = ["compare", "--preset", "fast", "--variants", "baseline", "--seeds", "1", "--runs", str(store),
+            "--out", str(tmp_path / "exp"), "--no-progress", "--threads", "1"]
+    assert main([*args, "--compile"]) == 0
+    printed = capsys.readouterr().out
+    assert "training →" not in printed and not (store / "baseline" / "seed0" / "checkpoint.pt").exists()
+    with open(tmp_path / "exp" / "results.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    summary = engine.run_summary(committed / "baseline" / "seed0")
+    assert float(row["test_acc"]) == summary["test_acc"] and row["val_acc"] == ""

@@ -172,18 +172,16 @@ def _seeds(text: str | int) -> list[int]:
         raise UsageError(f"--seeds must be a positive count like 3, a list like 0,1,2 or auto; got {text!r}") from None
 
 
-# TrainConfig fields that are not training settings: where and how a run runs, not what it trains
-_NOT_TRAINING = {"data_dir", "device", "threads", "workers", "progress", "force", "compile", "deterministic"}
-
-
 def _compare(args: argparse.Namespace) -> int:
     from pdeconv import run
+    from pdeconv.engine import settings_of
     from pdeconv.experiment import compare
     from pdeconv.experiment.compare import check_seed_options
 
     given = _given(args, _ENGINE_SKIP | {"resume"})
     force = given.pop("force", False)
-    training = sorted(k for k in given if k not in _NOT_TRAINING) + (["model"] if args.model else [])
+    # options that say what is trained (not where or how fast): given any, no preset is taken for the rest
+    training = sorted(k for k in given if k not in settings_of("placement")) + (["model"] if args.model else [])
     preset_name = args.preset or (None if training else "quick")
     preset = run.PRESETS[preset_name] if preset_name else run.Preset("")
     variants = [v.strip() for v in (args.variants or preset.variants).split(",") if v.strip()]

@@ -611,6 +611,47 @@ def folder_transforms(info: DatasetInfo, image_size: int, *, train: bool):
 # ------------------------------------------------------------------------------------------ the entry point
 
 
+#: The seed of the validation draw (:func:`validation_indices`); the training subset's is 0.
+VAL_SEED = 1
+
+
+def validation_indices(total: int, n: int) -> Tensor:
+    """The ``n`` training images held out for validation: a fixed random choice of ``range(total)`` (seed
+    :data:`VAL_SEED`), sorted; the same for every run, variant and seed. ``ValueError`` unless 1 ≤ n < total."""
+    if not 1 <= n < total:
+        raise ValueError(f"val_split must be between 1 and {total - 1:,} (there are {total:,} training images); "
+                         f"got {n:,}")
+    return torch.randperm(total, generator=torch.Generator().manual_seed(VAL_SEED))[:n].sort().values
+
+
+class Loaders(tuple):
+    """``(train, test, info)`` as :func:`build_loaders` returns them, with the validation loader as ``.val``
+    (``None`` without a validation split) and each part by name: ``.train``, ``.test``, ``.info``."""
+
+    def __new__(cls, train, test, info: DatasetInfo, val=None):
+        self = super().__new__(cls, (train, test, info))
+        self.val = val
+        return self
+
+    train = property(lambda self: self[0])
+    test = property(lambda self: self[1])
+    info = property(lambda self: self[2])
+
+
+def _split(total: int, val_split: int | None, train_subset: int | None) -> tuple[Tensor | None, Tensor | None]:
+    """Indices of the training images to train on and to validate on (``None``: all of them, none). The validation
+    images are drawn first, from the whole training set; a training subset is then drawn from the rest."""
+    if val_split is None:
+        return (None if train_subset is None else subset_indices(total, train_subset)), None
+    val = validation_indices(total, val_split)
+    rest = torch.ones(total, dtype=torch.bool)
+    rest[val] = False
+    rest = rest.nonzero()[:, 0]
+    if train_subset is not None:
+        rest = rest[subset_indices(len(rest), train_subset)]
+    return rest, val
+
+
 def subset_indices(total: int, n: int) -> Tensor:
     """A fixed random choice of ``min(n, total)`` of ``range(total)``, sorted; it depends on nothing else."""
     if n < 1:
@@ -636,13 +677,16 @@ def build_loaders(
     download: bool = True,
     image_size: int | None = None,
     train_subset: int | None = None,
-):
+    val_split: int | None = None,
+) -> Loaders:
     """``(train_loader, test_loader, info)`` for dataset ``name``; ``batch_size`` is per process.
 
     Tensor datasets are moved to ``device`` once and augmented there (``workers`` is unused);
     ImageFolder datasets use ``workers`` DataLoader processes and ``image_size`` (default: the registry's).
     ``train_subset=n`` trains on a fixed random subset of n images (:func:`subset_indices`, the same for
-    every seed); the test set is always whole. Both loaders have ``set_epoch(epoch)``.
+    every seed); the test set is always whole. ``val_split=n`` holds out n training images
+    (:func:`validation_indices`, drawn before any subset) and serves them, unaugmented, as the returned
+    :class:`Loaders`' ``.val``. The loaders have ``set_epoch(epoch)``.
     ``info.num_classes`` is read from the tree for ImageFolder data.
     """
     info = dataset_info(name)
@@ -650,16 +694,18 @@ def build_loaders(
     if info.in_memory:
         (train_x, train_y, test_x, test_y), folder, files = read_dataset(info.name, data_dir, download=download)
         info = replace(info, source=str(folder), fingerprint=fingerprint(files))
-        if train_subset is not None:
-            keep = subset_indices(len(train_x), train_subset)
-            train_x, train_y = train_x[keep], train_y[keep]
+        keep, held = _split(len(train_x), val_split, train_subset)
         common = dict(mean=info.mean, std=info.std, seed=seed, rank=rank, world_size=world_size, device=device)
+        val = None if held is None else TensorLoader(train_x[held], train_y[held], batch_size=eval_batch_size,
+                                                     **common)
+        if keep is not None:
+            train_x, train_y = train_x[keep], train_y[keep]
         pad, flip = (info.crop_padding, info.flip) if augment else (0, False)
         train = TensorLoader(
             train_x, train_y, batch_size=batch_size, shuffle=True, crop_padding=pad, flip=flip, **common
         )
         test = TensorLoader(test_x, test_y, batch_size=eval_batch_size, **common)
-        return train, test, replace(info, in_chans=train_x.shape[1], image_size=train_x.shape[-1])
+        return Loaders(train, test, replace(info, in_chans=train_x.shape[1], image_size=train_x.shape[-1]), val)
 
     root = find_data(info.name, data_dir, download=download)
     from torchvision.datasets import ImageFolder  # imported late: it is slow, and not needed to fail early
@@ -669,14 +715,22 @@ def build_loaders(
     if train_set.classes != test_set.classes:
         raise ValueError(f"{root}: train/ and val/ hold different class folders; they must match")
     num_classes = len(train_set.classes)
-    if train_subset is not None:
-        train_set = Subset(train_set, subset_indices(len(train_set), train_subset).tolist())
+    keep, held = _split(len(train_set), val_split, train_subset)
+    val_set = None
+    if held is not None:  # the held-out images, transformed as evaluation images are
+        val_set = Subset(ImageFolder(str(root / "train"), transform=folder_transforms(info, size, train=False)),
+                         held.tolist())
+    if keep is not None:
+        train_set = Subset(train_set, keep.tolist())
     common = dict(num_workers=workers, pin_memory=torch.device(device).type == "cuda", seed=seed, rank=rank)
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     train = FolderLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=True, **common)
     test_shard = Subset(test_set, range(rank, len(test_set), world_size))
     test = FolderLoader(test_shard, batch_size=eval_batch_size, **common)
+    val = None if val_set is None else FolderLoader(Subset(val_set, range(rank, len(val_set), world_size)),
+                                                    batch_size=eval_batch_size, **common)
     if len(train) == 0:
         raise ValueError(f"batch size {batch_size} per process is larger than the training set shard; lower it")
     counts = f"{len(train_set)} training and {len(test_set)} validation images in {num_classes} classes"
-    return train, test, replace(info, num_classes=num_classes, image_size=size, source=str(root), fingerprint=counts)
+    return Loaders(train, test, replace(info, num_classes=num_classes, image_size=size, source=str(root),
+                                        fingerprint=counts), val)

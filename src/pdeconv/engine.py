@@ -7,7 +7,8 @@ A run directory holds (rank 0 writes, each file replaced atomically):
 
 - ``config.json``    every setting, pdeconv/torch versions, device, world size, parameter count
 - ``metrics.jsonl``  one JSON object per epoch: epoch, train_loss, train_acc, test_loss, test_acc, lr,
-  img_per_s (training images per second, all ranks), train_s, wall_s (and penalty when one is used)
+  img_per_s (training images per second, all ranks), train_s, wall_s (and penalty when one is used; val_loss and
+  val_acc with a validation split)
 - ``checkpoint.pt``  model, optimizer, scheduler, grad scaler, RNG states, epoch and the metrics so far
 - ``events.out.tfevents.*``  TensorBoard scalars, one point per epoch
 
@@ -73,20 +74,40 @@ class NonFiniteLossError(ValueError):
     """The training loss became NaN or infinite; the run stopped before writing anything from it."""
 
 
-def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+#: What a training setting is to a run (the ``role`` of each :class:`TrainConfig` field):
+#: ``identity`` — what is trained: the same for every run of an experiment and for a run and its resumption;
+#: ``run`` — one run's own within an experiment (its variant and seed): fixed for a run, differs between runs;
+#: ``placement`` — where and how fast it runs (device, threads, compile, the folder, ...): never makes another run.
+ROLES = ("identity", "run", "placement")
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, *, role: str = "identity") -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices, "role": role})
+
+
+def settings_of(role: str) -> frozenset[str]:
+    """The names of the :class:`TrainConfig` fields of one role (:data:`ROLES`)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of: {', '.join(ROLES)}")
+    return frozenset(f.name for f in fields(TrainConfig) if f.metadata["role"] == role)
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run; ``fields(TrainConfig)`` metadata holds help and choices for a CLI."""
+    """Every setting of a training run; ``fields(TrainConfig)`` metadata holds help and choices for a CLI, and each
+    setting's role (:data:`ROLES`: identity, run or placement), from which resume, compare and the CLI take what
+    makes two runs the same (:func:`settings_of`)."""
 
     model: str = _opt("pde_resnet20", "model name (recorded; the caller builds the model)")
-    variant: str = _opt("baseline", "model variant (recorded; the caller builds the model)")
+    variant: str = _opt("baseline", "model variant (recorded; the caller builds the model)", role="run")
     dataset: str = _opt("fashion-mnist", "dataset", tuple(sorted(DATASETS)))
     data_dir: str | None = _opt(None, "folder holding the dataset, searched alone (without it: $PDECONV_DATA, "
-                                    "~/.cache/pdeconv, then system folders such as /usr/share/datasets/fashion-mnist)")
+                                    "~/.cache/pdeconv, then system folders such as /usr/share/datasets/fashion-mnist)",
+                                role="placement")
     train_subset: int | None = _opt(None, "train on a fixed subset of this many images (the same for every seed)")
+    val_split: int | None = _opt(None, "hold out this many training images as a validation set (a fixed draw: the "
+                                 "same images for every run, variant and seed), evaluated every epoch as val_loss "
+                                 "and val_acc; choices read it, never the test set")
     epochs: int = _opt(10, "number of epochs")
     batch_size: int = _opt(128, "global batch size, split evenly across processes")
     lr: float = _opt(0.1, "peak learning rate")
@@ -98,24 +119,24 @@ class TrainConfig:
                          "--resume --epochs N)", ("cosine", "onecycle", "constant"))
     warmup_epochs: float | None = _opt(None, "linear warmup length (default: 0 for cosine, 0.3·epochs onecycle)")
     label_smoothing: float = _opt(0.0, "label smoothing ε of the training cross-entropy")
-    penalty_weight: float = _opt(0.0, "weight of the regularizer(model) term added to the loss")
+    penalty_weight: float = _opt(0.0, "weight of the regularizer(model) term added to the loss", role="run")
     tta_flip: bool = _opt(False, "evaluate on the mean logits of the image and its mirror image")
-    seed: int = _opt(0, "random seed (initialisation, data order, augmentation)")
-    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = _opt(0, "random seed (initialisation, data order, augmentation)", role="run")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N", role="placement")
     amp: str = _opt("none", "mixed precision (auto: bf16 where native)", ("none", "bf16", "fp16", "auto"))
     channels_last: bool = _opt(False, "channels-last memory format (faster convolutions on GPUs)")
-    compile: bool = _opt(False, "torch.compile the model")
+    compile: bool = _opt(False, "torch.compile the model", role="placement")
     deterministic: bool = _opt(False, "CUDA: deterministic kernels, no cuDNN autotuning, no TF32 (slower; a resumed "
-                               "GPU run then continues bit for bit)")
+                               "GPU run then continues bit for bit)", role="placement")
     sync_bn: bool = _opt(False, "under torchrun, BatchNorm statistics over the global batch (SyncBatchNorm)")
     threads: str = _opt("auto", "CPU intra-op threads: a count, or auto (the cores idle at the start; a resumed "
-                        "run keeps its count)")
+                        "run keeps its count)", role="placement")
     workers: str = _opt("auto", "data-loading processes per training process (image-folder datasets): a count, "
-                        "or auto (from the CPUs, at most 8)")
-    out: str = _opt("runs/train", "run directory")
-    resume: bool = _opt(False, "continue the run in --out from its checkpoint")
-    force: bool = _opt(False, "overwrite a different run already in --out")
-    progress: bool = _opt(True, "show a progress bar (only on a terminal)")
+                        "or auto (from the CPUs, at most 8)", role="placement")
+    out: str = _opt("runs/train", "run directory", role="placement")
+    resume: bool = _opt(False, "continue the run in --out from its checkpoint", role="placement")
+    force: bool = _opt(False, "overwrite a different run already in --out", role="placement")
+    progress: bool = _opt(True, "show a progress bar (only on a terminal)", role="placement")
 
     def __post_init__(self) -> None:
         # messages name the field and its command-line flag: Python and CLI users both recognise one of them
@@ -126,7 +147,7 @@ class TrainConfig:
                 value = getattr(self, f.name)
                 raise ValueError(f"unknown {flag(f.name)} {value!r}; choose one of: {', '.join(choices)}")
         self.dataset = dataset_info(self.dataset).name
-        for name in ("epochs", "batch_size", "train_subset"):
+        for name in ("epochs", "batch_size", "train_subset", "val_split"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -147,9 +168,6 @@ class TrainConfig:
                              f"got {self.warmup_epochs}")
 
 
-# Settings a resumed run may change: where and how fast it runs, not what it trains.
-_FREE_ON_RESUME = {"resume", "force", "progress", "workers", "data_dir", "out", "compile", "device", "threads",
-                   "deterministic"}
 
 
 # ------------------------------------------------------------------------------------------ pieces
@@ -220,8 +238,10 @@ def evaluate(
     amp: str = "none",
     tta_flip: bool = False,
     channels_last: bool = False,
+    prefix: str = "test",
 ) -> dict[str, float]:
-    """Mean cross-entropy and accuracy over ``loader`` (summed over ranks when distributed).
+    """Mean cross-entropy and accuracy over ``loader`` (summed over ranks when distributed), as
+    ``{prefix}_loss`` and ``{prefix}_acc``.
 
     With ``tta_flip`` the logits are the mean of those of the image and of its mirror image (x → W−1−x).
     """
@@ -240,7 +260,7 @@ def evaluate(
         stats[1] += (logits.argmax(1) == y).sum()
         stats[2] += y.numel()
     loss, correct, count = _all_reduce(stats).tolist()
-    return {"test_loss": loss / max(count, 1), "test_acc": correct / max(count, 1)}
+    return {f"{prefix}_loss": loss / max(count, 1), f"{prefix}_acc": correct / max(count, 1)}
 
 
 def train_one_epoch(
@@ -317,11 +337,18 @@ def train_one_epoch(
 
 
 def summarize(history: list[dict[str, Any]], *, params: int | None = None) -> dict[str, Any]:
-    """Per-run summary from the epoch records: final and best test accuracy, throughput, time."""
+    """Per-run summary from the epoch records: final and best test accuracy, throughput, time; with a validation
+    split also the final validation accuracy and loss and the epoch of the best one (``best_val_epoch``: the
+    epoch a choice such as early stopping may take, where ``best_epoch`` reads the test set)."""
     if not history:
         return {"epochs": 0, "params": params}
     last, best = history[-1], max(history, key=lambda r: r["test_acc"])
     train_s = sum(r["train_s"] for r in history)
+    val = {}
+    if "val_acc" in last:
+        best_val = max(history, key=lambda r: r["val_acc"])
+        val = {"val_acc": last["val_acc"], "val_loss": last["val_loss"], "best_val_acc": best_val["val_acc"],
+               "best_val_epoch": best_val["epoch"]}
     return {
         "epochs": last["epoch"],
         "test_acc": last["test_acc"],
@@ -333,6 +360,7 @@ def summarize(history: list[dict[str, Any]], *, params: int | None = None) -> di
         "params": params,
         "train_img_per_s": sum(r["img_per_s"] * r["train_s"] for r in history) / train_s,
         "wall_s": sum(r["wall_s"] for r in history),
+        **val,
     }
 
 
@@ -386,7 +414,7 @@ def _prepare_out_dir(config: TrainConfig, out: Path) -> None:
 
 def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
     now = asdict(config)
-    free = set(_FREE_ON_RESUME)
+    free = set(settings_of("placement"))  # a resumed run may change where and how fast it runs, not what it trains
     if now.get("amp") == "auto" and saved.get("amp") in ("auto", "none", "bf16"):
         free.add("amp")  # "bf16 where native": a run may move to a device that resolves it otherwise
     if now.get("schedule") == saved.get("schedule") == "constant" and now["epochs"] >= saved.get("epochs", 0):
@@ -445,7 +473,7 @@ def _build_loaders(config: TrainConfig, procs: Processes):
     kwargs = dict(
         data_dir=config.data_dir, batch_size=config.batch_size // procs.world_size, workers=_workers(config, procs),
         seed=config.seed, rank=procs.rank, world_size=procs.world_size, device=procs.device,
-        train_subset=config.train_subset,
+        train_subset=config.train_subset, val_split=config.val_split,
     )
     if procs.world_size == 1:
         return build_loaders(config.dataset, download=True, **kwargs)
@@ -508,7 +536,12 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
     on_main(lambda: _prepare_out_dir(config, out), main=procs.main)
     config = replace(config, threads=str(_set_threads(config, out, procs)))
     _seed_everything(config.seed)
-    train_loader, test_loader, info = loaders or _build_loaders(config, procs)
+    loaders = loaders or _build_loaders(config, procs)
+    train_loader, test_loader, info = loaders
+    val_loader = getattr(loaders, "val", None)
+    if config.val_split is not None and val_loader is None:
+        raise ValueError("val_split is set but the loaders given have no validation loader (.val); build them with "
+                         "pdeconv.data.build_loaders(..., val_split=N)")
     if len(train_loader) == 0:
         raise ValueError("the training loader yields no batches; use a smaller --batch-size")
 
@@ -554,8 +587,11 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
                     dist.broadcast(buffer, 0)
                 paths.restore(broadcast(paths.chosen()))  # and every rank takes the paths rank 0 measured
             record = {"epoch": epoch, **record}
-            record |= evaluate(fast, test_loader, device=procs.device, amp=amp, tta_flip=config.tta_flip,
-                               channels_last=config.channels_last)
+            evaluation = dict(device=procs.device, amp=amp, tta_flip=config.tta_flip,
+                              channels_last=config.channels_last)
+            if val_loader is not None:
+                record |= evaluate(fast, val_loader, prefix="val", **evaluation)
+            record |= evaluate(fast, test_loader, **evaluation)
             record["wall_s"] = time.perf_counter() - began
             history.append(record)
             if procs.main:
@@ -672,9 +708,10 @@ def _log_epoch(out: Path, writer, record: dict[str, Any], history: list[dict[str
         if key != "epoch":
             writer.add_scalar(key, value, record["epoch"])
     writer.flush()
+    val = f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.2%}  " if "val_acc" in record else ""
     print(
         f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f} acc {record['train_acc']:.2%}  "
-        f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.2%}  lr {record['lr']:.4g}  "
+        f"{val}test loss {record['test_loss']:.4f} acc {record['test_acc']:.2%}  lr {record['lr']:.4g}  "
         f"{record['img_per_s']:.0f} img/s  {record['wall_s']:.1f} s",
         flush=True,
     )

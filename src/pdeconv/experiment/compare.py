@@ -166,8 +166,11 @@ def check_seed_options(seeds: Sequence[int], target_ci: float | None, max_seeds:
 
 
 def _paired_of(out: Path, variant: str, reference: str, plan: dict[str, list[int]], runs: Path | None) -> Paired:
-    accuracy = {v: {s: engine.run_summary(run_dir(out, v, s, runs))["test_acc"] for s in plan[v]}
-                for v in (variant, reference)}
+    """The paired comparison that decides whether to add seeds: of validation accuracy when the runs hold out a
+    validation split (so the choice never reads the test set), else of test accuracy."""
+    summaries = {v: {s: engine.run_summary(run_dir(out, v, s, runs)) for s in plan[v]} for v in (variant, reference)}
+    key = "val_acc" if all("val_acc" in r for rs in summaries.values() for r in rs.values()) else "test_acc"
+    accuracy = {v: {s: r[key] for s, r in rs.items()} for v, rs in summaries.items()}
     return paired(accuracy[variant], accuracy[reference])
 
 

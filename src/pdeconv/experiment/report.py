@@ -22,10 +22,10 @@ __all__ = ["EQUIVALENCE_MARGIN", "Report", "comparisons", "equivalences", "share
 
 
 def shared_settings(config: engine.TrainConfig) -> dict[str, Any]:
-    """The settings every run of an experiment shares: everything but the run's own and where it runs."""
-    skip = {"variant", "seed", "out", "resume", "force", "progress", "workers", "data_dir", "penalty_weight",
-            "device", "threads"}
-    return {k: v for k, v in asdict(config).items() if k not in skip}
+    """The settings every run of an experiment shares: its identity settings (:func:`pdeconv.engine.settings_of`),
+    not each run's own (variant, seed) nor where and how fast it runs (threads, compile, device, ...)."""
+    identity = engine.settings_of("identity")
+    return {k: v for k, v in asdict(config).items() if k in identity}
 
 
 def _pct(x: float | None) -> str:
@@ -84,10 +84,11 @@ def summary_table(rows: list[dict[str, Any]], reference: str = "baseline") -> st
     by = _by_variant(rows)
     paired_, adjusted = comparisons(rows, reference)
     ref = [r["test_acc"] for r in by.get(reference, {}).values()]
+    val = any(r.get("val_acc") not in (None, "") for r in rows)
     lines = [
         f"| variant | seeds | Δ vs {reference} | 95% CI of Δ | p (paired t) | p (Holm) | test acc % (mean ± std) | "
-        "p (Welch) | params | MFLOPs/img | img/s (train) | wall s/run |",
-        "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        + ("val acc % (mean) | " if val else "") + "p (Welch) | params | MFLOPs/img | img/s (train) | wall s/run |",
+        "|:--|--:|--:|--:|--:|--:|--:|" + ("--:|" if val else "") + "--:|--:|--:|--:|--:|",
     ]
     for variant, runs in by.items():
         rs = [runs[s] for s in sorted(runs)]
@@ -102,8 +103,10 @@ def summary_table(rows: list[dict[str, Any]], reference: str = "baseline") -> st
             ci = "–" if c.ci is None else f"[{100 * c.ci[0]:+.2f}, {100 * c.ci[1]:+.2f}]"
             p, p_holm, welch = _p(c.p), _p(adjusted.get(variant)), _p(welch_p(accs, ref))
         n = f"{st.n}" if c is None or c.n == st.n else f"{st.n} ({c.n} paired)"
+        vals = [float(r["val_acc"]) for r in rs if r.get("val_acc") not in (None, "")]
+        val_cell = (f"{_pct(statistics.fmean(vals)) if vals else '–'} | ") if val else ""
         lines.append(
-            f"| {variant} | {n} | {delta} | {ci} | {p} | {p_holm} | {_pct(st.mean)}{std} | {welch} | "
+            f"| {variant} | {n} | {delta} | {ci} | {p} | {p_holm} | {_pct(st.mean)}{std} | {val_cell}{welch} | "
             f"{rs[0]['params']:,} | {rs[0]['flops'] / 1e6:.1f} | "
             f"{statistics.fmean(r['train_img_per_s'] for r in rs):.0f} | "
             f"{statistics.fmean(r['wall_s'] for r in rs):.0f} |"
