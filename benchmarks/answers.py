@@ -54,6 +54,13 @@ class Experiment:
     # The plain experiments ran with the preset's ``--amp auto`` (bf16 on the machine that ran them); later ones
     # pin the precision, so that a run on another CPU trains as these did.
     amp: str | None = None
+    preset: str = "fast"
+    extra: tuple[str, ...] = ()  # more compare options (a learning rate, a validation split)
+    seeds: int | None = None  # its own seed count (else --seeds)
+    out: Path | None = None  # default: results/NAME
+    setting: str = "plain"  # the setting its answers belong to (docs/results.md's summary table)
+    in_family: bool = True  # its test-set comparisons are answers of docs/results.md (a sweep that only chooses
+    # a learning rate on the validation split is not)
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -94,18 +101,33 @@ EXPERIMENTS: dict[str, Experiment] = {
     "rts-boundary": Experiment(
         "Boundary conditions on rotated, scaled and shifted garments that touch the border",
         "Neumann … could make traveling waves bounce back and thereby retain more information",
-        "baseline,neumann,periodic", dataset="fashion-mnist-rts", store=STORE_RTS, amp="bf16",
+        "baseline,neumann,periodic", dataset="fashion-mnist-rts", store=STORE_RTS, amp="bf16", setting="rts",
     ),
     "rts-varcoef": Experiment(
         "Variable coefficients on rotated and scaled images",
         "variable coefficients … enable the ConvNet to learn to rotate and scale the image",
-        "baseline,varcoef=1,varcoef", dataset="fashion-mnist-rts", store=STORE_RTS, amp="bf16",
+        "baseline,varcoef=1,varcoef", dataset="fashion-mnist-rts", store=STORE_RTS, amp="bf16", setting="rts",
     ),
     "rts-seed": Experiment(
         "The essay's block and depthwise ×4 operators on rotated, scaled and shifted images",
         "Here is the modified Bottleneck … depthwise ×4 … with variable coefficients",
-        "baseline,seed,dw4", dataset="fashion-mnist-rts", store=STORE_RTS, amp="bf16",
+        "baseline,seed,dw4", dataset="fashion-mnist-rts", store=STORE_RTS, amp="bf16", setting="rts",
     ),
+    # A longer budget for the headline: the `full` recipe (30 epochs, cosine, lr 0.1).
+    "full-seed": Experiment(
+        "Does the essay's block close its gap with a longer budget (30 epochs)?",
+        "Here is the modified Bottleneck … depthwise ×4 … with variable coefficients",
+        "baseline,seed,varcoef", store=RESULTS / "store-full", amp="bf16", preset="full", setting="full",
+    ),
+    # Learning-rate fairness: the fast recipe at three peak rates, 2 seeds, each variant's best read from a
+    # validation split of 5,000 training images (results/lr/).
+    **{f"lr-{lr}": Experiment(
+        f"The fast recipe at peak learning rate {lr}: which rate does each variant's validation accuracy prefer?",
+        "(fairness of the recipe: every variant trains with the baseline's learning rate)",
+        "baseline,seed,dw4,order2,neumann,wave,varcoef", store=RESULTS / "lr" / f"store-{lr}", amp="bf16",
+        extra=("--lr", str(lr), "--val-split", "5000"), seeds=2, out=RESULTS / "lr" / f"lr-{lr}",
+        setting=f"lr {lr}", in_family=False,
+    ) for lr in ("0.1", "0.2", "0.4")},
     "operators": Experiment(
         "How many operators per channel: depthwise ×1, ×2, ×4, ×9 against the full 3×3 convolution",
         "there can only be at most 9 linearly independent kernels … I'd go with ×4",
@@ -114,18 +136,38 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
-def command(name: str, args: argparse.Namespace) -> list[str]:
+def _where(name: str, root: Path | None) -> tuple[Path, Path]:
+    """(run store, experiment folder) of ``name``: this repository's results/, or the same layout under ``root``."""
     e = EXPERIMENTS[name]
-    cmd = [sys.executable, "-m", "pdeconv", "compare", "--preset", "fast", "--variants", e.variants,
-           "--reference", e.reference, "--runs", str(e.store.relative_to(ROOT)), "--out",
-           str((RESULTS / name).relative_to(ROOT)), "--threads", str(args.threads), "--no-progress"]
-    cmd += ["--dataset", e.dataset] if e.dataset != "fashion-mnist" else []
+    out = e.out or RESULTS / name
+    if root is None:
+        return e.store, out
+    return root / e.store.relative_to(RESULTS), root / out.relative_to(RESULTS)
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def command(name: str, args: argparse.Namespace) -> list[str]:
+    """The ``pdeconv compare`` command of experiment ``name`` with this script's options (``--dataset``,
+    ``--preset``, ``--device``, ``--results`` and ``--extra`` for a rerun elsewhere)."""
+    e = EXPERIMENTS[name]
+    store, out = _where(name, Path(args.results).resolve() if getattr(args, "results", None) else None)
+    dataset = getattr(args, "dataset", None) or e.dataset
+    cmd = [sys.executable, "-m", "pdeconv", "compare", "--preset", getattr(args, "preset", None) or e.preset,
+           "--variants", e.variants, "--reference", e.reference, "--runs", _shown(store), "--out", _shown(out),
+           "--threads", str(args.threads), "--no-progress"]
+    cmd += ["--dataset", dataset] if dataset != "fashion-mnist" else []
     cmd += ["--amp", e.amp] if e.amp else []
+    cmd += ["--device", args.device] if getattr(args, "device", None) else []
+    cmd += list(e.extra)
     if args.target_ci is not None:
         cmd += ["--seeds", "auto", "--target-ci", str(args.target_ci), "--max-seeds", str(args.max_seeds)]
     else:
-        cmd += ["--seeds", str(args.seeds)]
-    return cmd + (["--data-dir", args.data_dir] if args.data_dir else [])
+        cmd += ["--seeds", str(e.seeds or args.seeds)]
+    cmd += ["--data-dir", args.data_dir] if args.data_dir else []
+    return cmd + shlex.split(getattr(args, "extra", None) or "")
 
 
 # ------------------------------------------------------------------------------------------ the document's family
@@ -157,18 +199,14 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _setting(e: Experiment) -> str:
-    return "rts" if e.dataset == "fashion-mnist-rts" else "plain"
-
-
 def _accuracies(results: Path = RESULTS) -> dict[tuple[str, str], dict[int, float]]:
     """{(setting, variant): {seed: test accuracy}} from every experiment's committed results.csv."""
     acc: dict[tuple[str, str], dict[int, float]] = {}
     for name, e in EXPERIMENTS.items():
-        path = results / name / "results.csv"
-        if path.is_file():
+        path = _where(name, results)[1] / "results.csv"
+        if e.in_family and path.is_file():
             for row in _read_csv(path):
-                acc.setdefault((_setting(e), row["variant"]), {})[int(row["seed"])] = float(row["test_acc"])
+                acc.setdefault((e.setting, row["variant"]), {})[int(row["seed"])] = float(row["test_acc"])
     return acc
 
 
@@ -178,9 +216,10 @@ def document_family(results: Path = RESULTS, margin: float | None = None) -> lis
     TOST p of equivalence within ±``margin`` (default: the reports' smallest effect of interest), Holm-adjusted
     over the document, and one ``answer`` word for what survives.
 
-    Rows: each experiment's variants against its reference; the contrasts of :data:`CONTRASTS`; for each rts
-    experiment, its Δ set against the plain experiment's Δ of the same variant (Welch, unpaired: other images);
-    the probes of :data:`PROBES` and every cut of the truncation probe against its uncut network.
+    Rows: each experiment's variants against its reference; the contrasts of :data:`CONTRASTS`; for each experiment
+    in another setting (rts, the longer budget), its Δ set against the plain experiment's Δ of the same variant
+    (Welch, unpaired: other runs); the probes of :data:`PROBES` and every cut of the truncation probe against its
+    uncut network. ``results`` is the folder laid out as this repository's results/.
     """
     from pdeconv.experiment.report import EQUIVALENCE_MARGIN
     from pdeconv.experiment.stats import benjamini_hochberg, equivalence, holm, paired, welch
@@ -201,9 +240,9 @@ def document_family(results: Path = RESULTS, margin: float | None = None) -> lis
 
     plain_deltas: dict[str, list[float]] = {}
     for name, e in EXPERIMENTS.items():
-        setting = _setting(e)
+        setting = e.setting
         ref = acc.get((setting, e.reference))
-        if ref is None or not (results / name / "results.csv").is_file():
+        if ref is None or not e.in_family or not (_where(name, results)[1] / "results.csv").is_file():
             continue
         for variant in e.variants.split(","):
             if variant != e.reference and (setting, variant) in acc:
@@ -215,7 +254,7 @@ def document_family(results: Path = RESULTS, margin: float | None = None) -> lis
                 elif variant in plain_deltas and len(deltas) >= 2:
                     w = welch(deltas, plain_deltas[variant])
                     w.n = len(deltas)
-                    add("rts vs plain", name, f"Δ({variant}) rts − Δ({variant}) plain", "welch", w)
+                    add(f"{setting} vs plain", name, f"Δ({variant}) {setting} − Δ({variant}) plain", "welch", w)
     for experiment, variant, reference in CONTRASTS:
         if ("plain", variant) in acc and ("plain", reference) in acc and (results / experiment).is_dir():
             add("plain", experiment, f"{variant} − {reference}", "contrast",
@@ -322,20 +361,22 @@ def summaries() -> None:
             print(f"{run.relative_to(ROOT)}: {'no checkpoint' if summary is None else 'ok'}", flush=True)
 
 
-def status(names: list[str], seeds: int, store: Path | None = None) -> list[str]:
+def status(names: list[str], seeds: int, store: Path | None = None, *, root: Path | None = None) -> list[str]:
     """One line per experiment: its runs (seeds 0 … ``seeds`` − 1 of each variant; more added by ``--target-ci``
     are not counted) finished, being trained now (another process holds the run's lock), interrupted (resumed
-    from the checkpoint, or started again without one) and not started (no config.json yet)."""
+    from the checkpoint, or started again without one) and not started (no config.json yet). ``store``: one run
+    store for all of them; ``root``: a results folder of one's own (``--results``)."""
     from pdeconv import engine
     from pdeconv.experiment.compare import in_training
 
     lines = []
     for name in names:
         e = EXPERIMENTS[name]
-        runs = store or e.store
+        runs = store or _where(name, root)[0]
+        seeds_ = e.seeds or seeds
         finished, training, interrupted, pending = 0, [], [], 0
         for variant in e.variants.split(","):
-            for seed in range(seeds):
+            for seed in range(seeds_):
                 run = runs / variant / f"seed{seed}"
                 if not (run / engine.CONFIG).is_file():
                     pending += 1
@@ -352,7 +393,7 @@ def status(names: list[str], seeds: int, store: Path | None = None) -> list[str]
                     checkpoint = (run / engine.CHECKPOINT).is_file()
                     interrupted.append(where + (", resumes from its checkpoint)" if checkpoint else
                                                 ", no checkpoint: starts again)"))
-        total = seeds * len(e.variants.split(","))
+        total = seeds_ * len(e.variants.split(","))
         parts = [f"{name}: {finished}/{total} finished"]
         parts += [f"training now: {', '.join(training)}"] if training else []
         parts += [f"interrupted: {', '.join(interrupted)}"] if interrupted else []
@@ -369,6 +410,16 @@ def main() -> None:
     p.add_argument("--max-seeds", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="threads of every run (default: 1)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--dataset", default=None,
+                   help="rerun the answers on another dataset (cifar10, cifar100, imagefolder, ...: any of pdeconv's); "
+                        "the rts experiments, built on Fashion-MNIST, are left out")
+    p.add_argument("--preset", default=None, help="another recipe for every experiment (default: each one's own)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--results", default=None,
+                   help="a folder of your own for the run stores and reports, laid out as results/ here (default: "
+                        "this repository's results/)")
+    p.add_argument("--extra", default=None, help='more `pdeconv compare` options for every experiment, e.g. '
+                   '"--epochs 30 --batch-size 256"')
     p.add_argument("--list", action="store_true", help="print the commands and stop")
     p.add_argument("--status", action="store_true",
                    help="print how far each experiment has got (finished, training now, interrupted, not started)")
@@ -379,8 +430,9 @@ def main() -> None:
                    help="write each finished run's learned_pde.json (kept in git; checkpoints are not) and stop")
     args = p.parse_args()
     if args.summary:
-        for path in write_summary(document_family()):
-            print(f"wrote {path.relative_to(ROOT)}")
+        root = Path(args.results).resolve() if args.results else RESULTS
+        for path in write_summary(document_family(root), root):
+            print(f"wrote {_shown(path)}")
         return
     if args.summaries:
         summaries()
@@ -388,10 +440,17 @@ def main() -> None:
     unknown = [n for n in args.names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"unknown experiments {unknown}; valid ones: {', '.join(EXPERIMENTS)}")
+    names = args.names or list(EXPERIMENTS)
+    if args.dataset and args.dataset != "fashion-mnist":
+        skipped = [n for n in names if EXPERIMENTS[n].dataset != "fashion-mnist"]
+        if skipped:
+            print(f"# left out on {args.dataset}: {', '.join(skipped)} (built on Fashion-MNIST)", flush=True)
+        names = [n for n in names if n not in skipped]
     if args.status:
-        print("\n".join(status(args.names or list(EXPERIMENTS), args.seeds)))
+        root = Path(args.results).resolve() if args.results else None
+        print("\n".join(status(names, args.seeds, root=root)))
         return
-    for name in args.names or EXPERIMENTS:
+    for name in names:
         cmd = command(name, args)
         print(f"# {name}: {EXPERIMENTS[name].question}\n{shlex.join(['python', *cmd[1:]])}", flush=True)
         if not args.list:

@@ -270,3 +270,33 @@ def test_document_family_adjusts_every_comparison_together(tmp_path, monkeypatch
         back = list(csv.DictReader(f))
     assert len(back) == len(rows) and float(back[0]["p"]) == pytest.approx(rows[0]["p"], rel=1e-5)
     assert f"{len(rows)} comparisons" in md_path.read_text()
+
+
+def test_answers_rerun_on_another_dataset_into_a_folder_of_ones_own(tmp_path, make_cifar, monkeypatch):
+    """Someone with CIFAR-10 reruns an answer with one command into their own results folder: the command names
+    their dataset, preset, device and folder, leaves out the Fashion-MNIST-only rts experiments, trains, and the
+    summary reads their folder."""
+    import csv
+
+    answers = _answers(monkeypatch)
+    make_cifar(tmp_path / "data", "cifar10", n_per_batch=8)
+    mine = tmp_path / "mine"
+    common = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--results", str(mine),
+              "--preset", "quick", "--device", "cpu", "--seeds", "2",
+              "--extra", "--epochs 1 --batch-size 16 --train-subset 32 --amp none --no-channels-last"]
+    listed = subprocess.run([sys.executable, str(BENCHMARKS / "answers.py"), "wave", "rts-seed", "--list", *common],
+                            capture_output=True, text=True, check=True).stdout
+    assert "left out on cifar10: rts-seed" in listed
+    assert f"--runs {mine / 'store-fast'} --out {mine / 'wave'}" in listed and "--dataset cifar10" in listed
+    assert "--preset quick" in listed and "--device cpu" in listed and "--epochs 1" in listed
+    subprocess.run([sys.executable, str(BENCHMARKS / "answers.py"), "wave", *common], check=True,
+                   capture_output=True, text=True)
+    with open(mine / "wave" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["variant"], r["seed"]) for r in rows] == [("baseline", "0"), ("baseline", "1"), ("wave", "0"),
+                                                         ("wave", "1")]
+    config = json.loads((mine / "store-fast" / "wave" / "seed0" / "config.json").read_text())
+    assert (config["config"]["dataset"], config["config"]["epochs"]) == ("cifar10", 1)
+    assert config["dataset"]["in_chans"] == 3
+    family = answers.document_family(mine)
+    assert [r["comparison"] for r in family] == ["wave − baseline"]
