@@ -365,9 +365,9 @@ def test_integrating_factor_rollout_is_exact_for_linear_pdes_and_matches_rk4_oth
     names = [t.name for t in terms]
     model = PolynomialPDE(terms, ("u",), shape=(n,), spacing=(h,), bc="periodic", kernel_size=9, learn_moments=False)
     with torch.no_grad():
-        model.coefficients.zero_()
-        model.coefficients[0, names.index("u_xx"), 0] = -1.0
-        model.coefficients[0, names.index("u_xxxx"), 0] = -1.0
+        model.normalised.zero_()
+        model.normalised[0, names.index("u_xx"), 0] = -1.0
+        model.normalised[0, names.index("u_xxxx"), 0] = -1.0
         model.mask[0, [j for j, t in enumerate(names) if t not in ("u_xx", "u_xxxx")]] = 0.0
     assert model.integrating_factor
     x = torch.arange(n, dtype=F64) * h
@@ -379,7 +379,7 @@ def test_integrating_factor_rollout_is_exact_for_linear_pdes_and_matches_rk4_oth
     torch.testing.assert_close(frames[:, 3], want, rtol=0, atol=1e-12)
     with torch.no_grad():  # add u*u_x: IF-RK4 with few steps against plain RK4 with many (both 4th order)
         model.mask[0, names.index("u*u_x")] = 1.0
-        model.coefficients[0, names.index("u*u_x"), 0] = -1.0
+        model.normalised[0, names.index("u*u_x"), 0] = -1.0
     fast = model.rollout(u0, 2, 0.5, substeps=model.stable_substeps(u0, 0.5)).detach()
     p = model.prepare()
     v = u0

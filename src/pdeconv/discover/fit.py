@@ -312,7 +312,7 @@ def _group_lasso(
 def sparse_regression(
     model: PolynomialPDE, u: torch.Tensor, dt: float, weights: torch.Tensor, *, l1: float, threshold: float
 ) -> None:
-    """Set ``model.coefficients`` and ``model.mask`` by L1-penalised least squares and sequential pruning.
+    """Set ``model.normalised`` and ``model.mask`` by L1-penalised least squares and sequential pruning.
 
     The groups are the constant part of each coefficient and, for variable coefficients, the rest of its field:
     a field whose variation explains less than ``threshold`` of ``u_t`` becomes a constant; a term whose whole
@@ -350,10 +350,10 @@ def solve_sparse(
                 x = _solve(A_all[keep][:, keep], r_all[keep])
                 refit = True
             model.mask[e].zero_()
-            model.coefficients[e].zero_()
+            model.normalised[e].zero_()
             if len(keep):
                 model.mask[e].view(-1)[keep] = 1.0
-                model.coefficients[e].view(-1)[keep] = x
+                model.normalised[e].view(-1)[keep] = x
 
 
 # -------------------------------------------------------------------------------------------------- rollout
