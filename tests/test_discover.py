@@ -249,7 +249,7 @@ WITH_NAN = np.zeros((4, 6, 8))
 WITH_NAN[2, 3, 4] = np.nan
 MALFORMED = {
     "missing u": (dict(dt=0.1, dx=0.5), "has no array 'u'"),
-    "wrong rank": (dict(GOOD, u=np.zeros((6, 8))), "has rank 2"),
+    "wrong rank": (dict(GOOD, u=np.zeros(8)), "has rank 1"),  # rank 2 is (T, W), 1-D (space_dims 1)
     "NaN": (dict(GOOD, u=WITH_NAN), "1 NaN or infinite"),
     "zero dt": (dict(GOOD, dt=0.0), "dt must be a positive number"),
     "negative dx": (dict(GOOD, dx=-1.0), "dx must be a positive number"),
