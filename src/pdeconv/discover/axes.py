@@ -23,7 +23,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["DECIDE_OTHER", "DECIDE_SHARE", "LETTERS", "RTOL", "arrange", "describe", "quick_share", "spacing"]
+__all__ = [
+    "DECIDE_OTHER", "DECIDE_SHARE", "LETTERS", "RTOL", "arrange", "check_letters", "describe", "quick_share", "spacing",
+]
 
 LETTERS = "ntczyx"  # u's axes, in the order of a Dataset
 _WORDS = {"n": "trajectories", "t": "time", "c": "fields", "z": "z", "y": "y", "x": "x"}
@@ -34,6 +36,14 @@ RTOL = 1e-6
 DECIDE_SHARE = 0.9
 #: ... and every other candidate's at most this share
 DECIDE_OTHER = 0.5
+
+
+def check_letters(axes: str) -> None:
+    """``ValueError`` unless ``axes`` names axes once each, among n, t, c, z, y, x, with t and x."""
+    if not (isinstance(axes, str) and set(axes) <= set(LETTERS) and len(set(axes)) == len(axes)
+            and {"t", "x"} <= set(axes) and ("z" not in axes or "y" in axes)):
+        raise ValueError(f"axes {axes!r} must name each axis of u once, in its order, with letters of n "
+                         "(trajectories), t (time), c (fields), z, y, x (space; t and x at least), e.g. 'xt' or 'ntyx'")
 
 
 def describe(order: str, shape: tuple[int, ...]) -> str:
@@ -168,6 +178,8 @@ def arrange(
     ``labels`` (role → array name) the arrays, for messages.
     """
     u = np.asarray(u)
+    if axes is not None:
+        check_letters(axes)
     space = "".join(role for role in "zyx" if role in coordinates)
     if "t" not in coordinates or "x" not in coordinates:
         raise ValueError(f"{where}: say where time and space are: t and x (coordinate vectors or spacings) are "

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pdeconv.discover.axes import arrange
+from pdeconv.discover.axes import arrange, check_letters
 
 __all__ = ["Dataset", "load", "save", "BOUNDARY_CONDITIONS", "MIN_FRAMES", "SPACE_DIMS"]
 
@@ -293,6 +293,8 @@ def load(
 def _named(z, path: str, u: np.ndarray, axes: str | None, space_dims: int | None,
            components: tuple[str, ...] | None) -> tuple[np.ndarray, dict[str, float], str]:
     """An .npz whose axes are named (``axes`` and/or coordinate vectors ``t``, ``x``, ``y``, ``z``), arranged."""
+    if axes:
+        check_letters(axes)
     coordinates = {}
     space = [a for a in "zyx" if a in axes] if axes else [a for a in "zyx" if a in z.files or "d" + a in z.files]
     for role in ("t", *space):

@@ -40,6 +40,7 @@ from pdeconv.stencil import binomial, finite_difference
 
 __all__ = [
     "COEFFICIENTS",
+    "EXPLAINED_FAIL",
     "EXPLAINED_WARNING",
     "Fit",
     "FitSettings",
@@ -62,6 +63,8 @@ WEAK_REFIT_GAIN = 0.5
 NOISE_DIFFERENCE = 8
 #: below this share of u_t explained (on the training data), a fit comes with a warning
 EXPLAINED_WARNING = 0.5
+#: below this share (or NaN) the fit has failed: ``Fit.failed``, and ``pdeconv discover fit`` exits with status 3
+EXPLAINED_FAIL = 0.1
 
 
 @dataclass(frozen=True)
@@ -163,12 +166,20 @@ class Fit:
     # in the weak sense for a weak-form fit)
 
     @property
+    def failed(self) -> bool:
+        """Whether the PDE explains less than :data:`EXPLAINED_FAIL` of ``u_t`` (or NaN): no PDE of the data."""
+        return not self.explained >= EXPLAINED_FAIL
+
+    @property
     def warning(self) -> str | None:
-        """A sentence when the PDE explains less than :data:`EXPLAINED_WARNING` of ``u_t``, else ``None``."""
+        """A sentence when the PDE explains less than :data:`EXPLAINED_WARNING` of ``u_t``, else ``None``; below
+        :data:`EXPLAINED_FAIL` it lists the likely causes, misread axes first."""
         if self.explained >= EXPLAINED_WARNING:
             return None
-        return (f"the recovered PDE explains only {self.explained:.1%} of {self.explained_of} on the training data "
-                f"(u_t = 0 "
+        share = f"the recovered PDE explains only {self.explained:.1%} of {self.explained_of} on the training data"
+        if self.failed:
+            return f"{share} (below {EXPLAINED_FAIL:.0%}: it is not a PDE of these data); likely causes: {causes(self)}"
+        return (f"{share} (u_t = 0 "
                 f"explains 0%): these data may not follow a PDE of this library, or may be too noisy or too coarse "
                 f"in time; check the data, or try another --library or --max-order")
 
@@ -187,6 +198,27 @@ class Fit:
         """Coefficient fields ``(C, J, *space)`` in physical units (constant fields for constant coefficients)."""
         with torch.no_grad():
             return self.model.fields().numpy()
+
+
+def causes(result: Fit) -> str:
+    """Why a fit may explain almost nothing, most likely first: misread axes (with what the swap would explain, for
+    1-D data), wrong spacings, a library without the terms, noise."""
+    from pdeconv.discover.axes import quick_share
+
+    d = result.data
+    n, t, c, *space = d.u.shape
+    layout = ", ".join(f"{a} {k}" for a, k in zip(("time", *("z", "y", "x")[3 - d.space_dims:]), (t, *space)))
+    swap = ""
+    if d.space_dims == 1 and t >= 9 and space[0] >= 9:  # read the other way round, what would a quick fit explain?
+        share = quick_share(np.swapaxes(d.u, 1, 3), d.dx, (d.dt,))
+        if share == share:
+            swap = f"; with time and x swapped a quick linear fit explains {share:.0%}"
+    return (f"(1) misread axes: u was read as {layout} points (trajectories {n}, fields {c}){swap}; if time is "
+            "another axis of the stored array, name the axes: --axes xt for an array stored (x, t) as PDE-FIND's "
+            "usol (in an .npz also axes='xt' or coordinate vectors t, x; in Python Dataset.from_array(u, t=..., "
+            "x=..., axes='xt')); (2) wrong dt or dx (u_t and the derivatives are divided by them); (3) a library "
+            "without the right terms: --library nonlinear, products or polynomial, --max-order 4; (4) noise: "
+            "--form weak")
 
 
 # -------------------------------------------------------------------------------------------------- regression

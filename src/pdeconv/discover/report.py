@@ -96,6 +96,10 @@ def pde_json(fit: Fit) -> dict:
         "options": fit.options,
         "explained_share": fit.explained,
     }
+    if fit.failed:
+        out["failed"] = fit.warning
+    if d.note:
+        out["axes"] = d.note
     if fit.settings.coefficients == "variable":
         out["fields"] = "fields.npz"
     if fit.error is not None:
