@@ -63,7 +63,8 @@ WEAK_REFIT_GAIN = 0.5
 NOISE_DIFFERENCE = 8
 #: below this share of u_t explained (on the training data), a fit comes with a warning
 EXPLAINED_WARNING = 0.5
-#: below this share (or NaN) the fit has failed: ``Fit.failed``, and ``pdeconv discover fit`` exits with status 3
+#: below this share (or NaN) the fit has failed, as it has when its rollout blows up: ``Fit.failed``, and
+#: ``pdeconv discover fit`` exits with status 3
 EXPLAINED_FAIL = 0.1
 
 
@@ -167,13 +168,22 @@ class Fit:
 
     @property
     def failed(self) -> bool:
-        """Whether the PDE explains less than :data:`EXPLAINED_FAIL` of ``u_t`` (or NaN): no PDE of the data."""
-        return not self.explained >= EXPLAINED_FAIL
+        """Whether the PDE explains less than :data:`EXPLAINED_FAIL` of ``u_t`` (or NaN), or its rollout from the
+        data's first frame blows up (a non-finite prediction error): not a PDE of these data."""
+        return not self.explained >= EXPLAINED_FAIL or self._blew_up
+
+    @property
+    def _blew_up(self) -> bool:
+        return self.error is not None and not bool(np.all(np.isfinite(self.error)))
 
     @property
     def warning(self) -> str | None:
         """A sentence when the PDE explains less than :data:`EXPLAINED_WARNING` of ``u_t``, else ``None``; below
         :data:`EXPLAINED_FAIL` it lists the likely causes, misread axes first."""
+        if self._blew_up:
+            return (f"the recovered PDE (explaining {self.explained:.1%} of {self.explained_of} on the training "
+                    f"data) blows up when integrated from the data's first frame: it is not a PDE of these data; "
+                    f"likely causes: {causes(self)}")
         if self.explained >= EXPLAINED_WARNING:
             return None
         share = f"the recovered PDE explains only {self.explained:.1%} of {self.explained_of} on the training data"
@@ -661,13 +671,14 @@ def _choose_form(fitted: dict) -> str:
     forms: the strong form's refit reaches it with extra terms fitted to the noise, and of two equally good fits
     the weak one has averaged the noise where the strong one differentiated it. On clean data the losses differ by
     far more than 5%, or the two forms found the same terms and only the better start was refit."""
-    best = min(loss for loss, *_ in fitted.values())
-    near = [f for f, (loss, *_) in fitted.items() if loss <= FORM_TIE * best]
+    losses = {f: loss if loss == loss else math.inf for f, (loss, *_) in fitted.items()}  # NaN: a rollout blew up
+    best = min(losses.values())
+    near = [f for f, loss in losses.items() if loss <= FORM_TIE * best]
 
     def terms(f: str) -> int:
         return int((fitted[f][1].mask > 0).any(-1).sum())
 
-    return min(near, key=lambda f: (terms(f), f != "weak", fitted[f][0]))
+    return min(near, key=lambda f: (terms(f), f != "weak", losses[f]))
 
 
 def _same_terms(a: PolynomialPDE, b: PolynomialPDE) -> bool:
