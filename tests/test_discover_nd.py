@@ -153,8 +153,11 @@ def test_npz_space_dims_round_trip_and_mismatch(tmp_path):
     d3 = Dataset(rng.standard_normal((1, 4, 2, 5, 6, 7)), 0.1, 0.3, 0.2, "neumann", ("u", "v"), 0.1)
     back = load(save(d3, tmp_path / "three"))
     assert back.spacing == (0.1, 0.2, 0.3) and back.components == ("u", "v") and np.array_equal(back.u, d3.u)
-    np.savez(tmp_path / "bad.npz", u=rng.standard_normal((5, 16)), dt=0.1, dx=0.1)  # (T, W) without space_dims
-    with pytest.raises(ValueError, match="space_dims = 2.*set space_dims in the file"):
+    u = rng.standard_normal((5, 16))
+    np.savez(tmp_path / "tw.npz", u=u, dt=0.1, dx=0.1)  # (T, W) without space_dims: the only layout of rank 2
+    assert load(tmp_path / "tw.npz").space_dims == 1 and np.array_equal(load(tmp_path / "tw.npz").u[0, :, 0], u)
+    np.savez(tmp_path / "bad.npz", u=rng.standard_normal(16), dt=0.1, dx=0.1)  # rank 1: no layout fits
+    with pytest.raises(ValueError, match="space_dims = 2.*set space_dims in the file, or name the axes"):
         load(tmp_path / "bad.npz")
     np.savez(tmp_path / "bad3.npz", u=rng.standard_normal((5, 16)), dt=0.1, dx=0.1, space_dims=3)
     with pytest.raises(ValueError, match=r"does not fit space_dims = 3: expected \(T, D, H, W\)"):
