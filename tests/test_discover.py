@@ -249,7 +249,7 @@ WITH_NAN = np.zeros((4, 6, 8))
 WITH_NAN[2, 3, 4] = np.nan
 MALFORMED = {
     "missing u": (dict(dt=0.1, dx=0.5), "has no array 'u'"),
-    "wrong rank": (dict(GOOD, u=np.zeros((6, 8))), "has rank 2"),
+    "wrong rank": (dict(GOOD, u=np.zeros(8)), "has rank 1"),  # rank 2 is (T, W), 1-D (space_dims 1)
     "NaN": (dict(GOOD, u=WITH_NAN), "1 NaN or infinite"),
     "zero dt": (dict(GOOD, dt=0.0), "dt must be a positive number"),
     "negative dx": (dict(GOOD, dx=-1.0), "dx must be a positive number"),
@@ -319,13 +319,15 @@ def test_a_fit_says_how_much_of_u_t_it_explains_and_warns_on_noise(tmp_path, cap
     rng = np.random.default_rng(0)  # random integers: no PDE behind them
     np.savez(tmp_path / "noise.npz", u=rng.integers(0, 100, (2, 12, 16, 16)).astype(np.float64), dt=0.1, dx=1.0,
              dy=1.0, bc="periodic")
+    # it explains < 10% of u_t: the fit has failed, status 3, with the likely causes on one line
     assert main(["discover", "fit", str(tmp_path / "noise.npz"), "--out", str(tmp_path / "n"), "--kernel-size", "5",
-                 "--iterations", "2", "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    assert "warning: the recovered PDE explains only" in printed
+                 "--iterations", "2", "--no-progress"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "error: the recovered PDE explains only" in err and "below 10%" in err and "likely causes: (1)" in err
     report = (tmp_path / "n" / "report.md").read_text()
     assert "**Warning:** the recovered PDE explains only" in report
-    assert json.loads((tmp_path / "n" / "pde.json").read_text())["explained_share"] < 0.5
+    assert json.loads((tmp_path / "n" / "pde.json").read_text())["explained_share"] < 0.1
     # a clean simulation is explained almost entirely, without a warning
     data = simulate("heat", grid=16, steps=12, trajectories=2, seed=0)
     result = fit(data, kernel_size=5, iterations=2, progress=False)

@@ -153,8 +153,11 @@ def test_npz_space_dims_round_trip_and_mismatch(tmp_path):
     d3 = Dataset(rng.standard_normal((1, 4, 2, 5, 6, 7)), 0.1, 0.3, 0.2, "neumann", ("u", "v"), 0.1)
     back = load(save(d3, tmp_path / "three"))
     assert back.spacing == (0.1, 0.2, 0.3) and back.components == ("u", "v") and np.array_equal(back.u, d3.u)
-    np.savez(tmp_path / "bad.npz", u=rng.standard_normal((5, 16)), dt=0.1, dx=0.1)  # (T, W) without space_dims
-    with pytest.raises(ValueError, match="space_dims = 2.*set space_dims in the file"):
+    u = rng.standard_normal((5, 16))
+    np.savez(tmp_path / "tw.npz", u=u, dt=0.1, dx=0.1)  # (T, W) without space_dims: the only layout of rank 2
+    assert load(tmp_path / "tw.npz").space_dims == 1 and np.array_equal(load(tmp_path / "tw.npz").u[0, :, 0], u)
+    np.savez(tmp_path / "bad.npz", u=rng.standard_normal(16), dt=0.1, dx=0.1)  # rank 1: no layout fits
+    with pytest.raises(ValueError, match="space_dims = 2.*set space_dims in the file, or name the axes"):
         load(tmp_path / "bad.npz")
     np.savez(tmp_path / "bad3.npz", u=rng.standard_normal((5, 16)), dt=0.1, dx=0.1, space_dims=3)
     with pytest.raises(ValueError, match=r"does not fit space_dims = 3: expected \(T, D, H, W\)"):
@@ -365,9 +368,9 @@ def test_integrating_factor_rollout_is_exact_for_linear_pdes_and_matches_rk4_oth
     names = [t.name for t in terms]
     model = PolynomialPDE(terms, ("u",), shape=(n,), spacing=(h,), bc="periodic", kernel_size=9, learn_moments=False)
     with torch.no_grad():
-        model.coefficients.zero_()
-        model.coefficients[0, names.index("u_xx"), 0] = -1.0
-        model.coefficients[0, names.index("u_xxxx"), 0] = -1.0
+        model.normalised.zero_()
+        model.normalised[0, names.index("u_xx"), 0] = -1.0
+        model.normalised[0, names.index("u_xxxx"), 0] = -1.0
         model.mask[0, [j for j, t in enumerate(names) if t not in ("u_xx", "u_xxxx")]] = 0.0
     assert model.integrating_factor
     x = torch.arange(n, dtype=F64) * h
@@ -379,7 +382,7 @@ def test_integrating_factor_rollout_is_exact_for_linear_pdes_and_matches_rk4_oth
     torch.testing.assert_close(frames[:, 3], want, rtol=0, atol=1e-12)
     with torch.no_grad():  # add u*u_x: IF-RK4 with few steps against plain RK4 with many (both 4th order)
         model.mask[0, names.index("u*u_x")] = 1.0
-        model.coefficients[0, names.index("u*u_x"), 0] = -1.0
+        model.normalised[0, names.index("u*u_x"), 0] = -1.0
     fast = model.rollout(u0, 2, 0.5, substeps=model.stable_substeps(u0, 0.5)).detach()
     p = model.prepare()
     v = u0

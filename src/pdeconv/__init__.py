@@ -2,8 +2,11 @@
 
 Floor 0 (mathematics): :mod:`pdeconv.stencil`, :mod:`pdeconv.boundary`, :mod:`pdeconv.layers`,
 :mod:`pdeconv.regularize`. Higher floors (models, engine, analysis, discovery, CLI) build on them.
+``pdeconv.boundary``, ``pdeconv.stencil``, ``set_boundary`` and ``convert`` load torch when first used, so that
+``import pdeconv`` (and ``pdeconv --help``) starts fast.
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -11,14 +14,17 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-from pdeconv import boundary, stencil  # noqa: E402
-from pdeconv.boundary import set_boundary  # noqa: E402
-
 __all__ = ["__version__", "boundary", "stencil", "set_boundary", "convert"]
 
 
-def __getattr__(name: str):  # ``pdeconv.convert`` loads the models floor (torchvision) only when used
-    if name == "convert":
+def __getattr__(name: str):
+    if name in ("boundary", "stencil"):
+        return importlib.import_module(f"pdeconv.{name}")
+    if name == "set_boundary":
+        from pdeconv.boundary import set_boundary
+
+        return set_boundary
+    if name == "convert":  # the models floor (torchvision)
         from pdeconv.models.convert import convert
 
         return convert

@@ -16,14 +16,20 @@ from dataclasses import replace
 
 from pdeconv import __version__
 
-#: Each entry adds one subcommand to the parser and sets ``func(args) -> int | None`` on it.
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+#: name → (one-line help, builder): the builder adds the subcommand's options to its parser and sets
+#: ``func(args) -> int | None`` on it.
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
-def command(add: Callable[[argparse._SubParsersAction], None]) -> Callable[[argparse._SubParsersAction], None]:
-    """Register a subcommand builder (called once when the parser is built)."""
-    _COMMANDS.append(add)
-    return add
+def command(name: str, help: str) -> Callable:  # noqa: A002 - argparse's word
+    """Register a subcommand builder. Builders import what their options list (torch, for most) inside, and only
+    the chosen command's builder runs (:func:`build_parser`): ``pdeconv --help`` imports no torch."""
+
+    def register(add: Callable[[argparse.ArgumentParser], None]) -> Callable[[argparse.ArgumentParser], None]:
+        _COMMANDS[name] = (help, add)
+        return add
+
+    return register
 
 
 class UsageError(ValueError):
@@ -84,15 +90,13 @@ def _variant_names() -> str:
     return f"{', '.join(VARIANTS)}; combine with + and FIELD=VALUE, FIELD one of {', '.join(PARAMETERS)}"
 
 
-@command
-def _add_train(sub: argparse._SubParsersAction) -> None:
+@command("train", "train one model (single process, or DDP under torchrun)")
+def _add_train(p: argparse.ArgumentParser) -> None:
     from pdeconv.run import PRESETS
 
-    p = sub.add_parser(
-        "train",
-        help="train one model (single process, or DDP under torchrun)",
-        description="Train a pdeconv model on a dataset. Same command under "
-        "`torchrun --nproc_per_node=K -m pdeconv train ...` for DistributedDataParallel.",
+    p.description = (
+        "Train a pdeconv model on a dataset. Same command under "
+        "`torchrun --nproc_per_node=K -m pdeconv train ...` for DistributedDataParallel."
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="start from a settings bundle, e.g. fast ("
@@ -126,17 +130,15 @@ def _train(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------------- compare
 
-@command
-def _add_compare(sub: argparse._SubParsersAction) -> None:
+@command("compare", "the main job: train variants × seeds, write results.csv, report.md and plots")
+def _add_compare(p: argparse.ArgumentParser) -> None:
     from pdeconv.run import PRESETS
 
-    p = sub.add_parser(
-        "compare",
-        help="the main job: train variants × seeds, write results.csv, report.md and plots",
-        description="An honest ablation of the essay's ideas: every variant against a reference, seed by seed "
+    p.description = (
+        "An honest ablation of the essay's ideas: every variant against a reference, seed by seed "
         "(paired). With no training option: the quick preset (" + PRESETS["quick"].description + "). A preset "
         "applies when named, or when no training option is given; options you give are never mixed with a "
-        "preset you did not name. Rerunning skips finished runs and resumes unfinished ones.",
+        "preset you did not name. Rerunning skips finished runs and resumes unfinished ones."
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="settings bundle (default: quick when no training option is given, else none)")
@@ -211,14 +213,12 @@ def _compare(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------------- demo
 
 
-@command
-def _add_demo(sub: argparse._SubParsersAction) -> None:
+@command("demo", "pictures and GIFs of the PDE view (translation, heat, boundary, rotation, dilation)")
+def _add_demo(p: argparse.ArgumentParser) -> None:
     from pdeconv import demos
 
-    p = sub.add_parser(
-        "demo",
-        help="pictures and GIFs of the PDE view (translation, heat, boundary, rotation, dilation)",
-        description="Small, fast demonstrations of the essay's claims; each writes PNG/GIF files to --out.",
+    p.description = (
+        "Small, fast demonstrations of the essay's claims; each writes PNG/GIF files to --out."
     )
     p.add_argument("name", choices=sorted(demos.DEMOS), help="which demo to run")
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
@@ -230,17 +230,15 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 # -------------------------------------------------------------------------------------------------- probe
 
 
-@command
-def _add_probe(sub: argparse._SubParsersAction) -> None:
+@command("probe", "test one of the essay's predictions directly: small synthetic tasks (rotation, transport, "
+         "boundary) or trained runs (truncation)")
+def _add_probe(p: argparse.ArgumentParser) -> None:
     from pdeconv.probes import PROBES
 
-    p = sub.add_parser(
-        "probe",
-        help="test one of the essay's predictions directly: small synthetic tasks (rotation, transport, boundary) "
-        "or trained runs (truncation)",
-        description="A mechanism probe: its prediction (printed first, written in pdeconv.probes before any run), "
+    p.description = (
+        "A mechanism probe: its prediction (printed first, written in pdeconv.probes before any run), "
         "arms compared seed by seed on generated data, and whether the prediction held; writes probe.json, "
-        "results.csv and report.md to --out.",
+        "results.csv and report.md to --out."
     )
     p.add_argument("name", choices=sorted([*PROBES, "truncation"]), help="which probe")
     p.add_argument("--runs", nargs="+", default=None, metavar="DIR",
@@ -277,14 +275,12 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
 # -------------------------------------------------------------------------------------------------- analyze
 
 
-@command
-def _add_analyze(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "analyze",
-        help="read the PDE a ConvNet has learned: order spectra, operators, hyperbolicity, depthwise spans",
-        description="Analyse each spatial convolution of a training run, a checkpoint, a pdeconv model "
+@command("analyze", "read the PDE a ConvNet has learned: order spectra, operators, hyperbolicity, depthwise spans")
+def _add_analyze(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Analyse each spatial convolution of a training run, a checkpoint, a pdeconv model "
         "(random init) or a torchvision classifier (weights=None) as differential operators; writes "
-        "analysis.json, summary.md and PNG figures to --out and prints a table.",
+        "analysis.json, summary.md and PNG figures to --out and prints a table."
     )
     p.add_argument(
         "source", nargs="?", metavar="CHECKPOINT_OR_MODEL_NAME",
@@ -326,18 +322,16 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 # -------------------------------------------------------------------------------------------------- discover
 
 
-@command
-def _add_discover(sub: argparse._SubParsersAction) -> None:
-    from pdeconv import discover
-    from pdeconv.boundary import BOUNDARY_CONDITIONS
+@command("discover", "the inverse problem: simulate PDE data, or learn the PDE behind solution data")
+def _add_discover(p: argparse.ArgumentParser) -> None:
+    from pdeconv import discover  # torch-free until a fit or simulation runs
+    from pdeconv.discover.data import BOUNDARY_CONDITIONS
     from pdeconv.discover.formats import ROLES
     from pdeconv.discover.library import KINDS
 
-    p = sub.add_parser(
-        "discover",
-        help="the inverse problem: simulate PDE data, or learn the PDE behind solution data",
-        description="`simulate` writes reference solutions to an .npz file; `fit` learns u_t = Σ c·term from one "
-        "with moment-constrained filters, writes pde.json, report.md and plots to --out and prints the equation.",
+    p.description = (
+        "`simulate` writes reference solutions to an .npz file; `fit` learns u_t = Σ c·term from one "
+        "with moment-constrained filters, writes pde.json, report.md and plots to --out and prints the equation."
     )
     steps = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -384,8 +378,9 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
                    help="for .mat/.h5 files, the array of each role (repeatable): u (the solution), t, x, and y, z "
                    "for 2-D, 3-D (coordinate vectors or single spacings), e.g. --var u=usol --var t=t --var x=x")
     f.add_argument("--axes", metavar="ORDER",
-                   help="for .mat/.h5 files, u's axis order: letters of n (trajectories), t, c (fields), z, y, x, "
-                   "e.g. xt or ntyx (default: inferred from the coordinates' lengths)")
+                   help="u's axis order, letters of n (trajectories), t (time), c (fields), z, y, x: xt for u stored "
+                   "(x, t) as PDE-FIND's usol, tx for (t, x), ntyx (default: an .npz's own 'axes' or layout; the "
+                   "order the coordinates' lengths fit; when several do, the one a quick fit of u_t explains)")
     complex_group = f.add_mutually_exclusive_group()
     complex_group.add_argument("--real", dest="complex_part", action="store_const", const="real",
                                help="complex u: fit its real part")
@@ -446,6 +441,9 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
             seed=a.seed, progress=not a.no_progress,
         )
         print(discover.summary(result, paths))
+        if result.failed:  # printed as an error, and a status of its own: 3
+            print(f"pdeconv discover: error: {result.warning}", file=sys.stderr)
+            return 3
         return 0
 
     f.set_defaults(func=run_fit)
@@ -454,14 +452,12 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
 # -------------------------------------------------------------------------------------------------- doctor
 
 
-@command
-def _add_doctor(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "doctor",
-        help="check that this machine runs pdeconv's paths (GPU, AMP, channels-last, compile, NCCL)",
-        description="One line per check: every variant trains a step in float32, bf16/fp16 autocast and "
+@command("doctor", "check that this machine runs pdeconv's paths (GPU, AMP, channels-last, compile, NCCL)")
+def _add_doctor(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "One line per check: every variant trains a step in float32, bf16/fp16 autocast and "
         "channels-last (on the GPU when one is visible, and on the CPU), optionally torch.compile, and with two "
-        "or more GPUs a 2-process NCCL compare. Exit code 1 if any check failed.",
+        "or more GPUs a 2-process NCCL compare. Exit code 1 if any check failed."
     )
     p.add_argument("--variants", default=None, help="comma-separated variants (default: all)")
     p.add_argument("--compile", action="store_true", help="also check torch.compile (slow: it compiles)")
@@ -492,21 +488,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``pdeconv`` parser; given ``argv``, only the command it names gets its options (the others are listed
+    with their help), so that the import of what a command's options list waits until it is chosen."""
     parser = _Parser(
         prog="pdeconv",
         description="ConvNets from the PDE perspective: train, compare, analyze, discover, demo.",
     )
     parser.add_argument("--version", action="version", version=f"pdeconv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in _COMMANDS:
-        add(sub)
+    chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    for name, (help_, add) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        if chosen is None or name == chosen:
+            add(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.argv = argv  # the command line as given, for records (compare's report)
     try:

@@ -16,12 +16,17 @@ filters) and :mod:`pdeconv.boundary` (padding as boundary condition):
 from __future__ import annotations
 
 import os
+import sys
+import types
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pdeconv.discover.data import Dataset, load, save
-from pdeconv.discover.fit import Fit, FitSettings, fit
 from pdeconv.discover.simulate import PDES, simulate, solve, true_equations
 from pdeconv.runtime import check_out_dir
+
+if TYPE_CHECKING:
+    from pdeconv.discover.fit import Fit, FitSettings, fit  # noqa: F401 - loaded when first used (_Package)
 
 __all__ = [
     "Dataset",
@@ -38,6 +43,37 @@ __all__ = [
     "summary",
     "true_equations",
 ]
+
+
+class _Package(types.ModuleType):
+    """``fit``, ``Fit`` and ``FitSettings`` load :mod:`pdeconv.discover.fit` (and torch) when first used, so that
+    reading data and the command line's checks start fast. ``fit`` is also the submodule's name: the import system
+    binds the submodule to the package when it loads it, which must not hide the function."""
+
+    @property
+    def fit(self):
+        from pdeconv.discover.fit import fit
+
+        return fit
+
+    @fit.setter
+    def fit(self, module) -> None:  # the import system binding the submodule pdeconv.discover.fit: keep the function
+        pass
+
+    @property
+    def Fit(self):  # noqa: N802 - the class's name
+        from pdeconv.discover.fit import Fit
+
+        return Fit
+
+    @property
+    def FitSettings(self):  # noqa: N802
+        from pdeconv.discover.fit import FitSettings
+
+        return FitSettings
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def simulate_to_file(pde: str, out: str | os.PathLike, *, params: Mapping[str, float] | None = None, **options) -> str:
@@ -63,10 +99,11 @@ def fit_file(
     ``variables``, ``axes``, ``complex_part`` and ``bc`` are :func:`load`'s (for ``.mat`` and HDF5 files). Nothing
     is written when loading or fitting fails.
     """
+    check_out_dir(out)  # before the fit, not after it
+    data = load(path, variables=variables, axes=axes, complex_part=complex_part, bc=bc)  # no torch until here
+    from pdeconv.discover.fit import fit
     from pdeconv.discover.report import write_report  # matplotlib only when a report is written
 
-    check_out_dir(out)  # before the fit, not after it
-    data = load(path, variables=variables, axes=axes, complex_part=complex_part, bc=bc)
     result = fit(data, **options)
     return result, write_report(result, out, source=os.fspath(path))
 
@@ -75,14 +112,15 @@ def summary(result: Fit, paths: Mapping[str, str]) -> str:
     """What the command line prints: the recovered equation, the prediction error and where the files are."""
     from pdeconv.discover.report import format_equations, variable_terms
 
-    lines = [format_equations(result.equations, variable_terms(result), result.data.space_dims)]
+    lines = [f"axes: {result.data.note}"] if result.data.note else []
+    lines.append(format_equations(result.equations, variable_terms(result), result.data.space_dims))
     form = result.settings.form
     if form == "weak":
         lines.append(f"weak form: test functions ±{result.settings.time_support} frames, "
                      f"±{', '.join(map(str, result.settings.support))} points in space")
     lines.append(f"explains {result.explained:.1%} of {result.explained_of} on the training data "
                  "(1 − residual/total; u_t = 0: 0%)")
-    if result.warning:
+    if result.warning and not result.failed:  # a failed fit's warning is the command's error message
         lines.append(f"warning: {result.warning}")
     e = result.error
     lines.append(

@@ -40,6 +40,7 @@ from pdeconv.stencil import binomial, finite_difference
 
 __all__ = [
     "COEFFICIENTS",
+    "EXPLAINED_FAIL",
     "EXPLAINED_WARNING",
     "Fit",
     "FitSettings",
@@ -62,6 +63,9 @@ WEAK_REFIT_GAIN = 0.5
 NOISE_DIFFERENCE = 8
 #: below this share of u_t explained (on the training data), a fit comes with a warning
 EXPLAINED_WARNING = 0.5
+#: below this share (or NaN) the fit has failed, as it has when its rollout blows up: ``Fit.failed``, and
+#: ``pdeconv discover fit`` exits with status 3
+EXPLAINED_FAIL = 0.1
 
 
 @dataclass(frozen=True)
@@ -163,12 +167,29 @@ class Fit:
     # in the weak sense for a weak-form fit)
 
     @property
+    def failed(self) -> bool:
+        """Whether the PDE explains less than :data:`EXPLAINED_FAIL` of ``u_t`` (or NaN), or its rollout from the
+        data's first frame blows up (a non-finite prediction error): not a PDE of these data."""
+        return not self.explained >= EXPLAINED_FAIL or self._blew_up
+
+    @property
+    def _blew_up(self) -> bool:
+        return self.error is not None and not bool(np.all(np.isfinite(self.error)))
+
+    @property
     def warning(self) -> str | None:
-        """A sentence when the PDE explains less than :data:`EXPLAINED_WARNING` of ``u_t``, else ``None``."""
+        """A sentence when the PDE explains less than :data:`EXPLAINED_WARNING` of ``u_t``, else ``None``; below
+        :data:`EXPLAINED_FAIL` it lists the likely causes, misread axes first."""
+        if self._blew_up:
+            return (f"the recovered PDE (explaining {self.explained:.1%} of {self.explained_of} on the training "
+                    f"data) blows up when integrated from the data's first frame: it is not a PDE of these data; "
+                    f"likely causes: {causes(self)}")
         if self.explained >= EXPLAINED_WARNING:
             return None
-        return (f"the recovered PDE explains only {self.explained:.1%} of {self.explained_of} on the training data "
-                f"(u_t = 0 "
+        share = f"the recovered PDE explains only {self.explained:.1%} of {self.explained_of} on the training data"
+        if self.failed:
+            return f"{share} (below {EXPLAINED_FAIL:.0%}: it is not a PDE of these data); likely causes: {causes(self)}"
+        return (f"{share} (u_t = 0 "
                 f"explains 0%): these data may not follow a PDE of this library, or may be too noisy or too coarse "
                 f"in time; check the data, or try another --library or --max-order")
 
@@ -187,6 +208,27 @@ class Fit:
         """Coefficient fields ``(C, J, *space)`` in physical units (constant fields for constant coefficients)."""
         with torch.no_grad():
             return self.model.fields().numpy()
+
+
+def causes(result: Fit) -> str:
+    """Why a fit may explain almost nothing, most likely first: misread axes (with what the swap would explain, for
+    1-D data), wrong spacings, a library without the terms, noise."""
+    from pdeconv.discover.axes import quick_share
+
+    d = result.data
+    n, t, c, *space = d.u.shape
+    layout = ", ".join(f"{a} {k}" for a, k in zip(("time", *("z", "y", "x")[3 - d.space_dims:]), (t, *space)))
+    swap = ""
+    if d.space_dims == 1 and t >= 9 and space[0] >= 9:  # read the other way round, what would a quick fit explain?
+        share = quick_share(np.swapaxes(d.u, 1, 3), d.dx, (d.dt,))
+        if share == share:
+            swap = f"; with time and x swapped a quick linear fit explains {share:.0%}"
+    return (f"(1) misread axes: u was read as {layout} points (trajectories {n}, fields {c}){swap}; if time is "
+            "another axis of the stored array, name the axes: --axes xt for an array stored (x, t) as PDE-FIND's "
+            "usol (in an .npz also axes='xt' or coordinate vectors t, x; in Python Dataset.from_array(u, t=..., "
+            "x=..., axes='xt')); (2) wrong dt or dx (u_t and the derivatives are divided by them); (3) a library "
+            "without the right terms: --library nonlinear, products or polynomial, --max-order 4; (4) noise: "
+            "--form weak")
 
 
 # -------------------------------------------------------------------------------------------------- regression
@@ -312,7 +354,7 @@ def _group_lasso(
 def sparse_regression(
     model: PolynomialPDE, u: torch.Tensor, dt: float, weights: torch.Tensor, *, l1: float, threshold: float
 ) -> None:
-    """Set ``model.coefficients`` and ``model.mask`` by L1-penalised least squares and sequential pruning.
+    """Set ``model.normalised`` and ``model.mask`` by L1-penalised least squares and sequential pruning.
 
     The groups are the constant part of each coefficient and, for variable coefficients, the rest of its field:
     a field whose variation explains less than ``threshold`` of ``u_t`` becomes a constant; a term whose whole
@@ -350,10 +392,10 @@ def solve_sparse(
                 x = _solve(A_all[keep][:, keep], r_all[keep])
                 refit = True
             model.mask[e].zero_()
-            model.coefficients[e].zero_()
+            model.normalised[e].zero_()
             if len(keep):
                 model.mask[e].view(-1)[keep] = 1.0
-                model.coefficients[e].view(-1)[keep] = x
+                model.normalised[e].view(-1)[keep] = x
 
 
 # -------------------------------------------------------------------------------------------------- rollout
@@ -629,13 +671,14 @@ def _choose_form(fitted: dict) -> str:
     forms: the strong form's refit reaches it with extra terms fitted to the noise, and of two equally good fits
     the weak one has averaged the noise where the strong one differentiated it. On clean data the losses differ by
     far more than 5%, or the two forms found the same terms and only the better start was refit."""
-    best = min(loss for loss, *_ in fitted.values())
-    near = [f for f, (loss, *_) in fitted.items() if loss <= FORM_TIE * best]
+    losses = {f: loss if loss == loss else math.inf for f, (loss, *_) in fitted.items()}  # NaN: a rollout blew up
+    best = min(losses.values())
+    near = [f for f, loss in losses.items() if loss <= FORM_TIE * best]
 
     def terms(f: str) -> int:
         return int((fitted[f][1].mask > 0).any(-1).sum())
 
-    return min(near, key=lambda f: (terms(f), f != "weak", fitted[f][0]))
+    return min(near, key=lambda f: (terms(f), f != "weak", losses[f]))
 
 
 def _same_terms(a: PolynomialPDE, b: PolynomialPDE) -> bool:

@@ -2,9 +2,10 @@
 
 ``variables`` maps roles to array names: ``u`` (the solution), ``t`` and ``x`` (required), ``y`` and ``z`` (2-D and
 3-D data). A coordinate is a uniform grid vector (its step is the spacing) or a single number (the spacing itself).
-The axes of ``u`` are letters of ``n`` (trajectories), ``t``, ``c`` (fields), ``z``, ``y``, ``x``: inferred from
-the coordinates' lengths when exactly one order fits them, else stated with ``axes`` (e.g. ``"xt"``, the layout of
-PDE-FIND's ``usol``); a decreasing coordinate flips its axis so that every spacing is positive.
+The axes of ``u`` are letters of ``n`` (trajectories), ``t``, ``c`` (fields), ``z``, ``y``, ``x``: stated with
+``axes`` (e.g. ``"xt"``, the layout of PDE-FIND's ``usol``), else inferred from the coordinates' lengths, else
+decided from the data or refused (:func:`pdeconv.discover.axes.arrange`); a decreasing coordinate flips its axis
+so that every spacing is positive.
 
 MATLAB v5 to v7 files are read by :func:`scipy.io.loadmat` (numeric arrays only: no structs, cells or objects),
 MATLAB v7.3 and HDF5 files by h5py. MATLAB is column-major, so HDF5 holds a v7.3 array with its axes reversed;
@@ -20,19 +21,17 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from pdeconv.discover.axes import RTOL, arrange
 from pdeconv.discover.data import _DEFAULT_COMPONENTS, Dataset
 
 __all__ = ["ROLES", "RTOL", "contents", "kind", "read"]
 
 #: the roles an array can play: the solution and its coordinates
 ROLES = ("u", "t", "x", "y", "z")
-#: every step of a coordinate must be within max(RTOL, 100·eps)·|step| + 2·eps·max|coordinate| of the mean step
-#: (eps of the array's dtype; the second term is the rounding of the stored values); complex u whose
-#: max |Im u| is at most RTOL·max |u| is read as real
-RTOL = 1e-6
+# RTOL (pdeconv.discover.axes): coordinates' steps must agree to it; complex u whose max |Im u| is at most
+# RTOL·max |u| is read as real
 
 _HDF5 = b"\x89HDF\r\n\x1a\n"
-_LETTERS = "ntczyx"  # u's axes, in the order of a Dataset
 _MATLAB_NUMERIC = {"double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"}
 _VAR_SYNTAX = "--var u=NAME --var t=NAME --var x=NAME (and y=, z= for 2-D, 3-D)"
 
@@ -85,30 +84,17 @@ def read(
         names = _check_roles(path, variables, f.contents())
         arrays = f.arrays(names)
     u = _real(path, "u", names["u"], arrays["u"], complex_part)
-    space = "".join(role for role in "zyx" if role in names)
-    steps, lengths = {}, {}
-    for role in "t" + space:
-        steps[role], lengths[role] = _spacing(path, role, names[role], _real(path, role, names[role], arrays[role]))
-    if components is not None:
-        lengths["c"] = len(components)
-    order = _axis_order(path, u.shape, space, lengths, axes, components is not None)
-    u = np.transpose(u, [order.index(letter) for letter in _LETTERS if letter in order])
-    if "n" not in order:
-        u = u[None]
-    if "c" not in order:
-        u = u[:, :, None]
-    full = "ntc" + space
-    for role, step in steps.items():
-        if lengths[role] is not None and step < 0:
-            u = np.flip(u, full.index(role))
+    coordinates = {role: _real(path, role, names[role], arrays[role]) for role in "tzyx" if role in names}
+    u, spacing, _, note = arrange(u, coordinates, axes=axes, fields=None if components is None else len(components),
+                                  where=path, labels={role: f"{names[role]!r} ({role})" for role in coordinates})
     if components is None:
         c = u.shape[2]
         if c > len(_DEFAULT_COMPONENTS):
             raise ValueError(f"{path}: u has C = {c} fields; name them (components=[...] of {c} names)")
         components = _DEFAULT_COMPONENTS[:c]
-    spacing = {"d" + role: abs(step) if lengths[role] is not None else step for role, step in steps.items()}
     try:
-        return Dataset(np.ascontiguousarray(u, dtype=np.float64), bc=bc, components=tuple(components), **spacing)
+        return Dataset(np.ascontiguousarray(u, dtype=np.float64), bc=bc, components=tuple(components), note=note,
+                       **spacing)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
 
@@ -292,60 +278,3 @@ def _real(path: str, role: str, name: str, a: np.ndarray, complex_part: str | No
             else "coordinates must be real")
     raise ValueError(f"{path}: {name!r} ({role}) is complex (max |Im| = {im:.3g}, max |{role}| = {scale:.3g}); "
                      f"{hint}")
-
-
-def _spacing(path: str, role: str, name: str, a: np.ndarray) -> tuple[float, int | None]:
-    """(step, length) of a coordinate vector; (the number, None) for a single number."""
-    v = np.squeeze(a)
-    if v.ndim > 1 or v.size == 0:
-        raise ValueError(f"{path}: {name!r} ({role}) must be a vector of coordinates or a single number (the "
-                         f"spacing); got shape {a.shape}")
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{path}: {name!r} ({role}) contains NaN or infinite values")
-    if v.size == 1:
-        return float(v.reshape(())), None
-    v64 = v.astype(np.float64)
-    step = (v64[-1] - v64[0]) / (v.size - 1)
-    d = np.diff(v64)
-    eps = np.finfo(v.dtype).eps if np.issubdtype(v.dtype, np.floating) else np.finfo(np.float64).eps
-    if step == 0 or np.max(np.abs(d - step)) > max(RTOL, 100 * eps) * abs(step) + 2 * eps * np.max(np.abs(v64)):
-        raise ValueError(f"{path}: {name!r} ({role}) is not uniform: steps from {d.min():.6g} to {d.max():.6g}; "
-                         f"pdeconv needs evenly spaced {role} (resample the data)")
-    return float(step), v.size
-
-
-def _axis_order(
-    path: str, shape: tuple[int, ...], space: str, lengths: Mapping[str, int | None], axes: str | None, fields: bool
-) -> str:
-    """u's axis order as letters of n, t, c, z, y, x: ``axes`` checked, or the only order the lengths fit."""
-    needed = "t" + space
-    given = ", ".join(f"{k}: {n}" for k, n in lengths.items() if n is not None) or "none (all single numbers)"
-    if axes is not None:
-        if not (set(axes) <= set(_LETTERS) and len(set(axes)) == len(axes) and set(needed) <= set(axes)
-                and set(axes) & set("zyx") == set(space)):
-            raise ValueError(f"axes {axes!r} must name each axis of u once, with t, {', '.join(space)} and "
-                             "optionally n (trajectories) and c (fields), e.g. 'xt' or 'ntyx'")
-        if len(axes) != len(shape):
-            raise ValueError(f"{path}: axes {axes!r} names {len(axes)} axes but u has {len(shape)}: shape {shape}")
-        bad = [f"{letter}: {lengths[letter]} vs {n}" for letter, n in zip(axes, shape)
-               if lengths.get(letter) not in (None, n)]
-        if bad:
-            raise ValueError(f"{path}: u of shape {shape} read as {axes!r} does not match the coordinate lengths "
-                             f"({'; '.join(bad)})")
-        return axes
-    extra = len(shape) - len(needed)
-    if not 0 <= extra <= 2:
-        raise ValueError(f"{path}: u has shape {shape}; with coordinates {', '.join(needed)} it needs "
-                         f"{len(needed)} to {len(needed) + 2} axes: {', '.join(needed)}, and optionally n "
-                         "(trajectories) and c (fields)")
-    letters = needed + ("", "c" if fields else "n", "nc")[extra]
-    fits = ["".join(p) for p in itertools.permutations(letters)
-            if all(lengths.get(letter) in (None, n) for letter, n in zip(p, shape))]
-    if not fits:
-        raise ValueError(f"{path}: u of shape {shape} does not match the coordinate lengths ({given}); "
-                         "each coordinate's length must be that of one axis of u")
-    if len(fits) > 1:
-        shown = ", ".join(fits[:6]) + (", …" if len(fits) > 6 else "")
-        raise ValueError(f"{path}: u of shape {shape} fits several axis orders ({shown}) for the coordinate "
-                         f"lengths ({given}); say which with --axes (axes=...), e.g. --axes {fits[0]}")
-    return fits[0]

@@ -21,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
 
-from pdeconv.stencil import multi_indices, term_name
-
 __all__ = ["Term", "KINDS", "build_library", "parse_kinds"]
 
 KINDS = ("linear", "nonlinear", "products", "polynomial")
@@ -42,6 +40,8 @@ class Term:
 
 
 def _name(factors: tuple[Factor, ...], components: tuple[str, ...]) -> str:
+    from pdeconv.stencil import term_name  # torch: only when a library is built, not for the CLI's KINDS
+
     if not factors:
         return "1"
     plain = [c for c, ab in factors if not any(ab)]
@@ -88,6 +88,8 @@ def build_library(
         t = _term(factors, components)
         if t.name not in {s.name for s in terms}:
             terms.append(t)
+
+    from pdeconv.stencil import multi_indices
 
     if "polynomial" in kinds:
         add(())

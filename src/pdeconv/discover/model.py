@@ -9,8 +9,10 @@ convolution, computed by FFT).
 
 Coefficients are fields in a basis ``Φ`` orthonormal on the grid (mean of ``Φ_m Φ_n`` is ``δ_mn``):
 ``Φ = 1`` for constant coefficients, low-degree Fourier modes (periodic data) or polynomials in ``x, y ∈ [−1, 1]``
-for variable ones. They are stored normalised, ``c_j = (s_u / s_j) Σ_m ĉ_jm Φ_m`` with ``s_j`` the RMS of term j and
-``s_u`` that of ``u_t``, so ``|ĉ|`` is the share of ``u_t`` a term explains and one threshold fits every PDE.
+for variable ones. The fit learns them normalised (the parameter ``normalised``, ``ĉ``),
+``c_j = (s_u / s_j) Σ_m ĉ_jm Φ_m`` with ``s_j`` the RMS of term j and ``s_u`` that of ``u_t``, so ``|ĉ|`` is the
+share of ``u_t`` a term explains and one threshold fits every PDE; ``PolynomialPDE.coefficients`` are the ``c``
+in the data's units (what ``equations()`` and ``pde.json`` give).
 """
 
 from __future__ import annotations
@@ -173,8 +175,9 @@ def coefficient_basis(*space: int, degree: int | None, bc: str) -> Tensor:
 class PolynomialPDE(nn.Module):
     """``u_t = F(u)`` for ``C`` fields: one equation per field, a coefficient field per library term.
 
-    Parameters: ``coefficients`` ``(C, J, M)`` (normalised, see the module docstring) and the derivative filters'
-    free moments. ``mask`` ``(C, J, M)`` switches pruned terms (or the variable part of a field) off.
+    Parameters: ``normalised`` ``(C, J, M)`` (``ĉ``, see the module docstring) and the derivative filters'
+    free moments; :attr:`coefficients` are the same ``(C, J, M)`` in the data's units (``scale · ĉ · mask``).
+    ``mask`` ``(C, J, M)`` switches pruned terms (or the variable part of a field) off.
     ``forward(u)`` gives ``u_t`` for ``u (N, C, *space)``; :meth:`rollout` integrates with RK4 over ``dt`` in
     ``substeps`` steps (PDE-Net's δt-blocks). ``shape`` is the grid (``space``) and ``spacing`` its spacing per
     axis, both in array order (``(H, W)`` and ``(dy, dx)`` in 2-D; ``(W,)``, ``(dx,)`` in 1-D).
@@ -213,7 +216,7 @@ class PolynomialPDE(nn.Module):
         self.register_buffer("diagonal", diagonal, persistent=False)
         self.register_buffer("basis", coefficient_basis(*shape, degree=degree, bc=bc))
         C, J, M = len(components), len(terms), self.basis.shape[0]
-        self.coefficients = nn.Parameter(torch.zeros(C, J, M, dtype=torch.float64))
+        self.normalised = nn.Parameter(torch.zeros(C, J, M, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(C, J, dtype=torch.float64))  # c = scale · ĉ
         self.register_buffer("mask", torch.ones(C, J, M, dtype=torch.float64))
         self.spacing, self.bc, self.degree = tuple(spacing), bc, degree
@@ -228,7 +231,7 @@ class PolynomialPDE(nn.Module):
             learn_moments=self.derivatives.free_moments.requires_grad,
         )
         with torch.no_grad():
-            for name in ("coefficients", "scale", "mask"):
+            for name in ("normalised", "scale", "mask"):
                 getattr(new, name).copy_(getattr(self, name)[:, keep])
             for p_new, ab in enumerate(new.orders):
                 new.derivatives.free_moments[p_new] = self.derivatives.free_moments[self.orders.index(ab)]
@@ -308,16 +311,28 @@ class PolynomialPDE(nn.Module):
             out.append(f)
         return torch.stack(out, dim=1)
 
+    @property
+    def coefficients(self) -> Tensor:
+        """``c (C, J, M)`` in the data's units: equation e, term j, basis function m (``M = 1``: constants,
+        ``coefficients[e, j, 0]`` is the number ``equations()`` prints); zero for pruned terms. A computed tensor:
+        assign ``model.coefficients = c`` to set it (changing it in place changes nothing)."""
+        return self.normalised * self.mask * self.scale.unsqueeze(-1)
+
+    @coefficients.setter
+    def coefficients(self, c: Tensor) -> None:
+        with torch.no_grad():
+            c = torch.as_tensor(c, dtype=self.normalised.dtype).expand_as(self.normalised)
+            self.normalised.copy_(c / self.scale.unsqueeze(-1))
+
     def fields(self) -> Tensor:
         """Coefficient fields ``c_j(x, y)`` in physical units, ``(C, J, *space)`` (zero for pruned terms)."""
-        c = (self.coefficients * self.mask * self.scale.unsqueeze(-1)).to(self.basis.dtype)
-        return torch.einsum("ejm,m...->ej...", c, self.basis)
+        return torch.einsum("ejm,m...->ej...", self.coefficients.to(self.basis.dtype), self.basis)
 
     def prepare(self) -> tuple[Tensor, Tensor]:
         """The parameters in the form :meth:`forward` uses: physical coefficients (``(C, J)`` if constant, else
         the fields ``(C, J, *space)``) and the filters' :meth:`Derivatives.operator`. Reused across a rollout."""
         if self.basis.shape[0] == 1:
-            c = self.coefficients[..., 0] * self.scale * self.mask[..., 0]
+            c = self.coefficients[..., 0]
         else:
             c = self.fields()
         return c, self.derivatives.operator(*self.shape)

@@ -10,6 +10,7 @@ themselves are in ``fields.npz`` (``fields (C, J, *space)``, ``equations (C,)``,
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -20,7 +21,28 @@ from pdeconv import _checkpoint
 from pdeconv.discover.fit import Fit
 from pdeconv.stencil import AXES
 
-__all__ = ["format_equations", "pde_json", "variable_terms", "write_report"]
+__all__ = ["format_equations", "pde_json", "strict_json", "variable_terms", "write_report"]
+
+
+def finite_or_null(obj):
+    """``obj`` with every NaN or infinite float (Python or NumPy, at any depth) replaced by ``None``, NumPy
+    scalars and arrays as Python numbers and lists: what strict JSON can hold."""
+    if isinstance(obj, dict):
+        return {str(k): finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return finite_or_null(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def strict_json(obj, **kwargs) -> str:
+    """``obj`` as strict JSON (RFC 8259): non-finite numbers become ``null``, never ``NaN``/``Infinity``."""
+    return json.dumps(finite_or_null(obj), allow_nan=False, **kwargs)
 
 
 def _number(c: float) -> str:
@@ -74,6 +96,10 @@ def pde_json(fit: Fit) -> dict:
         "options": fit.options,
         "explained_share": fit.explained,
     }
+    if fit.failed:
+        out["failed"] = fit.warning
+    if d.note:
+        out["axes"] = d.note
     if fit.settings.coefficients == "variable":
         out["fields"] = "fields.npz"
     if fit.error is not None:
@@ -178,9 +204,7 @@ def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None)
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
     paths = {"pde.json": os.path.join(out, "pde.json"), "report.md": os.path.join(out, "report.md")}
-    with open(paths["pde.json"], "w") as f:
-        json.dump(pde_json(fit), f, indent=2)
-        f.write("\n")
+    _checkpoint.write_text(paths["pde.json"], strict_json(pde_json(fit), indent=2) + "\n")
     m, d = fit.model, fit.data
     if fit.settings.coefficients == "variable":
         paths["fields.npz"] = os.path.join(out, "fields.npz")
@@ -247,7 +271,7 @@ def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None)
         "|---|---:|",
         *[f"| {stage} | {loss:.4e} |" for stage, loss in fit.history],
         "",
-        f"Options: `{json.dumps(fit.options)}`; {fit.seconds:.1f} s.",
+        f"Options: `{strict_json(fit.options)}`; {fit.seconds:.1f} s.",
         "",
     ]
     with open(paths["report.md"], "w") as f:

@@ -21,7 +21,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pdeconv.discover.data import Dataset
-from pdeconv.layers.steppers import integrating_factor_rk4_step
 
 __all__ = ["PDES", "Spec", "simulate", "solve", "parse_grid", "true_equations", "fourier_initial"]
 
@@ -369,6 +368,8 @@ class _Stepper:
         return self._cache[h]
 
     def advance(self, uh: np.ndarray, T: float) -> np.ndarray:
+        from pdeconv.layers.steppers import integrating_factor_rk4_step  # torch only when a solver steps
+
         N = self.spec.nonlinear
         if N is None:
             return uh * np.exp(self.L * T)
