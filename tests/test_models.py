@@ -360,7 +360,7 @@ def test_wave_variant_is_two_leapfrog_steps_per_block_with_the_baselines_paramet
     assert sum(p.numel() for p in wave.parameters()) == sum(p.numel() for p in base.parameters())
     block = wave.layer1[1]
     assert isinstance(block.step, Leapfrog) and [type(f) for f in block.step.fs] == [SymmetricConv] * 2
-    assert wave.layer2[0].step is None and wave.layer2[0].conv1.stride == (2, 2)  # downsampling stays
+    assert isinstance(wave.layer2[0], M.BasicBlock) and wave.layer2[0].conv1.stride == (2, 2)  # downsampling stays
     # the block is u ↦ u + 2·f0(u) + f1(u + f0(u)) (leapfrog from rest, h = 1), f_k(u) = −K_kᵀ relu(BN_k(K_k u))
     block.eval()
     u = torch.randn(2, 16, 9, 7)
@@ -393,3 +393,33 @@ def test_without_timm_nothing_of_it_is_imported():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(len(M.list_models()))
+
+
+
+@pytest.mark.parametrize("name", M.list_models())
+def test_every_model_and_variant_builds_with_zero_init_residual_and_starts_each_block_as_the_identity(name):
+    """The sweep: every registered model × variant × zero_init_residual builds (a leapfrog stage once crashed here:
+    'BasicBlock' object has no attribute 'bn2'), and with zero_init_residual every residual branch starts at 0:
+    each block that keeps its input's shape maps a non-negative input (what a ReLU passes on) to itself."""
+    from pdeconv.models.blocks import BasicBlock, Bottleneck, LeapfrogBlock
+
+    large = name in ("pde_resnet50", "pde_resnet101", "pde_resnet152")  # built without storage: seconds, not a minute
+    for variant in M.variants():
+        for zero in (False, True):
+            torch.manual_seed(0)
+            with torch.device("meta" if large else "cpu"):
+                model = M.create(name, variant=variant, num_classes=3, in_chans=1, zero_init_residual=zero).eval()
+        blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck, LeapfrogBlock))]
+        assert blocks, (name, variant)
+        if variant == "wave" and name in ("pde_resnet20", "pde_resnet18"):
+            assert any(isinstance(b, LeapfrogBlock) for b in blocks)
+        for block in [] if large else blocks[:3]:  # the first stage's: every kind of block, a few ms each
+            if isinstance(block, LeapfrogBlock):
+                channels = block.step.fs[0].conv.in_channels
+            elif block.downsample is None:  # the output's channels are the input's
+                channels = (block.bn3 if isinstance(block, Bottleneck) else block.bn2).num_features
+            else:
+                continue
+            u = torch.rand(1, channels, 6, 5)
+            with torch.no_grad():
+                torch.testing.assert_close(block(u), u, rtol=1e-6, atol=1e-6, msg=f"{name} {variant}")

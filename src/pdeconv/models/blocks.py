@@ -104,12 +104,6 @@ class BasicBlock(nn.Module):
             raise ValueError("BasicBlock supports only groups=1 and width_per_group=64 (as torchvision's)")
         if dilation > 1:
             raise ValueError("BasicBlock supports no dilation (as torchvision's)")
-        self.step: nn.Module | None = None
-        if options.leapfrog and stride == 1 and downsample is None and inplanes == planes:
-            self.step = Leapfrog([SymmetricConv(planes, bias=False, bc=options.bc,
-                                                activation=nn.Sequential(norm_layer(planes), nn.ReLU()))
-                                  for _ in range(2)], 1.0)
-            return
         self.conv1, _ = spatial_operator(inplanes, planes, options, stride=stride)
         self.mix1 = coefficient_fields(planes, options)
         self.bn1 = norm_layer(planes)
@@ -122,13 +116,58 @@ class BasicBlock(nn.Module):
         set_boundary(self, options.bc)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.step is not None:
-            return self.step(x)
         out = self.relu(self.bn1(self.mix1(self.conv1(x))))
         out = self.bn2(self.mix2(self.conv2(out)))
         identity = x if self.downsample is None else self.downsample(x)
         out += identity
         return self.relu(out)
+
+
+class LeapfrogBlock(nn.Module):
+    """A hyperbolic block: two leapfrog steps (h = 1, from rest) of ``u_tt = −K_kᵀ σ(BN_k(K_k u))``, k = 1, 2
+    (:class:`~pdeconv.layers.Leapfrog` of two :class:`~pdeconv.layers.SymmetricConv`), in place of a
+    :class:`BasicBlock` that keeps its input's shape: the same parameters (two 3×3 kernels and two BatchNorms),
+    ``u ↦ u + 2·f₁(u) + f₂(u + f₁(u))``. With both BatchNorm scales zero (``zero_init_residual``) f ≡ 0 and the
+    block is the identity, as a zero-initialised residual branch makes a :class:`BasicBlock`."""
+
+    expansion: int = 1
+
+    def __init__(self, planes: int, *, bc: str = "dirichlet", norm_layer: Callable[..., nn.Module] | None = None):
+        super().__init__()
+        norm_layer = norm_layer or nn.BatchNorm2d
+        self.step = Leapfrog([SymmetricConv(planes, bias=False, bc=bc,
+                                            activation=nn.Sequential(norm_layer(planes), nn.ReLU()))
+                              for _ in range(2)], 1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.step(x)
+
+    def zero_init_residual(self) -> None:
+        """Zero each step's BatchNorm scale: f ≡ 0, the block starts as the identity."""
+        for f in self.step.fs:
+            nn.init.zeros_(f.activation[0].weight)
+
+
+def basic_block(
+    inplanes: int,
+    planes: int,
+    stride: int = 1,
+    downsample: nn.Module | None = None,
+    groups: int = 1,
+    base_width: int = 64,
+    dilation: int = 1,
+    norm_layer: Callable[..., nn.Module] | None = None,
+    *,
+    options: VariantOptions = _BASELINE,
+) -> nn.Module:
+    """The block of a ResNet-18/34-style stage at this place: a :class:`LeapfrogBlock` where the variant takes
+    leapfrog steps and the block keeps its input's shape (stride 1, no downsampling), else a :class:`BasicBlock`
+    (torchvision's block signature)."""
+    if options.leapfrog and stride == 1 and downsample is None and inplanes == planes:
+        if groups != 1 or base_width != 64 or dilation > 1:
+            raise ValueError("leapfrog blocks support only groups=1, width_per_group=64 and no dilation")
+        return LeapfrogBlock(planes, bc=options.bc, norm_layer=norm_layer)
+    return BasicBlock(inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer, options=options)
 
 
 class Bottleneck(nn.Module):
@@ -176,8 +215,9 @@ class Bottleneck(nn.Module):
 
 
 def with_options(block: type[BasicBlock | Bottleneck], options: VariantOptions) -> Callable[..., nn.Module]:
-    """``block`` with ``options`` bound, as torchvision's ``ResNet`` wants a block: a callable with ``expansion``."""
-    make = partial(block, options=options)
+    """``block`` with ``options`` bound, as torchvision's ``ResNet`` wants a block: a callable with ``expansion``
+    (for :class:`BasicBlock`, :func:`basic_block`, which puts a :class:`LeapfrogBlock` where the variant asks)."""
+    make = partial(basic_block if block is BasicBlock else block, options=options)
     make.expansion = block.expansion  # type: ignore[attr-defined]
     return make
 
@@ -208,3 +248,5 @@ def init_weights(model: nn.Module, *, convs: bool = True, zero_init_residual: bo
                 nn.init.zeros_(m.bn3.weight)
             elif isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
+            elif isinstance(m, LeapfrogBlock):
+                m.zero_init_residual()

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import conv1x1, conv3x3
 
 from pdeconv.boundary import set_boundary
-from pdeconv.models.blocks import BasicBlock, init_weights
+from pdeconv.models.blocks import BasicBlock, basic_block, init_weights
 from pdeconv.models.registry import register_model
 from pdeconv.models.resnet import ClassifierMixin, PDEResNet, resolve_options
 from pdeconv.models.variants import VariantOptions
@@ -80,7 +80,7 @@ class CifarResNet(ClassifierMixin, nn.Module):
                         if shortcut == "A"
                         else nn.Sequential(conv1x1(inplanes, planes, stride), nn.BatchNorm2d(planes))
                     )
-                blocks.append(BasicBlock(inplanes, planes, stride if j == 0 else 1, downsample, options=options))
+                blocks.append(basic_block(inplanes, planes, stride if j == 0 else 1, downsample, options=options))
                 inplanes = planes
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
