@@ -22,7 +22,7 @@ venv: $(STAMP)
 
 # Tests whose numbers depend on the CPU's kernels; `make test` runs them a second time as an older CPU would
 # (AVX2 kernels in ATen and oneDNN), so an order-of-summation assumption fails here, not on a user's machine.
-NUMERICS_TESTS := $(addprefix tests/test_,portability.py paths.py stencil.py boundary.py models.py varcoef.py differential.py steppers.py \
+NUMERICS_TESTS := $(addprefix tests/test_,portability.py autotune.py stencil.py boundary.py models.py varcoef.py differential.py steppers.py \
 	hyperbolic.py regularize.py convert.py quasilinear.py)
 OLDER_CPU := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 

@@ -26,7 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pdeconv import autotune
 from pdeconv.runtime import cpu_description
+
+autotune.enable()  # benchmarks measure what training runs: the layer paths measured on this machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -152,21 +155,21 @@ def to_format(module: nn.Module, x: Tensor, channels_last: bool) -> tuple[nn.Mod
 
 @contextlib.contextmanager
 def plain_layers():
-    """pdeconv's layers without their fast paths: every layer on its reference path (``pdeconv.paths``
+    """pdeconv's layers without their fast paths: every layer on its reference path (``pdeconv.autotune``
     mode ``reference``: the depthwise conv as one ``F.conv2d`` on the input's memory format, then the 1×1) and the
     fields' product with autograd's own backward."""
-    from pdeconv import paths
+    from pdeconv import autotune
     from pdeconv.layers import varcoef
 
     class Product:  # the product and its field as plain autograd ops
         @staticmethod
         def apply(u, weight, grid):
-            return u * varcoef._field(weight, grid, paths.is_channels_last(u))
+            return u * varcoef._field(weight, grid, autotune.is_channels_last(u))
 
     saved = varcoef._Modulate
     varcoef._Modulate = Product
     try:
-        with paths.using("reference"):
+        with autotune.using("reference"):
             yield
     finally:
         varcoef._Modulate = saved

@@ -156,11 +156,11 @@ def test_ring_way_is_the_padding_with_its_gradient(mode, lrtb, channels_last):
 
 @pytest.mark.parametrize("bc", ["neumann", "periodic", "replicate"])
 def test_pad_keeps_channels_last_whichever_way_it_takes(bc):
-    from pdeconv import paths
+    from pdeconv import autotune
 
     x = torch.randn(2, 3, 6, 7).contiguous(memory_format=torch.channels_last)
     for way in ("aten", "ring"):
-        with paths.using(way):
+        with autotune.using(way):
             assert B.pad(x, 1, bc).is_contiguous(memory_format=torch.channels_last), way
 
 

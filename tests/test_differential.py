@@ -309,7 +309,7 @@ def test_a_path_that_does_not_apply_is_refused_with_the_valid_ones():
 
 
 def test_compile_and_autocast_take_a_path_too():
-    from pdeconv import paths
+    from pdeconv import autotune
 
     torch.manual_seed(13)
     layer = DifferentialConv2d(4, 4, out_channels=4)
@@ -319,12 +319,12 @@ def test_compile_and_autocast_take_a_path_too():
     # a compiled graph runs the cached path or the reference one: the same sums, maybe in another order
     bound = _absolute_sums(layer, u)[0]
     assert_same_sums(compiled(u), eager, terms=9 * 4 + 4, scale=bound)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16), autotune.using("measure"):  # autotuning, opted into
         low = layer(u)
     assert low.dtype == torch.bfloat16
     # bf16 rounds inputs and weights (2^-9 relative each) and the sums: a few hundredths of the scale
     torch.testing.assert_close(low.float(), eager, rtol=0, atol=float(0.02 * bound.detach().max()))
-    assert any(key.startswith("DifferentialConv2d|") and "|bfloat16|" in key for key in paths.chosen())
+    assert any(key.startswith("DifferentialConv2d|") and "|bfloat16|" in key for key in autotune.chosen())
 
 
 def test_unbatched_input_is_taken_as_nn_conv2d_takes_it_and_wrong_shapes_are_named():
@@ -347,3 +347,45 @@ def test_unbatched_input_is_taken_as_nn_conv2d_takes_it_and_wrong_shapes_are_nam
         with pytest.raises(ValueError, match=rf"{name}\(4, ...\): expected 4 channels .*got input of shape "
                                              r"\(2, 3, 6, 5\)"):
             layer(torch.randn(2, 3, 6, 5))
+
+
+
+def test_a_library_user_gets_the_reference_path_and_nothing_measured_until_autotuning_is_enabled(monkeypatch):
+    """Autotuning is off by default, like cudnn.benchmark: a layer in one's own code measures nothing; a training
+    loop opts in (engine.train calls autotune.enable), and the environment can pin the mode for the process."""
+    from pdeconv import autotune
+
+    layer = DifferentialConv2d(4, 4, out_channels=4)
+    u = torch.randn(2, 4, 6, 6)
+    monkeypatch.setattr(autotune, "_MODE", "reference")
+    monkeypatch.setattr(autotune, "_FROM_ENVIRONMENT", None)
+    before = autotune.chosen()
+    layer(u)
+    assert autotune.chosen() == before and autotune.mode() == "reference"
+    autotune.enable()
+    assert autotune.mode() == "measure"
+    monkeypatch.setattr(autotune, "_FROM_ENVIRONMENT", "reference")  # PDECONV_AUTOTUNE=reference
+    autotune.set_mode("reference")
+    autotune.enable()
+    assert autotune.mode() == "reference"
+
+
+def test_a_layer_keeps_its_path_table_and_still_pickles():
+    import copy
+    import io
+    import pickle
+
+    layer = DifferentialConv2d(4, 4, out_channels=4)
+    u = torch.randn(2, 4, 6, 6)
+    expected = layer(u)
+    table = layer._path_table()
+    assert layer._path_table() is table  # built once, not per call
+    layer.bc = "neumann"
+    assert layer._path_table() is not table  # rebuilt for another boundary condition (padding 0 after the pad)
+    layer.bc = "dirichlet"
+    again = pickle.loads(pickle.dumps(layer))  # the closures are not pickled; rebuilt on first use
+    torch.testing.assert_close(again(u), expected)
+    torch.testing.assert_close(copy.deepcopy(layer)(u), expected)
+    buffer = io.BytesIO()
+    torch.save(layer.state_dict(), buffer)
+    assert "_paths" not in layer.state_dict()

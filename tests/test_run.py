@@ -133,14 +133,14 @@ def test_a_run_records_its_threads_and_a_resumed_run_keeps_them(tmp_path, make_f
 
 
 def test_a_run_records_its_layer_paths_and_a_resumed_run_restores_them(tmp_path, make_fashion_mnist):
-    from pdeconv import paths
+    from pdeconv import autotune
 
     data = make_fashion_mnist(tmp_path / "data", 32, 16)
     config = run.make_config(variant="dw4", epochs=2, batch_size=16, data_dir=str(data), out=str(tmp_path / "r"),
                              progress=False, device="cpu", threads="1")
-    saved = paths.chosen()
+    saved = autotune.chosen()
     try:
-        paths.clear()
+        autotune.clear()
 
         def stop(record):
             if record["epoch"] == 1:
@@ -152,10 +152,10 @@ def test_a_run_records_its_layer_paths_and_a_resumed_run_restores_them(tmp_path,
         layers = {k: v for k, v in recorded.items() if k.startswith("DifferentialConv2d|")}
         assert layers and set(layers.values()) <= {"reference", "channels_last", "repeated", "folded"}
         assert engine.load_checkpoint(tmp_path / "r" / engine.CHECKPOINT)["paths"] == recorded
-        paths.clear()  # a new process: nothing measured yet
+        autotune.clear()  # a new process: nothing measured yet
         run.train(run.make_config(**{**json.loads((tmp_path / "r" / engine.CONFIG).read_text())["config"],
                                      "resume": True}))
-        assert all(paths.chosen()[k] == v for k, v in recorded.items())  # the resumed run took the same paths
+        assert all(autotune.chosen()[k] == v for k, v in recorded.items())  # the resumed run took the same paths
     finally:
-        paths.clear()
-        paths.restore(saved)
+        autotune.clear()
+        autotune.restore(saved)

@@ -23,7 +23,7 @@ ways for them on 4-D inputs, both in the input's memory format: PyTorch's ``F.pa
 NCHW for a channels-last input: made channels-last again, or every layer after it would run in NCHW), and the
 ``ring`` way, a zero padding whose ghost rows and columns are copied in place, with a backward that adds them back
 onto their sources in place (PyTorch's circular backward goes through full-size temporaries).
-:mod:`pdeconv.paths` measures which is faster for each shape (``set_boundary`` routes ``nn.Conv2d`` through
+:mod:`pdeconv.autotune` measures which is faster for each shape (``set_boundary`` routes ``nn.Conv2d`` through
 :func:`pad` too).
 """
 
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from pdeconv import paths
+from pdeconv import autotune
 
 __all__ = [
     "BOUNDARY_CONDITIONS", "BoundaryConv2d", "padding_mode", "pad", "convolve", "convolve_along", "set_boundary",
@@ -114,7 +114,7 @@ class _RingPad(torch.autograd.Function):
         left, right, top, bottom = lrtb
         H, W = x.shape[-2:]
         ctx.lrtb, ctx.mode, ctx.size = lrtb, mode, (H, W)
-        ctx.memory_format = torch.channels_last if paths.is_channels_last(x) else torch.contiguous_format
+        ctx.memory_format = torch.channels_last if autotune.is_channels_last(x) else torch.contiguous_format
         out = F.pad(x, lrtb)
         for j in _ghosts(top, bottom, H):  # rows first (interior columns), from interior rows
             out[..., top + j, left:left + W] = out[..., top + _source(j, H, mode), left:left + W]
@@ -146,7 +146,7 @@ def _ring_pad(x: Tensor, lrtb: tuple[int, int, int, int], mode: str) -> Tensor:
 def _aten_pad(x: Tensor, lrtb: tuple[int, int, int, int], mode: str) -> Tensor:
     """``F.pad``, in x's memory format (its circular mode returns NCHW for a channels-last x)."""
     out = F.pad(x, lrtb, mode=mode)
-    return out.contiguous(memory_format=torch.channels_last) if paths.is_channels_last(x) else out
+    return out.contiguous(memory_format=torch.channels_last) if autotune.is_channels_last(x) else out
 
 
 def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet", *, dims: int = 2) -> Tensor:
@@ -167,7 +167,7 @@ def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet", *, dims:
         return F.pad(x.unsqueeze(0), lrtb, mode=mode).squeeze(0)
     if x.dim() == 4 and (mode != "circular" or (max(lrtb[:2]) <= x.shape[-1] and max(lrtb[2:]) <= x.shape[-2])):
         ways = {"aten": lambda t: _aten_pad(t, lrtb, mode), "ring": lambda t: _ring_pad(t, lrtb, mode)}
-        way = paths.choose("pad", (bc, lrtb), ways, [x], reference="aten")
+        way = autotune.choose("pad", (bc, lrtb), ways, [x], reference="aten")
         return ways[way](x)
     return F.pad(x, lrtb, mode=mode)
 

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from pdeconv import __version__, _checkpoint, paths
+from pdeconv import __version__, _checkpoint, autotune
 from pdeconv._checkpoint import CheckpointError
 from pdeconv.data import DATASETS, DatasetInfo, build_loaders, dataset_info
 from pdeconv.distributed import Processes, agree, broadcast, on_main, start, stop
@@ -513,10 +513,13 @@ def train(
     ``set_epoch(epoch)``, as :mod:`pdeconv.data`'s do). ``regularizer(model)`` is a scalar added to the loss
     with weight ``config.penalty_weight``. ``on_epoch_end(record)`` runs on every rank after each epoch's
     checkpoint is written. Started by torchrun, this runs DistributedDataParallel across its processes (in the
-    process group a caller started with :func:`pdeconv.distributed.start`, or its own).
+    process group a caller started with :func:`pdeconv.distributed.start`, or its own). It turns on
+    :func:`pdeconv.autotune.enable` for the process (layers then take the fastest exact path measured here; the
+    choices are recorded in the checkpoint and config.json and restored on resume).
     """
     if config.penalty_weight > 0 and regularizer is None:
         raise ValueError("penalty_weight > 0 needs a regularizer (e.g. the variant's hyperbolicity penalty)")
+    autotune.enable()  # a training loop opts into measured layer paths, as training scripts set cudnn.benchmark
     procs = start(config.device, deterministic=config.deterministic)
     summary = _train(config, build_model, procs, loaders, regularizer, on_epoch_end)
     stop(procs)  # only after success: tearing down a group whose peer died can block (see pdeconv.distributed)
@@ -585,7 +588,7 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
             if procs.world_size > 1:  # BatchNorm statistics: every rank evaluates and saves rank 0's
                 for buffer in raw.buffers():
                     dist.broadcast(buffer, 0)
-                paths.restore(broadcast(paths.chosen()))  # and every rank takes the paths rank 0 measured
+                autotune.restore(broadcast(autotune.chosen()))  # and every rank takes the paths rank 0 measured
             record = {"epoch": epoch, **record}
             evaluation = dict(device=procs.device, amp=amp, tta_flip=config.tta_flip,
                               channels_last=config.channels_last)
@@ -598,7 +601,7 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
                 state = {"epoch": epoch, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                          "rng": _checkpoint.rng_state(), "metrics": history, "config": asdict(config),
-                         "paths": paths.chosen()}
+                         "paths": autotune.chosen()}
                 _checkpoint.save(ckpt_path, state)  # first: the other files are never ahead of it
                 meta["paths"] = state["paths"]
                 _checkpoint.write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")
@@ -660,7 +663,7 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, scheduler, scale
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         _checkpoint.set_rng_state(state["rng"])
-        paths.restore(state.get("paths", {}))  # the same layer paths as before the stop: an exact continuation
+        autotune.restore(state.get("paths", {}))  # the same layer paths as before the stop: an exact continuation
         history = list(state["metrics"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -679,7 +682,7 @@ def _checked_state(path: Path, config: TrainConfig) -> dict[str, Any]:
 def _open_run(out: Path, config: TrainConfig, procs: Processes, info, params: int, history, amp: str
               ) -> tuple[Any, dict]:
     """Write config.json and the metrics so far; return the TensorBoard writer and the run's metadata (rank 0
-    only). ``paths``: the layer paths chosen so far (:mod:`pdeconv.paths`), rewritten every epoch."""
+    only). ``paths``: the layer paths chosen so far (:mod:`pdeconv.autotune`), rewritten every epoch."""
     from torch.utils.tensorboard import SummaryWriter
 
     out.mkdir(parents=True, exist_ok=True)
@@ -695,7 +698,7 @@ def _open_run(out: Path, config: TrainConfig, procs: Processes, info, params: in
         "params": params,
         "dataset": asdict(info),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "paths": paths.chosen(),
+        "paths": autotune.chosen(),
     }
     _checkpoint.write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")
     _write_metrics(out, history)  # drops any epoch logged after the checkpoint we resume from

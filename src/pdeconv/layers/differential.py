@@ -10,7 +10,7 @@ The layer is linear, and with the 1×1 it is one dense operator: ``pointwise(dep
 C_out × C·m matrix of constants times a diagonal of m operators per channel is a C_out × C matrix of
 differential operators. The parameters stay the depthwise kernels and the 1×1 weight either way.
 
-Paths (:mod:`pdeconv.paths` measures them at first use and takes the fastest, on the machine running):
+Paths (:mod:`pdeconv.autotune` measures them at first use and takes the fastest, on the machine running):
 
 * ``reference``: the grouped convolution on the input as it is stored, then the 1×1;
 * ``channels_last``: the grouped convolution on channels-last memory (oneDNN's grouped kernels with several
@@ -27,12 +27,13 @@ floating-point rounding, not bit for bit (``tests/test_differential.py`` bounds 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pdeconv import boundary, paths
+from pdeconv import autotune, boundary
 from pdeconv.layers._input import batched
 from pdeconv.stencil import basis, moments, multi_indices, operator_name
 
@@ -45,7 +46,7 @@ PATHS = ("reference", "channels_last", "repeated", "folded")
 def _repeat(u: Tensor, m: int) -> Tensor:
     """``u`` with channel c repeated m times as channels ``c·m … c·m + m − 1``, in u's memory format."""
     N, C, H, W = u.shape
-    if paths.is_channels_last(u):
+    if autotune.is_channels_last(u):
         nhwc = u.permute(0, 2, 3, 1).unsqueeze(-1).expand(N, H, W, C, m)
         return nhwc.reshape(N, H, W, C * m).permute(0, 3, 1, 2)
     return u.unsqueeze(2).expand(N, C, m, H, W).reshape(N, C * m, H, W)
@@ -53,7 +54,7 @@ def _repeat(u: Tensor, m: int) -> Tensor:
 
 def _sum_repeats(g: Tensor, m: int) -> Tensor:
     """The adjoint of :func:`_repeat`: sum the m copies of each channel, in g's memory format."""
-    if paths.is_channels_last(g):
+    if autotune.is_channels_last(g):
         return g.permute(0, 2, 3, 1).unflatten(3, (-1, m)).sum(-1).permute(0, 3, 1, 2)
     return g.unflatten(1, (-1, m)).sum(2)
 
@@ -167,7 +168,7 @@ class DifferentialConv2d(nn.Module):
             self.coefficients = nn.Parameter(torch.empty(channels * multiplier, len(self.basis)))
         self._reset_depthwise()  # before the 1×1 conv draws its init: the RNG order of the essay's two convs
         self.pointwise = nn.Conv2d(channels * multiplier, self.out_channels, 1, bias=False) if mix else None
-        self.path: str | None = None  # a forced path (set_path), else measured (pdeconv.paths)
+        self.path: str | None = None  # a forced path (set_path), else measured (pdeconv.autotune)
 
     def reset_parameters(self) -> None:
         self._reset_depthwise()
@@ -223,7 +224,7 @@ class DifferentialConv2d(nn.Module):
         return tuple(names)
 
     def set_path(self, path: str | None) -> None:
-        """Force this layer's path (``None``: choose as :mod:`pdeconv.paths` says); ``ValueError`` for a
+        """Force this layer's path (``None``: choose as :mod:`pdeconv.autotune` says); ``ValueError`` for a
         path the layer cannot take."""
         if path is not None and path not in self.available_paths():
             raise ValueError(
@@ -236,26 +237,40 @@ class DifferentialConv2d(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         return batched(self, u, self.channels, self._forward)
 
-    def _forward(self, u: Tensor) -> Tensor:
-        padding = 1
-        if self.bc != "dirichlet":  # zero padding stays inside conv2d, the others are a padding copy first
-            u, padding = boundary.pad(u, 1, self.bc), 0
-        kernel, stride, groups = self.kernel, self.stride, self.channels
+    def _path_table(self) -> dict[str, Callable[..., Tensor]]:
+        """The exact paths of this layer as functions of ``(input, kernel[, 1×1 weight])``, built once per
+        boundary condition (``set_boundary`` may change it) and kept on the layer, not rebuilt every call."""
+        cached = self.__dict__.get("_paths")
+        if cached is not None and cached[0] == self.bc:
+            return cached[1]
+        padding = 1 if self.bc == "dirichlet" else 0  # zero padding inside conv2d; the others pad first
+        stride, groups = self.stride, self.channels
 
-        def separate(path: str):
+        def separate(path: str) -> Callable[..., Tensor]:
             def run(x: Tensor, k: Tensor, *pointwise: Tensor) -> Tensor:
                 out = depthwise_conv(x, k, groups=groups, stride=stride, padding=padding, path=path)
                 return F.conv2d(out, pointwise[0]) if pointwise else out
 
             return run
 
-        candidates = {name: separate(name) for name in self.available_paths() if name != "folded"}
-        inputs = [u, kernel]
+        table = {name: separate(name) for name in self.available_paths() if name != "folded"}
         if self.pointwise is not None:
-            inputs.append(self.pointwise.weight)
-            candidates["folded"] = lambda x, k, p: F.conv2d(x, fold(k, p, groups), stride=stride, padding=padding)
+            table["folded"] = lambda x, k, p: F.conv2d(x, fold(k, p, groups), stride=stride, padding=padding)
+        self.__dict__["_paths"] = (self.bc, table)
+        return table
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__().copy()
+        state.pop("_paths", None)  # closures: rebuilt on first use (pickling, deepcopy)
+        return state
+
+    def _forward(self, u: Tensor) -> Tensor:
+        if self.bc != "dirichlet":
+            u = boundary.pad(u, 1, self.bc)
+        candidates = self._path_table()
+        inputs = [u, self.kernel] + ([self.pointwise.weight] if self.pointwise is not None else [])
         config = (self.channels, self.multiplier, self.out_channels, self.stride, self.bc)
-        path = self.path or paths.choose("DifferentialConv2d", config, candidates, inputs, reference="reference")
+        path = self.path or autotune.choose("DifferentialConv2d", config, candidates, inputs, reference="reference")
         return candidates[path](*inputs)
 
     def extra_repr(self) -> str:

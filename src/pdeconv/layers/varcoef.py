@@ -21,8 +21,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from pdeconv.autotune import is_channels_last
 from pdeconv.layers._input import batched
-from pdeconv.paths import is_channels_last
 from pdeconv.stencil import multi_indices
 
 __all__ = ["VariableCoefficients", "monomials"]

@@ -1,4 +1,4 @@
-"""pdeconv.paths: the fastest exact path, measured at first use, cached, recorded and restorable."""
+"""pdeconv.autotune: the fastest exact path, measured at first use, cached, recorded and restorable."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ import time
 import pytest
 import torch
 
-from pdeconv import paths
+from pdeconv import autotune
 from pdeconv.layers import DifferentialConv2d
 
 
 @pytest.fixture(autouse=True)
 def fresh_choices():
-    saved, mode = paths.chosen(), paths.mode()
-    paths.clear()
-    paths.set_mode("measure")
+    saved, mode = autotune.chosen(), autotune.mode()
+    autotune.clear()
+    autotune.set_mode("measure")
     yield
-    paths.clear()
-    paths.restore(saved)
-    paths.set_mode(mode)
+    autotune.clear()
+    autotune.restore(saved)
+    autotune.set_mode(mode)
 
 
 def _candidates(calls: dict[str, int]):
@@ -38,41 +38,42 @@ def _candidates(calls: dict[str, int]):
 def test_the_fastest_candidate_is_chosen_once_per_key():
     calls = {"slow": 0, "fast": 0}
     x = torch.ones(2, 3, 4, 5, requires_grad=True)
-    assert paths.choose("toy", (1,), _candidates(calls), [x], reference="slow") == "fast"
+    assert autotune.choose("toy", (1,), _candidates(calls), [x], reference="slow") == "fast"
     measured = dict(calls)
     assert measured["slow"] >= 2 and measured["fast"] >= 2  # each candidate ran (warm-up + repeats)
-    assert paths.choose("toy", (1,), _candidates(calls), [x], reference="slow") == "fast"
+    assert autotune.choose("toy", (1,), _candidates(calls), [x], reference="slow") == "fast"
     assert calls == measured  # cached: no second measurement
-    (key, choice), = paths.chosen().items()
+    (key, choice), = autotune.chosen().items()
     assert choice == "fast" and key.startswith("toy|1|2x3x4x5|float32|cpu|contiguous|train")
     # another shape, dtype, grad mode or memory format is another key, measured again
     with torch.no_grad():
-        paths.choose("toy", (1,), _candidates(calls), [x], reference="slow")
-    paths.choose("toy", (1,), _candidates(calls), [x.double()], reference="slow")
-    paths.choose("toy", (1,), _candidates(calls), [x.contiguous(memory_format=torch.channels_last)], reference="slow")
+        autotune.choose("toy", (1,), _candidates(calls), [x], reference="slow")
+    autotune.choose("toy", (1,), _candidates(calls), [x.double()], reference="slow")
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    autotune.choose("toy", (1,), _candidates(calls), [channels_last], reference="slow")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        paths.choose("toy", (1,), _candidates(calls), [x], reference="slow")
-    assert len(paths.chosen()) == 5 and any("|eval" in k for k in paths.chosen())
-    assert any("|bfloat16|" in k for k in paths.chosen()) and any("|channels_last|" in k for k in paths.chosen())
+        autotune.choose("toy", (1,), _candidates(calls), [x], reference="slow")
+    assert len(autotune.chosen()) == 5 and any("|eval" in k for k in autotune.chosen())
+    assert any("|bfloat16|" in k for k in autotune.chosen()) and any("|channels_last|" in k for k in autotune.chosen())
 
 
 def test_modes_restore_and_the_reference_path():
     calls = {"slow": 0, "fast": 0}
     x = torch.ones(2, 3)
-    with paths.using("reference"):
-        assert paths.choose("toy", (), _candidates(calls), [x], reference="slow") == "slow"
-    with paths.using("fast"):
-        assert paths.choose("toy", (), _candidates(calls), [x], reference="slow") == "fast"
-    with paths.using("folded"):  # a forced path the layer does not have: its reference
-        assert paths.choose("toy", (), _candidates(calls), [x], reference="slow") == "slow"
-    assert calls == {"slow": 0, "fast": 0} and paths.mode() == "measure"
-    paths.restore({paths._key("toy", (), [x], False): "slow"})
-    assert paths.choose("toy", (), _candidates(calls), [x], reference="slow") == "slow"  # restored, not measured
+    with autotune.using("reference"):
+        assert autotune.choose("toy", (), _candidates(calls), [x], reference="slow") == "slow"
+    with autotune.using("fast"):
+        assert autotune.choose("toy", (), _candidates(calls), [x], reference="slow") == "fast"
+    with autotune.using("folded"):  # a forced path the layer does not have: its reference
+        assert autotune.choose("toy", (), _candidates(calls), [x], reference="slow") == "slow"
+    assert calls == {"slow": 0, "fast": 0} and autotune.mode() == "measure"
+    autotune.restore({autotune._key("toy", (), [x], False): "slow"})
+    assert autotune.choose("toy", (), _candidates(calls), [x], reference="slow") == "slow"  # restored, not measured
     assert calls == {"slow": 0, "fast": 0}
     with pytest.raises(ValueError, match="reference path 'none' is not among"):
-        paths.choose("toy", (), _candidates(calls), [x], reference="none")
+        autotune.choose("toy", (), _candidates(calls), [x], reference="none")
     with pytest.raises(ValueError, match="path mode must be"):
-        paths.set_mode("")
+        autotune.set_mode("")
 
 
 def test_measuring_a_layer_leaves_no_trace_but_the_choice():
@@ -81,7 +82,7 @@ def test_measuring_a_layer_leaves_no_trace_but_the_choice():
     u = torch.randn(8, 4, 6, 6, requires_grad=True)
     before = {k: v.clone() for k, v in layer.state_dict().items()}
     out = layer(u)
-    (key, choice), = paths.chosen().items()
+    (key, choice), = autotune.chosen().items()
     assert key.startswith("DifferentialConv2d|4|4|4|1|dirichlet|8x4x6x6|") and choice in layer.available_paths()
     assert all(p.grad is None for p in layer.parameters()) and u.grad is None  # the candidates' gradients vanished
     assert all(torch.equal(v, before[k]) for k, v in layer.state_dict().items())
@@ -95,14 +96,14 @@ def test_compiled_layers_take_the_eager_choice_at_any_size_even_with_dynamic_sha
     x = torch.ones(2, 3, 4, 5)
 
     def step(x):
-        return paths.choose("toy", (7,), _candidates(calls), [x], reference="slow")
+        return autotune.choose("toy", (7,), _candidates(calls), [x], reference="slow")
 
     assert step(x) == "fast"  # measured in eager at 2×3×4×5
     measured = dict(calls)
     compiled = torch.compile(step, backend="eager", fullgraph=True, dynamic=True)
     assert compiled(torch.ones(3, 3, 6, 5)) == "fast"  # another (symbolic) size: the configuration's choice
     assert calls == measured  # nothing measured under compile
-    paths.clear()
+    autotune.clear()
     torch.compiler.reset()
     assert compiled(torch.ones(3, 3, 6, 5)) == "slow"  # nothing chosen yet: the reference
 
@@ -121,8 +122,8 @@ def test_differential_layer_compiles_with_dynamic_shapes():
 
 def test_is_channels_last_names_the_memory_order():
     x = torch.zeros(2, 3, 4, 5)
-    assert not paths.is_channels_last(x)
-    assert paths.is_channels_last(x.contiguous(memory_format=torch.channels_last))
-    assert not paths.is_channels_last(torch.zeros(2, 1, 4, 5).contiguous(memory_format=torch.channels_last))  # both
-    assert not paths.is_channels_last(torch.zeros(3, 4, 5))  # not 4-D
-    assert paths.is_channels_last(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2))  # NHWC memory by hand
+    assert not autotune.is_channels_last(x)
+    assert autotune.is_channels_last(x.contiguous(memory_format=torch.channels_last))
+    assert not autotune.is_channels_last(torch.zeros(2, 1, 4, 5).contiguous(memory_format=torch.channels_last))  # both
+    assert not autotune.is_channels_last(torch.zeros(3, 4, 5))  # not 4-D
+    assert autotune.is_channels_last(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2))  # NHWC memory by hand

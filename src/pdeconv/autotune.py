@@ -1,24 +1,31 @@
-"""Fast paths chosen by measurement: the fastest exact way to compute a layer, on the machine that runs it.
+"""Autotuning: the fastest exact way to compute a layer, measured on the machine that runs it — opted into.
 
-Several pdeconv layers can compute the same function in more than one exact way (a depthwise ×m convolution and
-its 1×1 as two convolutions or as one dense one; a grouped convolution on NCHW or channels-last memory; a
-boundary condition as a padding copy or inside the convolution). Which is fastest depends on the CPU or GPU, its
-kernels, the shapes and the dtype, so it is measured, as ``torch.backends.cudnn.benchmark`` chooses cuDNN
-algorithms: the first time a layer meets a new *key* (layer configuration, input shape, dtype under autocast,
-device, memory format, whether gradients are wanted), each candidate path runs forward (and backward, when
-gradients are wanted) on detached copies of the real inputs, a few times, and the fastest median wins. The
-choice is cached for the process. Nothing the candidates compute reaches the model: no parameter gradient, no
-state.
+Several pdeconv layers can compute the same function in more than one exact way (a depthwise ×m convolution and its
+1×1 as two convolutions or as one dense one; a grouped convolution on NCHW or channels-last memory; a boundary
+condition as a padding copy or inside the convolution). Which is fastest depends on the CPU or GPU, its kernels, the
+shapes and the dtype, so it can be measured, as ``torch.backends.cudnn.benchmark`` chooses cuDNN algorithms: with
+autotuning on, the first time a layer meets a new *key* (layer configuration, input shape, dtype under autocast,
+device, memory format, whether gradients are wanted), each candidate path runs forward (and backward, when gradients
+are wanted) on detached copies of the real inputs, a few times, and the fastest median wins. The choice is cached
+for the process. Nothing the candidates compute reaches the model: no parameter gradient, no state.
 
 All paths compute the same products and differ only in the order of summation, so results agree to floating-point
 rounding. For reproducibility (a resumed run on the same machine continues exactly) the choices are recorded by
 the training engine and restored with :func:`restore`.
 
-The switch, for tests, benchmarks and reproducibility (or ``PDECONV_PATHS`` in the environment, read at import):
+Like ``cudnn.benchmark``, it is **off for a library user**: a layer built and called in one's own code takes its
+reference path (the plain formulation), with no measuring and no global state touched. Training scripts turn it
+on — :func:`pdeconv.engine.train` (so ``pdeconv train`` and ``pdeconv compare``) and the benchmarks call
+:func:`enable` — as timm's ``train.py`` turns on ``cudnn.benchmark``. The switch:
 
-* ``set_mode("measure")`` (default): measure at first use;
-* ``set_mode("reference")``: always each layer's reference path (the plain formulation);
+* ``enable()``: measure at first use, unless the environment chose a mode (below);
+* ``set_mode("measure")``: measure at first use;
+* ``set_mode("reference")`` (the default): always each layer's reference path;
 * ``set_mode(name)``: force the path ``name`` wherever a layer has it, the reference path elsewhere.
+
+``PDECONV_AUTOTUNE`` in the environment (read at import; ``PDECONV_PATHS``, its former name, is read too) sets the
+mode for the whole process, and then :func:`enable` leaves it alone: e.g. ``PDECONV_AUTOTUNE=reference pdeconv
+train ...`` trains on the reference paths.
 
 Under ``torch.compile``/``torch.export`` or a dispatch mode (``FlopCounterMode``) nothing is measured: layers take
 their cached choice, else the reference path. Under ``torch.compile`` sizes may be symbolic (dynamic shapes, as
@@ -38,12 +45,14 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-__all__ = ["Candidate", "choose", "chosen", "clear", "is_channels_last", "mode", "restore", "set_mode", "using"]
+__all__ = ["Candidate", "choose", "chosen", "clear", "enable", "is_channels_last", "mode", "restore", "set_mode",
+           "using"]
 
 #: A candidate path: a function of the inputs (tensors) that returns the output.
 Candidate = Callable[..., Tensor]
 
-_MODE = os.environ.get("PDECONV_PATHS", "measure") or "measure"
+_FROM_ENVIRONMENT = os.environ.get("PDECONV_AUTOTUNE") or os.environ.get("PDECONV_PATHS") or None
+_MODE = _FROM_ENVIRONMENT or "reference"
 _CHOICES: dict[str, str] = {}
 _ANY_SIZE: dict[str, str] = {}  # the latest choice per configuration at any input size (for torch.compile)
 _REPEATS = 3
@@ -66,6 +75,13 @@ def set_mode(value: str) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"path mode must be 'measure', 'reference' or a path name; got {value!r}")
     _MODE = value
+
+
+def enable() -> None:
+    """Turn autotuning on (``set_mode("measure")``) for this process, unless ``PDECONV_AUTOTUNE`` (or
+    ``PDECONV_PATHS``) set a mode: what a training script calls, as it would set ``cudnn.benchmark = True``."""
+    if _FROM_ENVIRONMENT is None:
+        set_mode("measure")
 
 
 @contextmanager
