@@ -364,8 +364,8 @@ def written(out) -> set[str]:
 
 def test_cli_analyzes_a_training_run(tmp_path, capsys):
     from pdeconv import engine, models
-    from pdeconv.analysis import model_from_checkpoint
     from pdeconv.cli import main
+    from pdeconv.run import model_from_run
 
     run = tmp_path / "run"
     torch.manual_seed(0)
@@ -376,7 +376,7 @@ def test_cli_analyzes_a_training_run(tmp_path, capsys):
             "pde_resnet20", variant="seed", num_classes=info.num_classes, in_chans=info.in_chans
         ),
     )
-    model = model_from_checkpoint(run)
+    model = model_from_run(run)
     saved = engine.load_checkpoint(run / engine.CHECKPOINT)["model"]
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, saved[key])  # the trained weights, not a fresh init

@@ -7,7 +7,7 @@ from dataclasses import fields
 import pytest
 import torch
 
-from pdeconv import engine, experiment
+from pdeconv import engine, experiment, run
 from pdeconv.cli import main
 
 
@@ -109,7 +109,7 @@ def test_train_preset_sets_the_recipe_and_options_override_it(tmp_path, data_dir
     assert main(["train", "--preset", "fast", "--epochs", "1", "--batch-size", "32", "--amp", "none",
                  "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]) == 0
     config = json.loads((out / "config.json").read_text())["config"]
-    fast = experiment.PRESETS["fast"]
+    fast = run.PRESETS["fast"]
     assert (config["epochs"], config["batch_size"], config["amp"]) == (1, 32, "none")  # given on the command line
     assert config["model"] == fast.model and config["variant"] == "baseline"
     for name in ("lr", "schedule", "label_smoothing", "tta_flip", "channels_last", "weight_decay"):
@@ -118,7 +118,7 @@ def test_train_preset_sets_the_recipe_and_options_override_it(tmp_path, data_dir
 
 def test_presets_hold_only_train_config_fields():
     names = {f.name for f in fields(engine.TrainConfig)}
-    for preset in experiment.PRESETS.values():
+    for preset in run.PRESETS.values():
         assert set(preset.train_settings()) <= names
         engine.TrainConfig(**preset.train_settings())  # valid values
 

@@ -109,7 +109,10 @@ def test_hyperbolic_is_the_baseline_architecture_with_a_penalty_weight():
     base, hyper = M.pde_resnet20(), M.pde_resnet20(variant="hyperbolic")
     assert {k: v.shape for k, v in hyper.state_dict().items()} == {k: v.shape for k, v in base.state_dict().items()}
     # the penalty is how it trains, not what it is: not an architecture option, but the variant's training default
-    assert hyper.variant.merge(base.variant) == M.VariantOptions(name="hyperbolic+baseline")
+    assert M.get_variant("hyperbolic+baseline") == M.VariantOptions(name="hyperbolic+baseline")
+    from pdeconv.models.variants import PARAMETERS
+
+    assert PARAMETERS == {"bc": str, "dw": int, "order": int, "varcoef": int, "penalty": float}
     assert M.variant_penalty_weight("hyperbolic") == 0.1 and M.variant_penalty_weight("baseline") == 0.0
     assert M.variant_penalty_weight("seed+hyperbolic") == 0.1 and M.variant_penalty_weight("dw4") == 0.0
 

@@ -5,7 +5,7 @@ there); :mod:`~pdeconv.analysis.load` finds the model to analyse (a run, a check
 :mod:`~pdeconv.analysis.report` writes ``analysis.json``, ``summary.md`` and the figures.
 """
 
-from pdeconv.analysis.load import load_model, model_from_checkpoint
+from pdeconv.analysis.load import load_model
 from pdeconv.analysis.operators import (
     FIELD_SIZE,
     ORDERS,
@@ -35,7 +35,6 @@ __all__ = [
     "default_layer",
     "first_order_matrices",
     "load_model",
-    "model_from_checkpoint",
     "spatial_convs",
     "variant_summary",
     "write_report",

@@ -13,12 +13,7 @@ from torch import nn
 from pdeconv import _checkpoint, models, run
 from pdeconv._checkpoint import CheckpointError
 
-__all__ = ["load_model", "model_from_checkpoint"]
-
-
-def model_from_checkpoint(path: str | Path) -> nn.Module:
-    """The trained model of a ``pdeconv train`` run directory or checkpoint: :func:`pdeconv.run.model_from_run`."""
-    return run.model_from_run(path)
+__all__ = ["load_model"]
 
 
 def _torchvision_model(name: str, num_classes: int | None) -> nn.Module:

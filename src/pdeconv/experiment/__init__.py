@@ -18,37 +18,17 @@ statistics, :mod:`~pdeconv.experiment.plots` the figures and :mod:`~pdeconv.expe
 
 from __future__ import annotations
 
-import warnings
-
 from pdeconv.experiment.compare import CompareResult, compare
 from pdeconv.experiment.report import Report, summary_table, write_report
 from pdeconv.experiment.results import RESULT_COLUMNS, collect
-from pdeconv.run import PRESETS, Preset, build_model
 
 __all__ = [
-    "PRESETS",
     "RESULT_COLUMNS",
     "Report",
     "CompareResult",
-    "Preset",
-    "build_model",
     "collect",
     "compare",
-    "regularizer_for",
     "summary_table",
     "write_report",
 ]
 
-
-def regularizer_for(variant: str):
-    """Deprecated: use :func:`pdeconv.run.make_config` and :func:`pdeconv.run.regularizer`.
-
-    The hyperbolicity penalty when the variant trains with one, else ``None``; and the variant's weight.
-    """
-    warnings.warn("pdeconv.experiment.regularizer_for is deprecated; use pdeconv.run.make_config and "
-                  "pdeconv.run.regularizer", DeprecationWarning, stacklevel=2)
-    from pdeconv.models import variant_penalty_weight
-    from pdeconv.regularize import hyperbolicity_penalty
-
-    weight = variant_penalty_weight(variant)
-    return (hyperbolicity_penalty if weight > 0 else None), weight

@@ -14,7 +14,8 @@ and :func:`variant_penalty_weight` merges it for a spec; the run module (:mod:`p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import typing
+from dataclasses import dataclass, field, fields
 
 from pdeconv.boundary import padding_mode
 
@@ -41,10 +42,11 @@ class VariantOptions:
     name:            the spec this was parsed from (not an option; ignored when merging).
     """
 
-    bc: str = "dirichlet"
-    dw: int | None = None
-    order: int | None = None
-    varcoef: int | None = None
+    # the fields a spec part may set as FIELD=VALUE say so in their metadata (PARAMETERS is read from it)
+    bc: str = field(default="dirichlet", metadata={"spec": True})
+    dw: int | None = field(default=None, metadata={"spec": True})
+    order: int | None = field(default=None, metadata={"spec": True})
+    varcoef: int | None = field(default=None, metadata={"spec": True})
     seed_compatible: bool = False
     quasilinear: bool = False
     leapfrog: bool = False
@@ -66,20 +68,6 @@ class VariantOptions:
         if self.leapfrog and self.bc not in ("dirichlet", "periodic"):
             raise ValueError(f"leapfrog blocks (variant 'wave') need the exact adjoint of their convolution, which "
                              f"bc={self.bc!r} does not have; use dirichlet or periodic")
-
-    def merge(self, other: VariantOptions) -> VariantOptions:
-        """The options of both; ``ValueError`` if a field is set to two different non-default values."""
-        merged = {}
-        for f in fields(self):
-            if f.name == "name":
-                continue
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if a != b and a != f.default and b != f.default:
-                raise ValueError(
-                    f"variants {self.name!r} and {other.name!r} conflict: {f.name}={a!r} vs {f.name}={b!r}"
-                )
-            merged[f.name] = a if a != f.default else b
-        return VariantOptions(**merged, name=f"{self.name}+{other.name}")
 
 
 @dataclass(frozen=True)
@@ -141,8 +129,15 @@ def variants() -> dict[str, str]:
     return {name: v.description for name, v in VARIANTS.items()}
 
 
-#: The options a spec part may set as ``FIELD=VALUE``, with their types; ``penalty`` is the training setting.
-PARAMETERS: dict[str, type] = {"bc": str, "dw": int, "order": int, "varcoef": int, "penalty": float}
+def _spec_type(name: str) -> type:
+    hint = typing.get_type_hints(VariantOptions)[name]
+    return next(t for t in (int, float, str) if hint is t or t in typing.get_args(hint))
+
+
+#: The options a spec part may set as ``FIELD=VALUE``, with their types (the :class:`VariantOptions` fields marked
+#: ``spec`` in their metadata); ``penalty`` is the training setting.
+PARAMETERS: dict[str, type] = {f.name: _spec_type(f.name) for f in fields(VariantOptions) if f.metadata.get("spec")}
+PARAMETERS["penalty"] = float
 
 
 def _parts(spec: str) -> list[tuple[str, dict, float]]:
