@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from pdeconv import data
+from pdeconv.data import locate
 
-_DOWNLOAD = data._download  # the real one, for the test that runs it offline
+_DOWNLOAD = locate._download  # the real one, for the test that runs it offline
 
 
 @pytest.fixture(autouse=True)
@@ -20,12 +21,12 @@ def no_default_data(monkeypatch, tmp_path):
     """Tests see no real data: empty cache, no $PDECONV_DATA, no system folders, no downloads."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("PDECONV_DATA", raising=False)
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(locate, "SYSTEM_DIRS", {})
 
     def offline(name, root):
         raise OSError("no network in tests")
 
-    monkeypatch.setattr(data, "_download", offline)
+    monkeypatch.setattr(locate, "_download", offline)
 
 
 def test_registry_and_unknown_name():
@@ -76,7 +77,7 @@ def test_search_order(tmp_path, monkeypatch, make_fashion_mnist):
     explicit, env, cache, system = (
         make_fashion_mnist(tmp_path / d) for d in ("explicit", "env", "cache/pdeconv", "sys")
     )
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {"fashion-mnist": (system,)})
+    monkeypatch.setattr(locate, "SYSTEM_DIRS", {"fashion-mnist": (system,)})
     assert data.find_data("fashion-mnist", explicit) == explicit
     assert data.find_data("fashion-mnist") == cache
     monkeypatch.setenv("PDECONV_DATA", str(env))
@@ -97,7 +98,7 @@ def test_search_order(tmp_path, monkeypatch, make_fashion_mnist):
 
 
 def test_a_named_empty_folder_gets_the_download(tmp_path, monkeypatch, make_fashion_mnist):
-    monkeypatch.setattr(data, "_download", lambda name, root: make_fashion_mnist(root / "FashionMNIST" / "raw"))
+    monkeypatch.setattr(locate, "_download", lambda name, root: make_fashion_mnist(root / "FashionMNIST" / "raw"))
     (tmp_path / "mine").mkdir()
     assert data.find_data("fashion-mnist", tmp_path / "mine") == tmp_path / "mine" / "FashionMNIST" / "raw"
 
@@ -122,7 +123,7 @@ def test_a_failed_real_download_says_why_and_leaves_no_empty_folders(tmp_path, m
         raise urllib.error.URLError("no network in tests")
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)  # torchvision's own download code runs, offline
-    monkeypatch.setattr(data, "_download", _DOWNLOAD)
+    monkeypatch.setattr(locate, "_download", _DOWNLOAD)
     (tmp_path / "d").mkdir()
     with pytest.raises(FileNotFoundError) as info:
         data.find_data("fashion-mnist", tmp_path / "d")
@@ -150,7 +151,7 @@ def test_missing_data_says_how_to_get_it(tmp_path):
 
 def test_download_lands_in_cache(tmp_path, monkeypatch, make_fashion_mnist):
     """When nothing is found, the download goes to the cache and is then found there."""
-    monkeypatch.setattr(data, "_download", lambda name, root: make_fashion_mnist(root / "FashionMNIST" / "raw"))
+    monkeypatch.setattr(locate, "_download", lambda name, root: make_fashion_mnist(root / "FashionMNIST" / "raw"))
     assert data.find_data("fashion-mnist") == tmp_path / "cache" / "pdeconv" / "FashionMNIST" / "raw"
 
 
