@@ -13,27 +13,27 @@ from pdeconv.cli import main
 
 def test_rotation_target_turns_the_picture_as_the_flow_y_minus_x_carries_it():
     size = 32
-    u = probes._blobs(4, size, torch.Generator().manual_seed(0))
+    u = probes.rotation._blobs(4, size, torch.Generator().manual_seed(0))
     # four quarter turns are the identity (bilinear resampling at exact quarter turns moves whole pixels)
     back = u
     for _ in range(4):
-        back = probes._rotate(back, math.pi / 2)
+        back = probes.rotation._rotate(back, math.pi / 2)
     torch.testing.assert_close(back, u, rtol=0, atol=1e-5)
     # the blobs stay inside the central disc, so a turn loses no mass
-    turned = probes._rotate(u, probes._ROTATION_ANGLE)
+    turned = probes.rotation._rotate(u, probes.rotation._ROTATION_ANGLE)
     torch.testing.assert_close(turned.sum((1, 2, 3)), u.sum((1, 2, 3)), rtol=2e-3, atol=0)
     # the flow v = (−y, x) carries a blob right of the centre, (x, y) = (0.5, 0), down the rows to (0, 0.5)
     c = (2 * torch.arange(size) + 1) / size - 1
     y, x = c[:, None], c[None, :]
     blob = torch.exp(-((x - 0.5) ** 2 + y**2) / (2 * 0.1**2))[None, None]
-    moved = probes._rotate(blob, math.pi / 2)[0, 0]
+    moved = probes.rotation._rotate(blob, math.pi / 2)[0, 0]
     centre = (float((moved * x).sum() / moved.sum()), float((moved * y).sum() / moved.sum()))
     assert centre == pytest.approx((0.0, 0.5), abs=0.02)
 
 
 def test_a_hand_built_rotation_net_aligns_perfectly_and_a_constant_one_not_at_all():
     size = 32
-    net = nn.Sequential(probes._PDELayer(2, 1), probes._PDELayer(2, 1))
+    net = nn.Sequential(probes.rotation._PDELayer(2, 1), probes.rotation._PDELayer(2, 1))
     with torch.no_grad():
         for layer in net:
             layer.conv.weight.zero_()
@@ -42,15 +42,15 @@ def test_a_hand_built_rotation_net_aligns_perfectly_and_a_constant_one_not_at_al
             layer.fields.weight.zero_()  # monomials 1, x, y
             layer.fields.weight[0, 2] = 0.3
             layer.fields.weight[1, 1] = -0.3
-    assert probes._velocity_alignment(net, size) == pytest.approx(1.0, abs=1e-6)
-    constant = nn.Sequential(probes._PDELayer(2, 0))
-    assert probes._velocity_alignment(constant, size) == pytest.approx(0.0, abs=1e-6)  # a constant field
+    assert probes.rotation._velocity_alignment(net, size) == pytest.approx(1.0, abs=1e-6)
+    constant = nn.Sequential(probes.rotation._PDELayer(2, 0))
+    assert probes.rotation._velocity_alignment(constant, size) == pytest.approx(0.0, abs=1e-6)  # a constant field
 
 
 def test_bars_cross_one_border_with_two_or_three_pixels_inside_and_the_right_orientation():
     size = 24
-    images, labels = probes._bars(200, size, torch.Generator().manual_seed(1), noise=0.0)
-    again, _ = probes._bars(200, size, torch.Generator().manual_seed(1), noise=0.0)
+    images, labels = probes.boundary._bars(200, size, torch.Generator().manual_seed(1), noise=0.0)
+    again, _ = probes.boundary._bars(200, size, torch.Generator().manual_seed(1), noise=0.0)
     assert torch.equal(images, again) and labels.unique().numel() == 4  # seeded: the same data again
     directions = ((0, 1), (1, 1), (1, 0), (1, -1))  # (dy, dx) per label
     for image, label in zip(images, labels):
@@ -64,17 +64,19 @@ def test_bars_cross_one_border_with_two_or_three_pixels_inside_and_the_right_ori
 
 
 def test_verdicts_say_whether_the_prediction_held():
-    held, text = probes._rotation_verdict({"constant": [0.9, 0.8], "variable": [0.05, 0.1]},
+    held, text = probes.rotation._rotation_verdict({"constant": [0.9, 0.8], "variable": [0.05, 0.1]},
                                           {"variable": {"velocity_alignment": [0.95, 0.97]}})
     assert held and "0.850" in text
-    assert not probes._rotation_verdict({"constant": [0.9], "variable": [0.5]},
+    assert not probes.rotation._rotation_verdict({"constant": [0.9], "variable": [0.5]},
                                         {"variable": {"velocity_alignment": [0.95]}})[0]
-    cells = {f"shift {k}, {d} layers": [0.0 if d >= k else 1.0] * 2 for k in probes._SHIFTS for d in probes._DEPTHS}
-    assert probes._transport_verdict(cells, {})[0]
+    shifts, depths = probes.transport._SHIFTS, probes.transport._DEPTHS
+    cells = {f"shift {k}, {d} layers": [0.0 if d >= k else 1.0] * 2 for k in shifts for d in depths}
+    assert probes.transport._transport_verdict(cells, {})[0]
     cells["shift 1, 4 layers"] = [0.05, 0.06]  # a reachable shift not found
-    assert not probes._transport_verdict(cells, {})[0]
-    assert probes._boundary_verdict({"dirichlet": [0.90, 0.91, 0.92], "neumann": [0.93, 0.95, 0.96]}, {})[0]
-    held, verdict = probes._boundary_verdict({"dirichlet": [0.90, 0.95, 0.92], "neumann": [0.93, 0.91, 0.93]}, {})
+    assert not probes.transport._transport_verdict(cells, {})[0]
+    assert probes.boundary._boundary_verdict({"dirichlet": [0.90, 0.91, 0.92], "neumann": [0.93, 0.95, 0.96]}, {})[0]
+    held, verdict = probes.boundary._boundary_verdict({"dirichlet": [0.90, 0.95, 0.92],
+                                                       "neumann": [0.93, 0.91, 0.93]}, {})
     assert not held and "the interval includes 0, so not resolved either way" in verdict
 
 
@@ -140,11 +142,11 @@ def test_truncation_probe_on_trained_runs(tmp_path, make_fashion_mnist, capsys):
 
     model = run.model_from_run(runs[0])
     train, test, _ = data.build_loaders("fashion-mnist", data_dir=str(folder), batch_size=64, seed=0)
-    probes._recalibrate(model, [x for x, _ in train])
+    probes.trained._recalibrate(model, [x for x, _ in train])
     assert record["metrics"]["dw4"]["order ≤ 4"][0] == engine.evaluate(model, test)["test_acc"]
     assert (tmp_path / "probe" / "probe.png").stat().st_size > 0
     assert main(["probe", "rotation", "--runs", runs[0], "--out", str(tmp_path / "x")]) == 2
-    assert "--runs goes only with the truncation probe" in capsys.readouterr().err
+    assert "--runs goes only with a probe of trained runs" in capsys.readouterr().err
     assert main(["probe", "truncation", "--out", str(tmp_path / "y")]) == 2
     assert "the truncation probe needs --runs DIR" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()

@@ -240,9 +240,9 @@ def _add_probe(p: argparse.ArgumentParser) -> None:
         "arms compared seed by seed on generated data, and whether the prediction held; writes probe.json, "
         "results.csv and report.md to --out."
     )
-    p.add_argument("name", choices=sorted([*PROBES, "truncation"]), help="which probe")
+    p.add_argument("name", choices=sorted(PROBES), help="which probe")
     p.add_argument("--runs", nargs="+", default=None, metavar="DIR",
-                   help="truncation: the trained runs (pdeconv train run directories) whose kernels are truncated")
+                   help="for a probe of trained runs (truncation): the pdeconv train run directories it reads")
     p.add_argument("--seeds", type=int, default=5, help="paired seeds (default: 5)")
     p.add_argument("--out", default=None, help="output directory (default: runs/probe-NAME)")
     p.add_argument("--quick", action="store_true", help="fewer training steps: a smoke test, not a result")
@@ -253,17 +253,15 @@ def _add_probe(p: argparse.ArgumentParser) -> None:
         from pdeconv import probes, runtime
 
         runtime.set_threads(a.threads)
-        if a.name == "truncation" and a.runs is None:
-            raise UsageError("the truncation probe needs --runs DIR [DIR ...]: the trained runs whose kernels it "
-                             "truncates (run directories of `pdeconv train`)")
-        if a.name != "truncation" and a.runs is not None:
-            raise UsageError(f"--runs goes only with the truncation probe; the {a.name} probe trains its own models")
-        if a.name == "truncation":
-            print(f"prediction: {probes.TRUNCATION_PREDICTION}", flush=True)
-            result = probes.truncation(a.runs, out=a.out or "runs/probe-truncation", progress=a.progress)
-        else:
-            print(f"prediction: {probes.PROBES[a.name].prediction}", flush=True)
-            result = probes.run_probe(a.name, seeds=a.seeds, out=a.out, quick=a.quick, progress=a.progress)
+        probe = probes.PROBES[a.name]
+        if probe.needs_runs and a.runs is None:
+            raise UsageError(f"the {a.name} probe needs --runs DIR [DIR ...]: the trained runs it reads (run "
+                             "directories of `pdeconv train`)")
+        if not probe.needs_runs and a.runs is not None:
+            raise UsageError(f"--runs goes only with a probe of trained runs; the {a.name} probe trains its own "
+                             "models")
+        print(f"prediction: {probe.prediction}", flush=True)
+        result = probes.run_probe(a.name, seeds=a.seeds, out=a.out, quick=a.quick, progress=a.progress, runs=a.runs)
         quick = " (--quick: a smoke test, not a result)" if a.quick else ""
         print(f"outcome{quick}: the prediction {'held' if result.held else 'did not hold'}. {result.verdict}.")
         print(f"wrote {', '.join(str(f) for f in result.files)}")
