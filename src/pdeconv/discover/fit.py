@@ -791,9 +791,10 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
         history.append((f"sparse regression ({form} form)", loss))
         fitted[form] = (loss, candidate, substeps, tests)
     if len(fitted) == 2:
-        worse = max(fitted, key=lambda f: fitted[f][0])
-        better = min(fitted, key=lambda f: fitted[f][0])
-        if _same_terms(fitted[worse][1], fitted[better][1]) or fitted[worse][0] >= FORM_SKIP * fitted[better][0]:
+        finite = lambda f: fitted[f][0] if fitted[f][0] == fitted[f][0] else math.inf  # noqa: E731 (NaN: blew up)
+        worse = max(fitted, key=finite)
+        better = min(fitted, key=finite)
+        if _same_terms(fitted[worse][1], fitted[better][1]) or finite(worse) >= FORM_SKIP * finite(better):
             # the same PDE up to its coefficients (one refit finds what both would), or a start so much worse
             # that its refit could only catch up by fitting noise: refit the better start only
             del fitted[worse]
