@@ -2,7 +2,11 @@
 
 Cases (``CASES`` below), each at noise 0, 0.01 and 0.05 (``--noise``):
 
-* ``burgers-pdefind``: PDE-FIND's 1-D Burgers data (``../shared/data/pdefind/burgers.mat``), u_t = −u u_x + 0.1 u_xx;
+* ``burgers-pdefind``: PDE-FIND's 1-D Burgers data (``../shared/data/pdefind/burgers.mat``, or ``--burgers-file``),
+  u_t = −u u_x + 0.1 u_xx;
+* ``ks-pdefind``: PDE-FIND's Kuramoto–Sivashinsky file (``kuramoto_sivishinky.mat`` of PySINDy's ``examples/data``,
+  1024 points × 251 frames), u_t = −u u_x − u_xx − u_xxxx, when ``--ks-file`` gives its path (``--real-files``: these
+  two cases only);
 * ``kdv``: ``simulate("kdv")``, u_t = −6 u u_x − u_xxx (derivatives to order 3);
 * ``kuramoto-sivashinsky``: ``simulate("kuramoto-sivashinsky")``, u_t = −u u_x − u_xx − u_xxxx (order 4);
 * ``convdiff``: 2-D ``simulate("convdiff", trajectories=8, steps=20, seed=1)``, linear library, order 2;
@@ -40,6 +44,7 @@ against each form forced) and appends one JSON object per row (each PySINDy row 
     python benchmarks/discover_vs_pysindy.py --no-refit   # ... and pdeconv without its rollout refit (diagnostic)
     python benchmarks/discover_vs_pysindy.py --quick      # a smoke run (seconds; numbers meaningless)
     python benchmarks/discover_vs_pysindy.py --only kdv --noise 0 0.05
+    python benchmarks/discover_vs_pysindy.py --real-files --ks-file /tmp/pdefind/ks.mat   # PDE-FIND's own files
     python benchmarks/discover_vs_pysindy.py --summarize 2026-11-30T08:43:31+00:00   # a recorded run's tables
 """
 
@@ -75,8 +80,12 @@ MISSING_PYSINDY = "PySINDy is a benchmark-only dependency: pip install pysindy==
 
 #: name → (how to get the clean data, the truth, pdeconv's library, max order)
 CASES: dict[str, dict] = {
-    "burgers-pdefind": dict(data=("load", str(PDEFIND)), truth={"u": {"u*u_x": -1.0, "u_xx": 0.1}},
-                            library="nonlinear", max_order=2),
+    "burgers-pdefind": dict(data=("load", str(PDEFIND), {"u": "usol", "t": "t", "x": "x"}),
+                            truth={"u": {"u*u_x": -1.0, "u_xx": 0.1}}, library="nonlinear", max_order=2),
+    # PDE-FIND's Kuramoto–Sivashinsky file (PySINDy's examples/data/kuramoto_sivishinky.mat: uu (x 1024, t 251)),
+    # run when --ks-file gives its path (it is not in this repository)
+    "ks-pdefind": dict(data=("load", None, {"u": "uu", "t": "tt", "x": "x"}),
+                       truth={"u": {"u*u_x": -1.0, "u_xx": -1.0, "u_xxxx": -1.0}}, library="nonlinear", max_order=4),
     "kdv": dict(data=("simulate", "kdv", {}), library="nonlinear", max_order=3),
     "kuramoto-sivashinsky": dict(data=("simulate", "kuramoto-sivashinsky", {}), library="nonlinear", max_order=4),
     "convdiff": dict(data=("simulate", "convdiff", dict(trajectories=8, steps=20, seed=1)), library="linear",
@@ -152,7 +161,7 @@ def check_names() -> None:
 def clean_data(spec: dict) -> Dataset:
     kind, *rest = spec["data"]
     if kind == "load":
-        return load(rest[0], variables={"u": "usol", "t": "t", "x": "x"})
+        return load(rest[0], variables=rest[1])
     pde, options = rest
     return simulate(pde, progress=False, **options)
 
@@ -175,7 +184,7 @@ def noise_seed(name: str, level: float) -> int:
     return NOISE_SEED + 100 * list(CASES).index(name) + NOISE.index(level)
 
 
-def noisy(data: Dataset, level: float, seed: int) -> Dataset:
+def noisy(data: Dataset, level: float, seed: int | None) -> Dataset:
     """``data`` plus Gaussian noise of std ``level · std(field)`` (over all frames), as ``simulate(noise=)``."""
     if level == 0:
         return data
@@ -401,6 +410,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-refit", action="store_true",
                    help="also fit pdeconv without its rollout refit (iterations=0): what the regression alone gives, "
                    "and what the refit costs")
+    p.add_argument("--burgers-file", type=Path, default=PDEFIND, metavar="PATH",
+                   help="PDE-FIND's burgers.mat (usol, t, x) for the burgers-pdefind case")
+    p.add_argument("--ks-file", type=Path, metavar="PATH",
+                   help="PDE-FIND's kuramoto_sivishinky.mat (uu, tt, x; PySINDy's examples/data) for the ks-pdefind "
+                   "case, which runs only when this is given")
+    p.add_argument("--real-files", action="store_true",
+                   help="only the real-file cases (burgers-pdefind, and ks-pdefind with --ks-file)")
+    p.add_argument("--weak-k", nargs="+", type=int, metavar="K", default=list(WEAK_K),
+                   help=f"PySINDy WeakPDELibrary subdomain counts to run (default {' '.join(map(str, WEAK_K))})")
+    p.add_argument("--noise-rng-seed", type=int, metavar="S",
+                   help="draw every case's noise from numpy's default_rng(S) (the issue's measurements used 0) "
+                   "instead of the per-case seeds")
     p.add_argument("--summarize", metavar="DATE",
                    help="print the tables of the run recorded in --results with this date (its 'date' field); no fits")
     a = p.parse_args(argv)
@@ -424,10 +445,21 @@ def main(argv: list[str] | None = None) -> int:
         cases = {QUICK["name"]: QUICK}
         levels, thresholds, weak_k = (0.0,), QUICK_THRESHOLDS, (100,)
     else:
-        cases = {n: CASES[n] for n in (a.only or CASES)}
-        levels, thresholds, weak_k = tuple(a.noise) if a.noise else NOISE, THRESHOLDS, WEAK_K
-    if "burgers-pdefind" in cases and not PDEFIND.exists():
-        print(f"error: {PDEFIND} not found (the PDE-FIND Burgers data); leave it out with --only", file=sys.stderr)
+        names = a.only or (["burgers-pdefind", "ks-pdefind"] if a.real_files else list(CASES))
+        if a.ks_file is None and "ks-pdefind" in names:
+            if a.only:
+                print("error: the ks-pdefind case needs --ks-file PATH", file=sys.stderr)
+                return 2
+            names.remove("ks-pdefind")
+        cases = {n: CASES[n] for n in names}
+        files = {"burgers-pdefind": a.burgers_file, "ks-pdefind": a.ks_file}
+        for n in cases:
+            if n in files:
+                cases[n] = dict(cases[n], data=("load", str(files[n]), cases[n]["data"][2]))
+        levels, thresholds, weak_k = tuple(a.noise) if a.noise else NOISE, THRESHOLDS, tuple(a.weak_k)
+    if "burgers-pdefind" in cases and not a.burgers_file.exists():
+        print(f"error: {a.burgers_file} not found (the PDE-FIND Burgers data); leave it out with --only",
+              file=sys.stderr)
         return 2
     base = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -446,9 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         truth = truth_of(spec)
         for level in levels:
             step += 1
-            data = noisy(clean, level, noise_seed(name, level))
+            seed = a.noise_rng_seed if a.noise_rng_seed is not None else noise_seed(name, level)
+            data = noisy(clean, level, seed)
             load_start = os.getloadavg()
-            here = dict(case=name, noise=level, noise_seed=noise_seed(name, level), shape=list(data.u.shape),
+            here = dict(case=name, noise=level, noise_seed=seed, shape=list(data.u.shape),
                         dt=data.dt, spacing=list(data.spacing), truth=truth, library=spec["library"],
                         max_order=spec["max_order"])
             r = run_pdeconv(data, spec, truth, spec.get("fit", {}))

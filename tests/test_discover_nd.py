@@ -315,13 +315,52 @@ def test_weak_system_columns_against_analytic_integrals():
     tests = TestFunctions(support=(12, 16), power=(6, 6), stride=(1, 1))  # (t, x)
     features, target = weak_system(model, torch.from_numpy(u), dt, tests)
     names = [tm.name for tm in terms]
-    # both sides are trapezoid sums of exact identities (in t and in x): equal to their quadrature error, ~1e-6
+    # every periodic shift in x (64), the shifts that fit in t (40 − 24)
+    assert features.shape == (16 * 64, len(terms)) and target.shape == (16 * 64, 1)
+    # both sides are exact identities, integrated by FFT in x (exact) and trapezoid sums in t (~1e-6)
     torch.testing.assert_close(target[:, 0], -0.7 * features[:, names.index("u_x")], rtol=1e-5, atol=1e-8)
     # u*u_x = (u²/2)_x moved onto φ equals the integral of φ · u · u_x with the exact u_x, up to the quadrature
     # error of the two sums (~1e-6 here)
     ux = np.cos(x - 0.7 * t)[None, :, None]
     exact = weak_system(model, torch.from_numpy(u * ux), dt, tests)[0][:, names.index("u")]
     torch.testing.assert_close(features[:, names.index("u*u_x")], exact, rtol=1e-5, atol=1e-7)
+
+
+def test_bump_spectrum_is_the_closed_form_and_periodic_integrals_are_exact():
+    from pdeconv.discover.model import PolynomialPDE
+    from pdeconv.discover.weak import TestFunctions, bump, bump_spectrum, weak_system
+
+    n, h, m = 64, 2 * np.pi / 64, 10
+
+    def hat(k):  # φ̂ of the p = 2 bump: ∫(1 − s²)² cos(zs) ds = 16((3 − z²) sin z − 3z cos z) / z⁵, over 16/15
+        z = np.asarray(k * m * h, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(z > 0, 16 * ((3 - z**2) * np.sin(z) - 3 * z * np.cos(z)) / z**5, 16 / 15) / (16 / 15)
+
+    kappa = np.arange(n // 2 + 1) / (n * h) * 2 * np.pi
+    np.testing.assert_allclose(bump_spectrum(m, 2, 0, h, n), hat(kappa), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(bump_spectrum(m, 2, 3, h, n), (-1j * kappa) ** 3 * hat(kappa), rtol=0, atol=1e-10)
+    # u = cos(3x) + 0.2 sin(5x), constant in time, periodic: the u_xxx column is the integral of φ(x − x0) times
+    # ∂³u = 27 sin(3x) − 125 · 0.2 cos(5x), each mode times φ̂: exact to round-off (a trapezoid sum against a
+    # p = 2 bump, whose second derivative jumps at its ends, would be far off)
+    x = np.arange(n) * h
+    u = np.broadcast_to(np.cos(3 * x) + 0.2 * np.sin(5 * x), (20, n))[None, :, None].copy()
+    terms = build_library(("u",), "linear", max_order=3, dims=1)
+    model = PolynomialPDE(terms, ("u",), shape=(n,), spacing=(h,), bc="periodic", kernel_size=5)
+    features = weak_system(model, torch.from_numpy(u), 0.1, TestFunctions((4, m), (4, 2), (1, 1)))[0]
+    in_time = bump(4, 4, 0, 0.1).sum() * 0.1  # u is constant in time: the time sum of φ (1 up to its quadrature)
+    want = in_time * (27 * hat(3) * np.sin(3 * x) - 0.2 * 125 * hat(5) * np.cos(5 * x))
+    got = features[:n, [t.name for t in terms].index("u_xxx")].numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-11)
+
+
+def test_weak_form_recovers_clean_data_to_round_off_without_a_refit():
+    # 61 clean frames: time bumps of power 8 (quadrature error 2^p p! (2π m)^−p), space integrals by FFT; with
+    # p = 4 bumps and trapezoid sums in space the same fits were 2e-4 off
+    for pde, order in (("burgers-1d", 2), ("kdv", 3)):
+        data = simulate(pde, trajectories=2, progress=False)
+        result = fit(data, library="nonlinear", max_order=order, form="weak", iterations=0, progress=False)
+        assert result.settings.time_support == 15 and _worst(result, pde) < 1e-6, (pde, result.equations)
 
 
 def test_support_widens_with_noise():
@@ -473,5 +512,7 @@ def test_no_fit_gets_below_the_noise_floor_and_a_noisy_weak_refit_is_not_run():
     # which averaged the noise, sits near it (the start frames' noise, carried along, adds the rest)
     assert floor < losses[0] and floor < losses[1] < 2 * floor
     assert weak.history[-1][0].startswith("rollout refit (weak form): not run")
+    # clean data: the weak regression is exact to its quadrature (its own residual says so), and no refit runs
     clean = fit(simulate("burgers-1d", progress=False), library="nonlinear", form="weak", progress=False)
-    assert clean.history[-1][0] == "rollout refit (weak form)"
+    assert clean.history[-1][0].startswith("rollout refit (weak form): not run, the regression is exact")
+    assert clean.history[0][1] <= fit_module.WEAK_EXACT and _worst(clean, "burgers-1d") < 1e-6

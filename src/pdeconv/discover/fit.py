@@ -22,6 +22,7 @@ error ``‖û(t) − u(t)‖ / ‖u(t)‖`` from their first frame (with a singl
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ from pdeconv.boundary import convolve_along
 from pdeconv.discover.data import Dataset
 from pdeconv.discover.library import build_library
 from pdeconv.discover.model import Derivatives, PolynomialPDE
-from pdeconv.discover.weak import TestFunctions, weak_system
+from pdeconv.discover.weak import TestFunctions, noise_variance, weak_system
 from pdeconv.stencil import binomial, finite_difference
 
 __all__ = [
@@ -59,8 +60,6 @@ FORMS = ("auto", "strong", "weak")
 #: is fitting noise (on 5% noise it moved ν of 1-D Burgers by 15% for a 0.8% lower loss), one that gains more
 #: removes truncation error (on clean data it gains orders of magnitude)
 WEAK_REFIT_GAIN = 0.5
-#: noise_variance: the order of the differences that measure it (9 points; Σ taps² = C(16, 8) for white noise)
-NOISE_DIFFERENCE = 8
 #: below this share of u_t explained (on the training data), a fit comes with a warning
 EXPLAINED_WARNING = 0.5
 #: below this share (or NaN) the fit has failed, as it has when its rollout blows up: ``Fit.failed``, and
@@ -148,6 +147,9 @@ class Fit:
     """What :func:`fit` found: the model, its equations, the held-out prediction error and bookkeeping.
 
     ``settings`` are the ones in effect (defaults resolved for the data: ``degree``, ``rollout``, ``holdout``).
+    ``error`` and ``predicted`` (a rollout of the learnt PDE over the whole record, which costs more than the fit
+    on long records: 5 000 integrating-factor RK4 steps on PDE-FIND's Kuramoto–Sivashinsky file) are computed
+    when first read, and kept; ``seconds`` is the fit's time without them.
     """
 
     model: PolynomialPDE
@@ -155,16 +157,32 @@ class Fit:
     train: list[int]
     heldout: list[int]
     equations: dict[str, dict[str, float]]
-    error: np.ndarray  # relative L2 error per frame of rollouts from the first frame, averaged over trajectories
     error_source: str  # "held-out", or "training" when every trajectory was used to fit
     error_trajectory: int  # the trajectory of ``predicted``
-    predicted: np.ndarray  # its rollout, (T, C, *space)
     substeps: int
     settings: FitSettings
     seconds: float
     history: list[tuple[str, float]] = field(default_factory=list)
     explained: float = float("nan")  # 1 − ‖u_t − F(u)‖² / ‖u_t‖² on the training data (:func:`explained_share`;
     # in the weak sense for a weak-form fit)
+    _prediction: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def _predict(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._prediction is None:
+            judged = self.heldout or self.train[:1]
+            self._prediction = prediction_error(self.model, torch.from_numpy(self.data.u[judged]), self.data.dt,
+                                                self.substeps)
+        return self._prediction
+
+    @property
+    def error(self) -> np.ndarray:
+        """Relative L2 error per frame of rollouts from the first frame, averaged over the judged trajectories."""
+        return self._predict()[0]
+
+    @property
+    def predicted(self) -> np.ndarray:
+        """The rollout of trajectory :attr:`error_trajectory`, ``(T, C, *space)``."""
+        return self._predict()[1]
 
     @property
     def failed(self) -> bool:
@@ -442,26 +460,6 @@ def _motion(u0: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> torch.Te
     return ((target - u0.unsqueeze(1)).pow(2) * w).sum(dim=_all_but_fields(target)).clamp_min(1e-300)
 
 
-def noise_variance(u: torch.Tensor) -> torch.Tensor:
-    """Per field, the variance of white noise in ``u (N, T, C, *space)``, estimated as the mean square of the
-    :data:`NOISE_DIFFERENCE`-th difference along the time axis and along each space axis, divided by the sum of the
-    squared taps (what white noise of variance σ² gives: 12 870 σ² for the eighth difference), the smallest over the
-    axes. A field the grid resolves contributes ``(h⁸ ∂⁸u)²``, far below any noise: at most 1e-12 of the field's
-    variance on the clean data of ``benchmarks/discover_vs_pysindy.py``, where 1% noise reads 1.0e-4 and 5% noise
-    2.5e-3, as drawn. Axes shorter than the difference's 9 points are left out; with none left it is 0."""
-    k = NOISE_DIFFERENCE
-    signs = torch.tensor([(-1.0) ** j for j in range(k + 1)], dtype=u.dtype)
-    taps = binomial(k + 1, u.dtype) * signs  # the k-th difference, up to a scale the division below cancels
-    best = None
-    for axis in (1, *range(3, u.dim())):
-        if u.shape[axis] <= k:
-            continue
-        d = u.movedim(axis, -1).unfold(-1, k + 1, 1) @ taps  # the field axis stays at 2 (axis 1 moved: at 1)
-        per_field = d.pow(2).movedim(1 if axis == 1 else 2, 0).reshape(u.shape[2], -1).mean(1) / taps.pow(2).sum()
-        best = per_field if best is None else torch.minimum(best, per_field)
-    return best if best is not None else u.new_zeros(u.shape[2])
-
-
 def _noise_floor(u: torch.Tensor, u0, target, w, smooth: int) -> float:
     """The rollout loss (:func:`_rollout_loss`) that the noise of the targets alone sets, whatever the coefficients:
     the loss compares a prediction with noisy target frames whose noise it cannot predict, which adds
@@ -610,6 +608,13 @@ def _split(n: int, holdout: int | None) -> tuple[list[int], list[int]]:
     return list(range(n - holdout)), list(range(n - holdout, n))
 
 
+def _still(u: torch.Tensor, dt: float) -> torch.Tensor:
+    """Which fields do not move (RMS of ``u_t`` below 1e-12 of ``RMS(u) / dt``): their equation is ``u_t = 0``."""
+    ut, _ = time_derivative(u, dt)
+    s_u = ut.transpose(0, 2).flatten(1).pow(2).mean(dim=1).sqrt()
+    return s_u <= 1e-12 * u.transpose(0, 2).flatten(1).pow(2).mean(dim=1).sqrt() / dt
+
+
 def _scales(model: PolynomialPDE, u: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``s_u / s_j`` (RMS of each field's ``u_t`` over the RMS of each term: ĉ is then a share of ``u_t``), and
     which fields do not move (``s_u`` below 1e-12 of ``RMS(u) / dt``): their equation is ``u_t = 0``."""
@@ -659,6 +664,10 @@ def _threads(n: int | None):
         torch.set_num_threads(previous)
 
 
+#: a weak regression whose sparse solution leaves at most this share of ‖∫φ_t u‖² unexplained is exact to its
+#: quadrature (clean, resolved data: 1e-11 on PDE-FIND's Kuramoto–Sivashinsky file; 1% noise leaves ~1e-4): it is
+#: the answer, with neither the strong form nor a rollout refit (which could only fit the time stepping's error)
+WEAK_EXACT = 1e-8
 #: auto: forms whose final rollout loss is within this factor of the best count as equally good
 FORM_TIE = 1.05
 #: auto: a form whose regression's rollout loss is this many times the other's is not refit
@@ -688,19 +697,24 @@ def _same_terms(a: PolynomialPDE, b: PolynomialPDE) -> bool:
 
 
 def _weak_regression(model: PolynomialPDE, data: Dataset, train: list[int], u_train: torch.Tensor,
-                     s: FitSettings) -> TestFunctions:
-    """The weak form's regression (:mod:`~pdeconv.discover.weak`) into ``model``; returns the test functions."""
+                     s: FitSettings) -> tuple[TestFunctions, float]:
+    """The weak form's regression (:mod:`~pdeconv.discover.weak`) into ``model``; returns the test functions and
+    the residual share ``‖target − F c‖² / ‖target‖²`` of the sparse solution."""
     space_support = s.support[0] if isinstance(s.support, tuple) and len(set(s.support)) == 1 else s.support
     if isinstance(space_support, tuple):
         raise ValueError(f"support must be one half-width for every space axis; got {s.support}")
-    tests = TestFunctions.for_data(data.u[train], s.max_order, space_support, s.time_support, rows=s.test_functions)
+    tests = TestFunctions.for_data(data.u[train], s.max_order, space_support, s.time_support, rows=s.test_functions,
+                                   periodic=data.bc == "periodic")
     features, target = weak_system(model, u_train, data.dt, tests)
     rms = lambda a: a.pow(2).mean(0).sqrt().clamp_min(1e-300)  # noqa: E731
     with torch.no_grad():
         model.scale.copy_(rms(target)[:, None] / rms(features)[None, :])
     solve_sparse(model, (features.T @ features)[None], (features.T @ target).T[:, None], target.pow(2).sum(0),
                  l1=s.l1, threshold=s.threshold)
-    return tests
+    with torch.no_grad():
+        c = model.prepare()[0].to(features.dtype)  # (C, J)
+        residual = float((target - features @ c.T).square().sum()) / max(float(target.square().sum()), 1e-300)
+    return tests, residual
 
 
 def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
@@ -730,51 +744,74 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
         shape=tuple(space), spacing=data.spacing, bc=data.bc, kernel_size=s.kernel_size, degree=s.degree,
         learn_moments=s.learn_moments,
     )
-    scale, still = _scales(model, u_train, data.dt)
-    model.scale.copy_(scale)
-    weights = resolution_weights(model, u_train, s.weighting)
-    windows = _windows(u_train, weights, s.rollout, s.max_windows, np.random.default_rng(s.seed))
-    forms = [s.form] if s.form != "auto" else ["strong"] if s.coefficients == "variable" else ["strong", "weak"]
+    base = model
+    still = _still(u_train, data.dt)
+
+    @functools.cache  # what only the strong form and the rollouts need: not computed when the weak form is exact
+    def trust() -> torch.Tensor:
+        return resolution_weights(base, u_train, s.weighting)
+
+    @functools.cache
+    def windows() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _windows(u_train, trust(), s.rollout, s.max_windows, np.random.default_rng(s.seed))
+
+    forms = [s.form] if s.form != "auto" else ["strong"] if s.coefficients == "variable" else ["weak", "strong"]
     history: list[tuple[str, float]] = []
     fitted = {}
+    exact = False
     for form in forms:
+        if exact:  # the weak regression is exact to its quadrature: nothing left for the strong form to add
+            history.append((f"sparse regression (strong form): not run, the weak form's residual share is below "
+                            f"{WEAK_EXACT:g}", math.nan))
+            continue
         candidate = copy.deepcopy(model)
         if form == "weak":
             try:
-                tests = _weak_regression(candidate, data, train, u_train, s)
+                tests, residual = _weak_regression(candidate, data, train, u_train, s)
             except ValueError:
                 if s.form == "weak":
                     raise
                 continue  # auto: data too short for test functions
+            exact = residual <= WEAK_EXACT
         else:
             tests = None
-            sparse_regression(candidate, u_train, data.dt, weights, l1=s.l1, threshold=s.threshold)
+            candidate.scale.copy_(_scales(candidate, u_train, data.dt)[0])
+            sparse_regression(candidate, u_train, data.dt, trust(), l1=s.l1, threshold=s.threshold)
         with torch.no_grad():
             candidate.mask[still] = 0.0
         candidate = candidate.restricted()
         substeps = candidate.stable_substeps(u_train[:, 0], data.dt, minimum=s.substeps or 1)
+        if exact:  # no rollout loss to compare: it is the answer
+            history.append((f"sparse regression ({form} form): residual share {residual:.1e}, exact to its "
+                            "quadrature", residual))
+            fitted[form] = (residual, candidate, substeps, tests)
+            continue
         with torch.no_grad():
-            loss = float(_rollout_loss(candidate, *windows, data.dt, substeps, s.smooth))
+            loss = float(_rollout_loss(candidate, *windows(), data.dt, substeps, s.smooth))
         history.append((f"sparse regression ({form} form)", loss))
         fitted[form] = (loss, candidate, substeps, tests)
     if len(fitted) == 2:
-        worse = max(fitted, key=lambda f: fitted[f][0])
-        better = min(fitted, key=lambda f: fitted[f][0])
-        if _same_terms(fitted[worse][1], fitted[better][1]) or fitted[worse][0] >= FORM_SKIP * fitted[better][0]:
+        finite = lambda f: fitted[f][0] if fitted[f][0] == fitted[f][0] else math.inf  # noqa: E731 (NaN: blew up)
+        worse = max(fitted, key=finite)
+        better = min(fitted, key=finite)
+        if _same_terms(fitted[worse][1], fitted[better][1]) or finite(worse) >= FORM_SKIP * finite(better):
             # the same PDE up to its coefficients (one refit finds what both would), or a start so much worse
             # that its refit could only catch up by fitting noise: refit the better start only
             del fitted[worse]
     # only a weak refit (which must halve the loss) is measured against the floor
-    floor = _noise_floor(u_train, *windows, s.smooth) if s.iterations and "weak" in fitted else 0.0
+    floor = _noise_floor(u_train, *windows(), s.smooth) if s.iterations and "weak" in fitted and not exact else 0.0
     for form, (loss, candidate, substeps, tests) in list(fitted.items()):
         keep_below = WEAK_REFIT_GAIN if form == "weak" else 1.0
-        if s.iterations and candidate.terms and keep_below < 1 and keep_below * loss < floor:
+        if exact and s.iterations:
+            history.append((f"rollout refit ({form} form): not run, the regression is exact to its quadrature "
+                            f"(residual share ≤ {WEAK_EXACT:g})", loss))
+        elif s.iterations and candidate.terms and keep_below < 1 and keep_below * loss < floor:
             # a refit that must gain a factor (the weak form's) from within that factor of the noise floor could
             # not make it: on noisy data the weak regression has already averaged the noise down to the floor
             history.append((f"rollout refit ({form} form): not run, {keep_below:g}× this loss is below the noise "
                             f"floor {floor:.3e}", loss))
         elif s.iterations and candidate.terms:
-            objective = lambda m=candidate, k=substeps: _rollout_loss(m, *windows, data.dt, k, s.smooth)  # noqa: E731
+            objective = lambda m=candidate, k=substeps: _rollout_loss(m, *windows(), data.dt, k, s.smooth)  # noqa: E731
             loss = _lbfgs(candidate, objective, s.iterations, progress, keep_below)
             history.append((f"rollout refit ({form} form)", loss))
         fitted[form] = (loss, candidate, substeps, tests)
@@ -783,12 +820,10 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
     settings = s = replace(s, form=form)
     if tests is not None:
         settings = s = replace(s, support=tests.support[1:], time_support=tests.support[0])
-    judged = heldout or train[:1]
-    error, predicted = prediction_error(model, u[judged], data.dt, steps_per_dt)
     explained = explained_share(model, u_train, data.dt, tests)
     return Fit(
-        model=model, data=data, train=train, heldout=heldout, equations=model.equations(), error=error,
-        error_source="held-out" if heldout else "training", error_trajectory=judged[0], predicted=predicted,
+        model=model, data=data, train=train, heldout=heldout, equations=model.equations(),
+        error_source="held-out" if heldout else "training", error_trajectory=(heldout or train[:1])[0],
         substeps=steps_per_dt, settings=settings, seconds=time.perf_counter() - t_start,
         history=history, explained=explained,
     )
