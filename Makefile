@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 OUT ?= runs/compare-quick
 
-.PHONY: demo test test-older-cpu lint venv clean fashion-mnist
+.PHONY: demo test test-slow test-older-cpu lint venv clean fashion-mnist
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +26,17 @@ NUMERICS_TESTS := $(addprefix tests/test_,portability.py autotune.py stencil.py 
 	hyperbolic.py regularize.py convert.py quasilinear.py)
 OLDER_CPU := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 
+# `make test`: everything but the tests marked slow (torchrun launches, benchmark smoke runs, the discovery
+# guide's snippets), then ruff, then the numerics tests as an older CPU runs them. `make test-slow` runs the slow
+# ones; CI (.ci/run) runs both.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
 	$(VENV)/bin/ruff check .
 	@echo "The numerics tests again, as a CPU with AVX2 only would run them:"
-	$(OLDER_CPU) $(PY) -m pytest -q $(NUMERICS_TESTS)
+	$(OLDER_CPU) $(PY) -m pytest -q -m "not slow" $(NUMERICS_TESTS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 test-older-cpu: $(STAMP)
 	$(OLDER_CPU) $(PY) -m pytest -q $(NUMERICS_TESTS)

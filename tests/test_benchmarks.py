@@ -50,6 +50,7 @@ BLOCK_FLOPS = {
 }
 
 
+@pytest.mark.slow
 def test_blocks_smoke(tmp_path):
     out = _smoke("blocks", tmp_path, "--variants", "seed,dw4")
     rows = [r for r in out["record"]["results"] if "time_ratio" in r]
@@ -81,6 +82,7 @@ def test_blocks_smoke(tmp_path):
     assert "| suite | shape |" in out["stdout"]
 
 
+@pytest.mark.slow
 def test_models_smoke(tmp_path):
     import torchvision
 
@@ -107,6 +109,7 @@ def test_models_smoke(tmp_path):
     assert expected[1] > expected[0]  # the essay's block adds the 1×1 over 4× the channels
 
 
+@pytest.mark.slow
 def test_fashion_mnist_smoke(tmp_path):
     out = _smoke("fashion_mnist", tmp_path, "--targets", "0.05")
     rows = out["record"]["results"]
@@ -120,6 +123,7 @@ def test_fashion_mnist_smoke(tmp_path):
         assert r["to_0.05"] == (f"{point[0]:.0f} s (1/1)" if point[1] >= 0.05 else "–")
 
 
+@pytest.mark.slow
 def test_bad_options_are_one_line_errors(tmp_path):
     cmd = [sys.executable, str(BENCHMARKS / "blocks.py"), "--smoke", "--formats", "nhwc", "--results",
            str(tmp_path / "x.jsonl")]
@@ -128,6 +132,7 @@ def test_bad_options_are_one_line_errors(tmp_path):
     assert not (tmp_path / "x.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_speed_smoke(tmp_path):
     out = _smoke("speed", tmp_path)
     rows = out["record"]["results"]
@@ -141,6 +146,7 @@ def test_speed_smoke(tmp_path):
         assert r["speed"] == pytest.approx(1 / r["time_ratio"]) and r["format"] == "channels_last"
 
 
+@pytest.mark.slow
 def test_varcoef_reduction_smoke(tmp_path):
     out = _smoke("varcoef_reduction", tmp_path)
     rows = out["record"]["results"]
@@ -150,6 +156,7 @@ def test_varcoef_reduction_smoke(tmp_path):
         assert r["ms"] == pytest.approx(statistics.median(r["round_ms"]))
 
 
+@pytest.mark.slow
 def test_padding_smoke_and_its_cat_pad(tmp_path):
     import importlib.util
 
@@ -272,6 +279,7 @@ def test_document_family_adjusts_every_comparison_together(tmp_path, monkeypatch
     assert f"{len(rows)} comparisons" in md_path.read_text()
 
 
+@pytest.mark.slow
 def test_answers_rerun_on_another_dataset_into_a_folder_of_ones_own(tmp_path, make_cifar, monkeypatch):
     """Someone with CIFAR-10 reruns an answer with one command into their own results folder: the command names
     their dataset, preset, device and folder, leaves out the Fashion-MNIST-only rts experiments, trains, and the

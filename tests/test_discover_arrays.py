@@ -162,6 +162,7 @@ def _imports_torch(code: str) -> bool:
     return done.stdout.strip().splitlines()[-1] == "True"
 
 
+@pytest.mark.slow
 def test_help_argument_errors_and_data_checks_import_no_torch(tmp_path):
     def main(*argv: str) -> str:
         return f"from pdeconv.cli import main\ntry:\n    main({list(argv)!r})\nexcept SystemExit:\n    pass"

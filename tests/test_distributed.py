@@ -114,6 +114,7 @@ def test_torchrun_compare_writes_one_table_and_a_rerun_skips(tmp_path, fmnist):
     assert again.returncode == 0 and again.stdout.count("finished earlier, skipped") == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fail-build", "fail-step"])
 def test_a_failing_rank_ends_every_rank_quickly(tmp_path, fmnist, mode):
     done, seconds = _torchrun(str(FIXTURES / "dist_worker.py"), mode, str(fmnist), str(tmp_path / "run"))
@@ -121,6 +122,7 @@ def test_a_failing_rank_ends_every_rank_quickly(tmp_path, fmnist, mode):
     assert ("cannot build its model" if mode == "fail-build" else "out of memory (simulated)") in done.stderr
 
 
+@pytest.mark.slow
 def test_resume_under_two_processes_continues_from_the_checkpoint(tmp_path, fmnist):
     stopped, _ = _torchrun(str(FIXTURES / "dist_worker.py"), "stop-after-1", str(fmnist), str(tmp_path / "run"))
     assert stopped.returncode != 0 and engine.load_checkpoint(tmp_path / "run" / engine.CHECKPOINT)["epoch"] == 1
@@ -148,6 +150,7 @@ def test_two_nodes_on_one_machine(tmp_path, fmnist):
     assert "[1/1] baseline seed 0: training" in outputs[0][0] and "training" not in outputs[1][0]  # rank 0 speaks
 
 
+@pytest.mark.slow
 def test_torchrun_train_channels_last_keeps_ddp_buckets_and_gradients_alike(tmp_path, fmnist):
     # depthwise kernels (C·m, 1, 3, 3) and field weights (C, 6, 1, 1) have size-1 dimensions: their gradients
     # must come back with the parameters' strides, or DDP warns and copies every step

@@ -21,7 +21,12 @@ def _snippets(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
-@pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
+# discover.md's snippets fit PDEs on real-size grids: tens of seconds, so in the slow set (make test-slow)
+_SLOW_DOCS = {"discover.md"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name in _SLOW_DOCS else p
+                                  for p in DOCS], ids=[p.name for p in DOCS])
 def test_every_python_snippet_runs(path, tmp_path, monkeypatch, capsys):
     snippets = _snippets(path)
     if not snippets:
@@ -70,6 +75,7 @@ def _support(make, how: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_the_readme_support_matrix_is_true():
     from pdeconv import set_boundary
     from pdeconv.layers import (
