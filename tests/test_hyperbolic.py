@@ -191,3 +191,16 @@ def test_export_and_trace_leave_the_eager_layer_as_it_was():
         traced = torch.jit.trace(layer, (u,))
     torch.testing.assert_close(layer(u), expected, rtol=0, atol=0)  # the same eager computation, run again
     torch.testing.assert_close(traced(u), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_torch_compile_traces_no_cached_python_function():
+    """The grid's eigenbasis is computed eagerly (torch.compiler.disable) and cached: Dynamo once warned that it
+    traced through an lru_cache-wrapped function ("silent incorrectness is a potential risk")."""
+    torch.manual_seed(0)
+    layer = SymmetricHyperbolic2d(3)
+    u = torch.randn(2, 3, 7, 5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = torch.compile(layer, backend="eager", fullgraph=False)(u)
+    assert not [w for w in caught if "lru_cache" in str(w.message)]
+    torch.testing.assert_close(out, layer(u), rtol=0, atol=0)  # the same operations, eagerly

@@ -32,6 +32,7 @@ __all__ = ["SymmetricHyperbolic2d", "maxwell_te", "dirac"]
 _SKEW_BCS = ("periodic", "dirichlet")
 
 
+@torch.compiler.disable  # constants of the grid: computed eagerly (and cached), never traced by torch.compile
 def _eigen(n: int, bc: str, spacing: float) -> tuple[Tensor, Tensor]:
     """``(λ, U)`` with ``i·D = U diag(λ) Uᴴ`` for the n-point central difference D (CPU, 64-bit).
 
