@@ -150,7 +150,7 @@ def test_json_is_strict_where_values_are_not_finite(tmp_path):
 
 def test_boundary_conditions_named_for_data_are_the_layers_own():
     from pdeconv.boundary import BOUNDARY_CONDITIONS
-    from pdeconv.discover.data import BOUNDARY_CONDITIONS as NAMED
+    from pdeconv.discover.dataset import BOUNDARY_CONDITIONS as NAMED
 
     assert tuple(BOUNDARY_CONDITIONS) == NAMED
 

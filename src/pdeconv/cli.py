@@ -323,7 +323,7 @@ def _add_analyze(p: argparse.ArgumentParser) -> None:
 @command("discover", "the inverse problem: simulate PDE data, or learn the PDE behind solution data")
 def _add_discover(p: argparse.ArgumentParser) -> None:
     from pdeconv import discover  # torch-free until a fit or simulation runs
-    from pdeconv.discover.data import BOUNDARY_CONDITIONS
+    from pdeconv.discover.dataset import BOUNDARY_CONDITIONS
     from pdeconv.discover.formats import ROLES
     from pdeconv.discover.library import KINDS
 

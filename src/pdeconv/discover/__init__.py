@@ -4,8 +4,10 @@
 that would yield those solutions." PDE-Net's answer, rebuilt from :mod:`pdeconv.stencil` (moment-constrained
 filters) and :mod:`pdeconv.boundary` (padding as boundary condition):
 
-* :mod:`~pdeconv.discover.data`: the ``.npz`` format (``u``, ``dt``, ``dx``, ``dy``, ``bc``, ``components``);
-* :mod:`~pdeconv.discover.formats`: MATLAB ``.mat`` and HDF5 files, read with the arrays the user names;
+* :mod:`~pdeconv.discover.dataset`: the checked data (``u`` as (N, T, C, *space), spacings, ``bc``,
+  ``components``), also from one's own arrays with named axes (:mod:`~pdeconv.discover.axes`);
+* :mod:`~pdeconv.discover.formats`: the files — ``.npz`` (``u``, ``dt``, ``dx``, ``dy``, ``bc``, ``components``)
+  read and written, MATLAB ``.mat`` and HDF5 read with the arrays the user names;
 * :mod:`~pdeconv.discover.simulate`: pseudo-spectral reference solvers (heat, convection–diffusion with constant
   and PDE-Net's variable coefficients, 2-D Burgers, λ–ω reaction–diffusion);
 * :mod:`~pdeconv.discover.library`, :mod:`~pdeconv.discover.model`: candidate terms and the learnable PDE;
@@ -21,7 +23,8 @@ import types
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pdeconv.discover.data import Dataset, load, save
+from pdeconv.discover.dataset import Dataset
+from pdeconv.discover.formats import load, save
 from pdeconv.discover.simulate import PDES, simulate, solve, true_equations
 from pdeconv.runtime import check_out_dir
 

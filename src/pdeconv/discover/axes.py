@@ -1,7 +1,7 @@
 """Which axis of an array is time, which are space: named, matched with coordinates, or decided from the data.
 
 Axis letters: ``n`` (trajectories), ``t`` (time), ``c`` (fields), ``z``, ``y``, ``x`` (space). A :class:`Dataset
-<pdeconv.discover.data.Dataset>` holds ``u`` as ``(N, T, C, *space)`` with space ``(x,)``, ``(y, x)`` or
+<pdeconv.discover.dataset.Dataset>` holds ``u`` as ``(N, T, C, *space)`` with space ``(x,)``, ``(y, x)`` or
 ``(z, y, x)``; :func:`arrange` brings any stored order there. A coordinate is a uniform vector (its step is the
 spacing; a decreasing one flips its axis) or a single number (the spacing itself). The order is, in turn:
 

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pdeconv.boundary import convolve_along
-from pdeconv.discover.data import Dataset
+from pdeconv.discover.dataset import Dataset
 from pdeconv.discover.library import build_library
 from pdeconv.discover.model import Derivatives, PolynomialPDE
 from pdeconv.discover.weak import TestFunctions, noise_variance, weak_system

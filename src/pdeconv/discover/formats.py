@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 
-from pdeconv.discover.axes import RTOL, arrange
-from pdeconv.discover.data import _DEFAULT_COMPONENTS, Dataset
+from pdeconv.discover.axes import RTOL, arrange, check_letters
+from pdeconv.discover.dataset import DEFAULT_COMPONENTS, SPACE_DIMS, Dataset, as_full_rank, shapes
 
-__all__ = ["ROLES", "RTOL", "contents", "kind", "read"]
+__all__ = ["ROLES", "RTOL", "contents", "kind", "load", "read", "save"]
 
 #: the roles an array can play: the solution and its coordinates
 ROLES = ("u", "t", "x", "y", "z")
@@ -89,9 +90,9 @@ def read(
                                   where=path, labels={role: f"{names[role]!r} ({role})" for role in coordinates})
     if components is None:
         c = u.shape[2]
-        if c > len(_DEFAULT_COMPONENTS):
+        if c > len(DEFAULT_COMPONENTS):
             raise ValueError(f"{path}: u has C = {c} fields; name them (components=[...] of {c} names)")
-        components = _DEFAULT_COMPONENTS[:c]
+        components = DEFAULT_COMPONENTS[:c]
     try:
         return Dataset(np.ascontiguousarray(u, dtype=np.float64), bc=bc, components=tuple(components), note=note,
                        **spacing)
@@ -278,3 +279,155 @@ def _real(path: str, role: str, name: str, a: np.ndarray, complex_part: str | No
             else "coordinates must be real")
     raise ValueError(f"{path}: {name!r} ({role}) is complex (max |Im| = {im:.3g}, max |{role}| = {scale:.3g}); "
                      f"{hint}")
+
+
+# ------------------------------------------------------------------------------------- .npz, and any file
+
+
+def _scalar(z, key: str, path: str, *, default=None, kind=float):
+    if key not in z.files:
+        if default is None:
+            raise ValueError(f"{path} has no {key!r}; add it (a positive float) to the .npz")
+        return default
+    a = np.asarray(z[key])
+    if a.size != 1:
+        raise ValueError(f"{path}: {key!r} must be a single value; got an array of shape {a.shape}")
+    a = a.reshape(())
+    if kind is float:
+        if not np.issubdtype(a.dtype, np.number):
+            raise ValueError(f"{path}: {key!r} must be a number; got {a.dtype}")
+        return float(a)
+    return str(a)
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    variables: Mapping[str, str] | None = None,
+    axes: str | None = None,
+    complex_part: str | None = None,
+    bc: str | None = None,
+) -> Dataset:
+    """Read and check a data file; ``ValueError`` (one line) if it is malformed, ``FileNotFoundError`` if absent.
+
+    An ``.npz`` names its own arrays; MATLAB ``.mat`` and HDF5 files (told by their first bytes) go to
+    :func:`pdeconv.discover.formats.read` with ``variables``, ``axes`` and ``complex_part``. ``bc``: the boundary
+    condition of data that state none (default periodic); an ``.npz`` whose own ``bc`` differs is refused.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such data file: {path}")
+    if kind(path) is not None:
+        return read(path, variables or {}, axes=axes, complex_part=complex_part, bc=bc or "periodic")
+    if os.path.splitext(path)[1].lower() in (".mat", ".h5", ".hdf5", ".he5"):
+        raise ValueError(f"{path} is neither a MATLAB .mat file (v5 to v7.3) nor an HDF5 file; from MATLAB, save "
+                         "it with save(FILE, ..., '-v7') or '-v7.3'")
+    if variables or complex_part:
+        raise ValueError(f"{path} is not a .mat or HDF5 file: --var, --real and --abs (variables, complex_part) "
+                         "are for those; an .npz names its own arrays u, t (or dt), x (or dx), and --axes works "
+                         "for it too")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:4] != b"PK\x03\x04" and head != b"\x93NUMPY":
+        what = "a pickle (pdeconv does not load pickles: they can run code)" if head[:1] == b"\x80" else \
+            "neither an .npz archive nor an .npy array (nor a .mat or HDF5 file)"
+        raise ValueError(f"{path} is {what}; save solution data with numpy.savez(path, u=..., dt=..., dx=..., "
+                         "dy=...) (docs/discover.md)")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise ValueError(f"{path} is a damaged .npz archive ({_one_line(e)}); write it again") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single .npy array, not an .npz archive with 'u', 'dt', 'dx'")
+    with z:
+        if "u" not in z.files:
+            raise ValueError(f"{path} has no array 'u'; expected u of shape {shapes(2)} (space_dims 2, the default)")
+        try:
+            u = np.asarray(z["u"])
+        except ValueError as e:  # object arrays would need pickle
+            raise ValueError(f"{path}: 'u' must be a numeric array ({_one_line(e)})") from None
+        if not (np.issubdtype(u.dtype, np.floating) or np.issubdtype(u.dtype, np.integer)):
+            raise ValueError(f"{path}: 'u' must be a float array; got dtype {u.dtype}")
+        space_dims = None
+        if "space_dims" in z.files:
+            v = np.asarray(z["space_dims"])
+            if v.size != 1 or not np.issubdtype(v.dtype, np.integer) or int(v.reshape(())) not in SPACE_DIMS:
+                raise ValueError(f"{path}: 'space_dims' must be one integer, 1, 2 or 3; got {v!r}")
+            space_dims = int(v.reshape(()))
+        components = tuple(str(s) for s in np.atleast_1d(z["components"])) if "components" in z.files else None
+        own_bc = _scalar(z, "bc", path, default="", kind=str)
+        own_axes = _scalar(z, "axes", path, default="", kind=str) or None
+        if own_axes and axes and own_axes != axes:
+            raise ValueError(f"{path} states axes = {own_axes!r}; --axes {axes} (axes=) would contradict it: drop "
+                             "--axes, or write the file again with the axes you mean")
+        axes = axes or own_axes
+        if axes or "t" in z.files or "x" in z.files:  # the axes are named: any layout
+            u, spacing, note = _named(z, path, u, axes, space_dims, components)
+        else:  # the documented layout (N, T, C, *space)
+            u = as_full_rank(u, space_dims or (1 if u.ndim == 2 else 2), path)
+            d = u.ndim - 3
+            spacing = {"dt": _scalar(z, "dt", path), "dx": _scalar(z, "dx", path)}
+            if d >= 2:
+                spacing["dy"] = _scalar(z, "dy", path, default=spacing["dx"])
+            if d == 3:
+                spacing["dz"] = _scalar(z, "dz", path, default=spacing["dy"])
+            note = ""
+        c = u.shape[2]
+        if components is None:
+            if c > len(DEFAULT_COMPONENTS):
+                raise ValueError(f"{path}: u has C = {c} fields; name them with a 'components' array of {c} "
+                                 "strings")
+            components = DEFAULT_COMPONENTS[:c]
+    if bc is not None and own_bc and bc != own_bc:
+        raise ValueError(f"{path} states bc = {own_bc!r}; --bc {bc} (bc=) would override it: drop --bc, or "
+                         "write the file again with the bc you mean")
+    bc = own_bc or bc or "periodic"
+    try:
+        return Dataset(np.ascontiguousarray(u, dtype=np.float64), bc=bc, components=components, note=note, **spacing)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _named(z, path: str, u: np.ndarray, axes: str | None, space_dims: int | None,
+           components: tuple[str, ...] | None) -> tuple[np.ndarray, dict[str, float], str]:
+    """An .npz whose axes are named (``axes`` and/or coordinate vectors ``t``, ``x``, ``y``, ``z``), arranged."""
+    if axes:
+        check_letters(axes)
+    coordinates = {}
+    space = [a for a in "zyx" if a in axes] if axes else [a for a in "zyx" if a in z.files or "d" + a in z.files]
+    for role in ("t", *space):
+        if role in z.files:
+            coordinates[role] = np.asarray(z[role])
+        elif "d" + role in z.files:
+            coordinates[role] = _scalar(z, "d" + role, path)
+        elif role in "yz" and "dx" in z.files:  # as in the documented layout: dy defaults to dx, dz to dy
+            coordinates[role] = _scalar(z, "dy" if role == "z" and "dy" in z.files else "dx", path)
+        else:
+            raise ValueError(f"{path}: add the {'time' if role == 't' else role} coordinates: an array {role!r} "
+                             f"(a vector) or 'd{role}' (the spacing)")
+    if space_dims is not None and space_dims != len(space):
+        raise ValueError(f"{path}: space_dims = {space_dims} but the file names {len(space)} space axes "
+                         f"({', '.join(space) or 'none'}); drop space_dims or make them agree")
+    fields = None if components is None else len(components)
+    u, spacing, _, note = arrange(u, coordinates, axes=axes, fields=fields, where=path,
+                                  how="--axes ORDER (axes=..., or an 'axes' string in the file)")
+    return u, spacing, note
+
+
+def save(data: Dataset, path: str | os.PathLike) -> str:
+    """Write ``data`` in the documented format (``u`` as (N, T, *space) for one field); returns the path written."""
+    path = os.fspath(path)
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        raise ValueError(f"--out {path} is a folder; give a file name, e.g. {os.path.join(path, 'data.npz')}")
+    if not path.endswith(".npz"):
+        path += ".npz"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    u = data.u[:, :, 0] if data.u.shape[2] == 1 else data.u
+    spacings = {name: v for name, v in (("dy", data.dy), ("dz", data.dz)) if v is not None}
+    tmp = path[:-4] + ".tmp.npz"  # a half-written file never takes the name
+    np.savez_compressed(
+        tmp, u=u, space_dims=data.space_dims, dt=data.dt, dx=data.dx, **spacings, bc=np.str_(data.bc),
+        components=np.array(data.components),
+    )
+    os.replace(tmp, path)
+    return path

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from pdeconv.discover.data import Dataset
+from pdeconv.discover.dataset import Dataset
 
 __all__ = ["PDES", "Spec", "simulate", "solve", "parse_grid", "true_equations", "fourier_initial"]
 
