@@ -64,9 +64,12 @@ def test_forward_backward_and_classifier_resets(name):
     x = torch.randn(1, *size)
     with torch.no_grad():
         r = model.feature_info[-1]["reduction"]
-        assert model.forward_features(x).shape[-2:] == (size[1] // r, size[2] // r)
+        features = model.forward_features(x)
+        assert features.shape[-3:] == (model.num_features, size[1] // r, size[2] // r)
+        pre_logits = model.forward_head(features, pre_logits=True)  # timm's contract: head_hidden_size wide
+        assert pre_logits.shape == (1, model.head_hidden_size) and model.head_hidden_size == model.num_features
         model.reset_classifier(0)
-        assert model(x).shape == (1, model.num_features)
+        assert model.num_classes == 0 and model(x).shape == (1, model.head_hidden_size)
         model.reset_classifier(0, "")
         assert model(x).dim() == 4
     assert model.get_classifier(name_only=True) == "fc"
@@ -120,7 +123,7 @@ def test_prune_and_grad_checkpointing():
     assert kept == [2, 3] and model.num_classes == 0
     pruned = timm.create_model("pde_resnet20")
     assert pruned.prune_intermediate_layers(indices=[1]) == [1] and pruned.num_features == 16
-    assert pruned.eval()(x).shape[1] == 16  # ends after layer1
+    assert pruned.head_hidden_size == 16 and pruned.eval()(x).shape[1] == 16  # ends after layer1
 
 
 @pytest.mark.parametrize("variant", sorted(M.VARIANTS))
@@ -147,6 +150,10 @@ def test_variants_trace_with_fx_and_script_where_the_readme_says(variant):
         if variant in SCRIPTABLE:
             with torch.no_grad():
                 torch.testing.assert_close(torch.jit.script(model)(x), expected, rtol=1e-5, atol=1e-5)
+                # the FX-traced graph scripts too (timm's test_model_forward_fx_torchscript): its code carries
+                # forward's annotations, which must be classes TorchScript resolves, not strings
+                scripted = torch.jit.script(traced)
+                torch.testing.assert_close(next(iter(scripted(x).values())), expected, rtol=1e-5, atol=1e-5)
         else:
             with pytest.raises(Exception):  # noqa: B017  (TorchScript's errors have no common class)
                 torch.jit.script(model)
