@@ -141,7 +141,8 @@ def test_variants_trace_with_fx_and_script_where_the_readme_says(variant):
         traced = create_feature_extractor(model, return_nodes=[nodes[-1]], tracer_kwargs=kwargs)
         torch.testing.assert_close(next(iter(traced(x).values())), expected, rtol=0, atol=0)  # the same calls
         torch.manual_seed(0)  # the same initial weights as `model`
-        fx_features = timm.create_model(f"pde_resnet20.{variant}", features_only=True, feature_cls="fx").eval()
+        fx_features = timm.create_model(f"pde_resnet20.{variant}", features_only=True,  # every timm's spelling
+                                        feature_cfg={"feature_cls": "fx"}).eval()
         _, intermediates = model.forward_intermediates(x)
         for a, b in zip(fx_features(x), intermediates, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -219,7 +220,8 @@ def test_timm_training_pipeline_and_checkpoints_both_ways(tmp_path, make_fashion
         dataset = create_dataset("", root=str(tmp_path / "tree"), split=split, is_training=training)
         loaders[split] = create_loader(dataset, input_size=config["input_size"], batch_size=8, is_training=training,
                                        mean=config["mean"], std=config["std"], crop_pct=config["crop_pct"],
-                                       num_workers=0, use_prefetcher=False, device=torch.device("cpu"))
+                                       num_workers=0, persistent_workers=False,  # older timm asks for
+                                       use_prefetcher=False, device=torch.device("cpu"))  # them even with 0 workers
     optimizer = create_optimizer_v2(model, opt="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4)
     scheduler, epochs = create_scheduler_v2(optimizer, sched="cosine", num_epochs=1,
                                             updates_per_epoch=len(loaders["train"]))
