@@ -271,3 +271,36 @@ def test_timm_script_runs_a_timm_script_with_the_models_registered(tmp_path):
     assert done.stdout.strip() == "['/data', 'pde_resnet20.seed', '--num-classes', '7'] CifarResNet seed 7"
     missing = subprocess.run([*wrapper, str(tmp_path / "nope.py")], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "give the path of timm's train.py" in missing.stderr
+
+
+def test_a_timm_older_than_the_tested_range_is_refused_saying_what_to_do(monkeypatch, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from pdeconv import timm_script
+    from pdeconv.models import registry
+
+    assert registry.timm_too_old() is None  # the installed timm (the control)
+    for version in ("0.9.0", "1.0.29.dev0", "10.0"):
+        monkeypatch.setattr(timm, "__version__", version)
+        assert registry.timm_too_old() is None
+    monkeypatch.setattr(timm, "__version__", "0.6.13")
+    assert "timm 0.6.13 is older than 0.9.0" in registry.timm_too_old()
+    with pytest.raises(ImportError, match=r"pip install -U 'timm>=0\.9\.0'"):
+        registry.register_timm()
+    script = tmp_path / "train.py"
+    script.write_text("raise SystemExit('the script ran')\n")
+    with pytest.raises(SystemExit) as stop:
+        timm_script.main([str(script)])
+    assert stop.value.code == 2 and "timm 0.6.13 is older than 0.9.0" in capsys.readouterr().err
+    # importing pdeconv.models with such a timm warns and registers nothing; the models still build
+    code = ("import warnings, timm; timm.__version__ = '0.6.13'\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import pdeconv.models as M\n"
+            "print(timm.list_models('pde_*'), M.create('pde_resnet20').num_classes)\n"
+            "print([str(w.message) for w in caught if 'pde_' in str(w.message)])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    listed, warned = done.stdout.strip().splitlines()
+    assert listed == "[] 10" and "not registered with timm" in warned and "timm>=0.9.0" in warned
