@@ -41,8 +41,8 @@ from torch.autograd.function import once_differentiable
 from pdeconv import paths
 
 __all__ = [
-    "BOUNDARY_CONDITIONS", "BoundaryConv2d", "padding_mode", "pad", "convolve", "convolve_along", "set_boundary",
-    "boundary_of",
+    "BOUNDARY_CONDITIONS", "BoundaryConv2d", "boundary_condition", "padding_mode", "pad", "convolve",
+    "convolve_along", "set_boundary", "boundary_of",
 ]
 
 #: boundary condition → ``nn.Conv2d(padding_mode=...)``
@@ -56,13 +56,20 @@ _F_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "circular": "circular"
 _BC_OF_MODE = {mode: bc for bc, mode in BOUNDARY_CONDITIONS.items()}
 
 
-def padding_mode(bc: str) -> str:
-    """The ``nn.Conv2d`` padding mode implementing boundary condition ``bc``; ``ValueError`` if unknown."""
-    try:
-        return BOUNDARY_CONDITIONS[bc]
-    except (KeyError, TypeError):
+def boundary_condition(bc: str) -> str:
+    """The boundary condition named ``bc``, in any case (``"Neumann"`` is ``"neumann"``); ``ValueError`` if
+    unknown."""
+    name = bc.lower() if isinstance(bc, str) else bc
+    if name not in BOUNDARY_CONDITIONS:
         valid = ", ".join(BOUNDARY_CONDITIONS)
-        raise ValueError(f"unknown boundary condition {bc!r}; valid ones: {valid}") from None
+        raise ValueError(f"unknown boundary condition {bc!r}; valid ones: {valid} (in any case)")
+    return name
+
+
+def padding_mode(bc: str) -> str:
+    """The ``nn.Conv2d`` padding mode implementing boundary condition ``bc`` (any case); ``ValueError`` if
+    unknown."""
+    return BOUNDARY_CONDITIONS[boundary_condition(bc)]
 
 
 def boundary_of(conv: nn.Conv2d) -> str:
@@ -155,7 +162,8 @@ def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet", *, dims:
     ``width`` is an int, ``(pad_h, pad_w)``, or ``(left, right, top, bottom)`` as in ``F.pad``. ``dims`` = 1 or
     3 pads the last axis (..., W) or the last three (..., D, H, W) instead, by an int ``width`` on every side.
     """
-    mode = _F_PAD_MODE[padding_mode(bc)]  # validates bc
+    bc = boundary_condition(bc)
+    mode = _F_PAD_MODE[BOUNDARY_CONDITIONS[bc]]
     if dims != 2:
         return _pad_axes(x, width, mode, dims)
     lrtb = _as_lrtb(width)
@@ -275,7 +283,8 @@ def set_boundary(
     those for which ``only(name, module)`` is true. Returns how many modules were changed. Weights are
     untouched.
     """
-    mode = padding_mode(bc)
+    bc = boundary_condition(bc)
+    mode = BOUNDARY_CONDITIONS[bc]
     if only is not None and not callable(only):
         names = set(only)
         known = {n for n, _ in model.named_modules()}

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.models.resnet import ResNet
 
-from pdeconv.boundary import set_boundary
+from pdeconv.boundary import boundary_condition, set_boundary
 from pdeconv.models.blocks import BasicBlock, Bottleneck, init_weights, with_options
 from pdeconv.models.registry import register_model
 from pdeconv.models.variants import VariantOptions, get_variant
@@ -177,6 +177,7 @@ class ClassifierMixin:
 def resolve_options(variant: str | VariantOptions, bc: str | None) -> VariantOptions:
     """The variant's options with the boundary condition ``bc`` (if given) in place of the variant's own."""
     options = get_variant(variant)
+    bc = bc if bc is None else boundary_condition(bc)
     if bc is None or bc == options.bc:
         return options
     return replace(options, bc=bc, name=f"{options.name}[bc={bc}]")
