@@ -85,6 +85,16 @@ def test_reflect_on_too_small_input_is_a_clear_error():
         B.pad(torch.zeros(1, 1, 2, 2), 2, "neumann")
 
 
+def test_too_small_input_after_set_boundary_names_the_layer_and_the_smallest_input():
+    model = torchvision.models.resnet18(weights=None)  # 32×32 leaves 1×1 maps in layer4: nothing to reflect
+    B.set_boundary(model, "neumann")
+    with pytest.raises(ValueError, match=r"^layer4\.0\.conv2: Conv2d\(512, 512\): .*input is 1×1 .*"
+                                         r"smallest input this model takes with bc='neumann' is 33×33"):
+        model(torch.zeros(2, 3, 32, 32))
+    assert model.training  # the search for that size left the model as it was
+    assert model(torch.zeros(2, 3, 33, 33)).shape == (2, 1000)  # and that size works
+
+
 def test_neumann_keeps_a_constant_image_constant_under_the_laplacian():
     u = torch.full((1, 1, 6, 9), 2.5, dtype=torch.float64)
     lap = S.laplacian(dtype=torch.float64)
