@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 OUT ?= runs/compare-quick
 
-.PHONY: demo test test-slow test-older-cpu lint venv clean fashion-mnist
+.PHONY: demo test test-slow test-older-cpu lint venv clean fashion-mnist timm-conformance
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ test-older-cpu: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# timm's own model tests (tests/test_models.py of a checkout of timm's repository, at TIMM_REF or the installed
+# timm's tag) on every pde_* model. Not part of `make test`: it needs that checkout.
+#   make timm-conformance TIMM_SRC=../pytorch-image-models [TIMM_REF=v1.0.28]
+timm-conformance: $(STAMP)
+	@test -n "$(TIMM_SRC)" || { echo "give TIMM_SRC=path/to/pytorch-image-models (a checkout of timm's repository)"; exit 2; }
+	PYTHON=$(PY) benchmarks/timm_conformance.sh "$(TIMM_SRC)" $(TIMM_REF)
 
 # The main job: the quick ablation of the essay's ideas on Fashion-MNIST (about 8 minutes on 2 CPU cores).
 # Rerunning skips finished runs. Fashion-MNIST comes from Debian's dataset-fashion-mnist when missing.

@@ -22,6 +22,23 @@ def test_table_and_unknown_names():
         B.set_boundary(nn.Conv2d(1, 1, 3, padding=1), "reflect")  # a padding mode is not a BC name
 
 
+def test_names_are_taken_in_any_case_and_kept_in_lower_case():
+    import pdeconv.models as M
+    from pdeconv.layers import DifferentialConv2d
+
+    assert B.boundary_condition("Neumann") == "neumann" and B.padding_mode("PERIODIC") == "circular"
+    conv = nn.Conv2d(1, 1, 3, padding=1)
+    assert B.set_boundary(conv, "Neumann") == 1 and B.boundary_of(conv) == "neumann"
+    torch.testing.assert_close(B.pad(torch.arange(3.0)[None, None, None].expand(1, 1, 3, 3), 1, "Periodic"),
+                               B.pad(torch.arange(3.0)[None, None, None].expand(1, 1, 3, 3), 1, "periodic"))
+    assert DifferentialConv2d(2, bc="Periodic").bc == "periodic"
+    model = M.create("pde_resnet20", bc="Neumann")
+    assert model.variant.bc == "neumann" and B.boundary_of(model.conv1) == "neumann"
+    assert M.get_variant("seed+bc=Periodic").bc == "periodic"
+    with pytest.raises(ValueError, match="unknown boundary condition 'Robin'; valid ones: dirichlet"):
+        B.boundary_condition("Robin")
+
+
 def test_set_boundary_on_resnet18_changes_exactly_the_padded_convs():
     model = torchvision.models.resnet18(weights=None)
     spatial = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1]
@@ -66,6 +83,16 @@ def test_reflect_on_too_small_input_is_a_clear_error():
         conv(torch.zeros(1, 1, 3, 9))
     with pytest.raises(ValueError, match="larger than the padding"):
         B.pad(torch.zeros(1, 1, 2, 2), 2, "neumann")
+
+
+def test_too_small_input_after_set_boundary_names_the_layer_and_the_smallest_input():
+    model = torchvision.models.resnet18(weights=None)  # 32×32 leaves 1×1 maps in layer4: nothing to reflect
+    B.set_boundary(model, "neumann")
+    with pytest.raises(ValueError, match=r"^layer4\.0\.conv2: Conv2d\(512, 512\): .*input is 1×1 .*"
+                                         r"smallest input this model takes with bc='neumann' is 33×33"):
+        model(torch.zeros(2, 3, 32, 32))
+    assert model.training  # the search for that size left the model as it was
+    assert model(torch.zeros(2, 3, 33, 33)).shape == (2, 1000)  # and that size works
 
 
 def test_neumann_keeps_a_constant_image_constant_under_the_laplacian():

@@ -64,9 +64,12 @@ def test_forward_backward_and_classifier_resets(name):
     x = torch.randn(1, *size)
     with torch.no_grad():
         r = model.feature_info[-1]["reduction"]
-        assert model.forward_features(x).shape[-2:] == (size[1] // r, size[2] // r)
+        features = model.forward_features(x)
+        assert features.shape[-3:] == (model.num_features, size[1] // r, size[2] // r)
+        pre_logits = model.forward_head(features, pre_logits=True)  # timm's contract: head_hidden_size wide
+        assert pre_logits.shape == (1, model.head_hidden_size) and model.head_hidden_size == model.num_features
         model.reset_classifier(0)
-        assert model(x).shape == (1, model.num_features)
+        assert model.num_classes == 0 and model(x).shape == (1, model.head_hidden_size)
         model.reset_classifier(0, "")
         assert model(x).dim() == 4
     assert model.get_classifier(name_only=True) == "fc"
@@ -120,7 +123,7 @@ def test_prune_and_grad_checkpointing():
     assert kept == [2, 3] and model.num_classes == 0
     pruned = timm.create_model("pde_resnet20")
     assert pruned.prune_intermediate_layers(indices=[1]) == [1] and pruned.num_features == 16
-    assert pruned.eval()(x).shape[1] == 16  # ends after layer1
+    assert pruned.head_hidden_size == 16 and pruned.eval()(x).shape[1] == 16  # ends after layer1
 
 
 @pytest.mark.parametrize("variant", sorted(M.VARIANTS))
@@ -138,7 +141,8 @@ def test_variants_trace_with_fx_and_script_where_the_readme_says(variant):
         traced = create_feature_extractor(model, return_nodes=[nodes[-1]], tracer_kwargs=kwargs)
         torch.testing.assert_close(next(iter(traced(x).values())), expected, rtol=0, atol=0)  # the same calls
         torch.manual_seed(0)  # the same initial weights as `model`
-        fx_features = timm.create_model(f"pde_resnet20.{variant}", features_only=True, feature_cls="fx").eval()
+        fx_features = timm.create_model(f"pde_resnet20.{variant}", features_only=True,  # every timm's spelling
+                                        feature_cfg={"feature_cls": "fx"}).eval()
         _, intermediates = model.forward_intermediates(x)
         for a, b in zip(fx_features(x), intermediates, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -147,6 +151,10 @@ def test_variants_trace_with_fx_and_script_where_the_readme_says(variant):
         if variant in SCRIPTABLE:
             with torch.no_grad():
                 torch.testing.assert_close(torch.jit.script(model)(x), expected, rtol=1e-5, atol=1e-5)
+                # the FX-traced graph scripts too (timm's test_model_forward_fx_torchscript): its code carries
+                # forward's annotations, which must be classes TorchScript resolves, not strings
+                scripted = torch.jit.script(traced)
+                torch.testing.assert_close(next(iter(scripted(x).values())), expected, rtol=1e-5, atol=1e-5)
         else:
             with pytest.raises(Exception):  # noqa: B017  (TorchScript's errors have no common class)
                 torch.jit.script(model)
@@ -212,7 +220,8 @@ def test_timm_training_pipeline_and_checkpoints_both_ways(tmp_path, make_fashion
         dataset = create_dataset("", root=str(tmp_path / "tree"), split=split, is_training=training)
         loaders[split] = create_loader(dataset, input_size=config["input_size"], batch_size=8, is_training=training,
                                        mean=config["mean"], std=config["std"], crop_pct=config["crop_pct"],
-                                       num_workers=0, use_prefetcher=False, device=torch.device("cpu"))
+                                       num_workers=0, persistent_workers=False,  # older timm asks for
+                                       use_prefetcher=False, device=torch.device("cpu"))  # them even with 0 workers
     optimizer = create_optimizer_v2(model, opt="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4)
     scheduler, epochs = create_scheduler_v2(optimizer, sched="cosine", num_epochs=1,
                                             updates_per_epoch=len(loaders["train"]))
@@ -262,3 +271,36 @@ def test_timm_script_runs_a_timm_script_with_the_models_registered(tmp_path):
     assert done.stdout.strip() == "['/data', 'pde_resnet20.seed', '--num-classes', '7'] CifarResNet seed 7"
     missing = subprocess.run([*wrapper, str(tmp_path / "nope.py")], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "give the path of timm's train.py" in missing.stderr
+
+
+def test_a_timm_older_than_the_tested_range_is_refused_saying_what_to_do(monkeypatch, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from pdeconv import timm_script
+    from pdeconv.models import registry
+
+    assert registry.timm_too_old() is None  # the installed timm (the control)
+    for version in ("0.9.0", "1.0.29.dev0", "10.0"):
+        monkeypatch.setattr(timm, "__version__", version)
+        assert registry.timm_too_old() is None
+    monkeypatch.setattr(timm, "__version__", "0.6.13")
+    assert "timm 0.6.13 is older than 0.9.0" in registry.timm_too_old()
+    with pytest.raises(ImportError, match=r"pip install -U 'timm>=0\.9\.0'"):
+        registry.register_timm()
+    script = tmp_path / "train.py"
+    script.write_text("raise SystemExit('the script ran')\n")
+    with pytest.raises(SystemExit) as stop:
+        timm_script.main([str(script)])
+    assert stop.value.code == 2 and "timm 0.6.13 is older than 0.9.0" in capsys.readouterr().err
+    # importing pdeconv.models with such a timm warns and registers nothing; the models still build
+    code = ("import warnings, timm; timm.__version__ = '0.6.13'\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import pdeconv.models as M\n"
+            "print(timm.list_models('pde_*'), M.create('pde_resnet20').num_classes)\n"
+            "print([str(w.message) for w in caught if 'pde_' in str(w.message)])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    listed, warned = done.stdout.strip().splitlines()
+    assert listed == "[] 10" and "not registered with timm" in warned and "timm>=0.9.0" in warned

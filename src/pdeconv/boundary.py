@@ -29,6 +29,7 @@ onto their sources in place (PyTorch's circular backward goes through full-size 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Optional
@@ -41,8 +42,8 @@ from torch.autograd.function import once_differentiable
 from pdeconv import autotune
 
 __all__ = [
-    "BOUNDARY_CONDITIONS", "BoundaryConv2d", "padding_mode", "pad", "convolve", "convolve_along", "set_boundary",
-    "boundary_of",
+    "BOUNDARY_CONDITIONS", "BoundaryConv2d", "boundary_condition", "padding_mode", "pad", "convolve",
+    "convolve_along", "set_boundary", "boundary_of",
 ]
 
 #: boundary condition → ``nn.Conv2d(padding_mode=...)``
@@ -56,13 +57,20 @@ _F_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "circular": "circular"
 _BC_OF_MODE = {mode: bc for bc, mode in BOUNDARY_CONDITIONS.items()}
 
 
-def padding_mode(bc: str) -> str:
-    """The ``nn.Conv2d`` padding mode implementing boundary condition ``bc``; ``ValueError`` if unknown."""
-    try:
-        return BOUNDARY_CONDITIONS[bc]
-    except (KeyError, TypeError):
+def boundary_condition(bc: str) -> str:
+    """The boundary condition named ``bc``, in any case (``"Neumann"`` is ``"neumann"``); ``ValueError`` if
+    unknown."""
+    name = bc.lower() if isinstance(bc, str) else bc
+    if name not in BOUNDARY_CONDITIONS:
         valid = ", ".join(BOUNDARY_CONDITIONS)
-        raise ValueError(f"unknown boundary condition {bc!r}; valid ones: {valid}") from None
+        raise ValueError(f"unknown boundary condition {bc!r}; valid ones: {valid} (in any case)")
+    return name
+
+
+def padding_mode(bc: str) -> str:
+    """The ``nn.Conv2d`` padding mode implementing boundary condition ``bc`` (any case); ``ValueError`` if
+    unknown."""
+    return BOUNDARY_CONDITIONS[boundary_condition(bc)]
 
 
 def boundary_of(conv: nn.Conv2d) -> str:
@@ -155,7 +163,8 @@ def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet", *, dims:
     ``width`` is an int, ``(pad_h, pad_w)``, or ``(left, right, top, bottom)`` as in ``F.pad``. ``dims`` = 1 or
     3 pads the last axis (..., W) or the last three (..., D, H, W) instead, by an int ``width`` on every side.
     """
-    mode = _F_PAD_MODE[padding_mode(bc)]  # validates bc
+    bc = boundary_condition(bc)
+    mode = _F_PAD_MODE[BOUNDARY_CONDITIONS[bc]]
     if dims != 2:
         return _pad_axes(x, width, mode, dims)
     lrtb = _as_lrtb(width)
@@ -247,9 +256,69 @@ class BoundaryConv2d(nn.Conv2d):
             return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         p = tuple(self._reversed_padding_repeated_twice)
         if self.padding_mode == "reflect":
-            _check_reflect(input, p, where=f"Conv2d({self.in_channels}, {self.out_channels}): ")
+            try:
+                _check_reflect(input, p, where=f"Conv2d({self.in_channels}, {self.out_channels}): ")
+            except ValueError as e:
+                raise ValueError(_too_small(self, e)) from None
         padded = pad(input, p, _BC_OF_MODE[self.padding_mode])
         return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
+#: convolution → (its name in the model set_boundary switched, that model): for errors that name the layer
+_OWNERS: weakref.WeakKeyDictionary[nn.Module, tuple[str, weakref.ref]] = weakref.WeakKeyDictionary()
+_searching = False  # true while _smallest_input tries sizes (its own failures are expected, not explained)
+
+
+def _too_small(conv: nn.Conv2d, error: ValueError) -> str:
+    """``error`` of a reflect-padded ``conv`` on a too small input, with the module's name and the smallest
+    square input its model takes (found by trying sizes), where set_boundary recorded them."""
+    owner = _OWNERS.get(conv)
+    model = owner[1]() if owner else None
+    if _searching or model is None:
+        return str(error)
+    name, smallest = owner[0], _smallest_input(model)
+    size = f" The smallest input this model takes with bc='neumann' is {smallest}×{smallest}." if smallest else ""
+    return f"{name}: {error}{size}"
+
+
+def _smallest_input(model: nn.Module, limit: int = 4096) -> int | None:
+    """The smallest n for which ``model`` runs on a (1, C, n, n) input without a reflect padding error (C: its
+    first convolution's input channels); None where that is not found (another error, or n > ``limit``)."""
+    global _searching
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        return None
+    modes = {m: m.training for m in model.modules()}
+    device = first.weight.device
+
+    def runs(n: int) -> bool:
+        try:
+            model(torch.zeros(1, first.in_channels, n, n, device=device, dtype=first.weight.dtype))
+        except ValueError as e:
+            if "padding" in str(e) and "needs inputs larger" in str(e):
+                return False
+            raise
+        return True
+
+    _searching = True
+    try:
+        model.eval()
+        with torch.no_grad():
+            low, high = 1, 2  # runs(low) false; grow high until it runs, then bisect
+            while not runs(high):
+                low, high = high, 2 * high
+                if high > limit:
+                    return None
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (low, middle) if runs(middle) else (middle, high)
+            return high
+    except Exception:  # noqa: BLE001  (the model fails for another reason: say only what is known)
+        return None
+    finally:
+        _searching = False
+        for m, training in modes.items():
+            m.training = training
 
 
 @cache
@@ -275,7 +344,8 @@ def set_boundary(
     those for which ``only(name, module)`` is true. Returns how many modules were changed. Weights are
     untouched.
     """
-    mode = padding_mode(bc)
+    bc = boundary_condition(bc)
+    mode = BOUNDARY_CONDITIONS[bc]
     if only is not None and not callable(only):
         names = set(only)
         known = {n for n, _ in model.named_modules()}
@@ -296,5 +366,7 @@ def set_boundary(
         m.padding_mode = mode
         if mode != "zeros" and type(m)._conv_forward is not BoundaryConv2d._conv_forward:
             m.__class__ = _boundary_class(type(m))  # padding through pad(): its fast ways and clear errors
+        if mode == "reflect" and name:  # a too small input's error names the layer and the smallest input
+            _OWNERS[m] = (name, weakref.ref(model))
         changed += 1
     return changed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import runpy
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -33,6 +34,12 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         print("pdeconv.timm_script: timm is not installed; pip install 'pdeconv[timm]'", file=sys.stderr)
         raise SystemExit(2) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # importing pdeconv.models warns of a too old timm: said below, as an error
+        from pdeconv.models.registry import timm_too_old
+    if too_old := timm_too_old():
+        print(f"pdeconv.timm_script: {too_old}", file=sys.stderr)
+        raise SystemExit(2)
     import pdeconv.models  # noqa: F401  (registers the pde_* models with timm)
 
     sys.argv = [str(script), *args[1:]]

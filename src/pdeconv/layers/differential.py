@@ -151,7 +151,7 @@ class DifferentialConv2d(nn.Module):
         out_channels: int | None = None,
     ) -> None:
         super().__init__()
-        boundary.padding_mode(bc)  # validates the name
+        bc = boundary.boundary_condition(bc)
         if channels < 1 or multiplier < 1 or stride < 1:
             raise ValueError(f"channels, multiplier, stride must be ≥ 1; got {channels}, {multiplier}, {stride}")
         if order is not None and not 0 <= order <= 4:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from pdeconv import stencil
-from pdeconv.boundary import convolve, padding_mode
+from pdeconv.boundary import boundary_condition, convolve
 from pdeconv.layers._input import batched
 
 __all__ = ["SymmetricHyperbolic2d", "maxwell_te", "dirac"]
@@ -58,13 +58,14 @@ def _eigen_numpy(n: int, bc: str, spacing: float) -> tuple[Any, Any]:
     return eigenvalues, vectors
 
 
-def _check_bc(bc: str) -> None:
-    padding_mode(bc)  # validates the name
+def _check_bc(bc: str) -> str:
+    bc = boundary_condition(bc)
     if bc not in _SKEW_BCS:
         raise ValueError(
             f"SymmetricHyperbolic2d: bc={bc!r} (reflect/replicate padding) breaks the skew-adjointness of "
             "central differences; use 'periodic' or 'dirichlet'"
         )
+    return bc
 
 
 class SymmetricHyperbolic2d(nn.Module):
@@ -88,7 +89,7 @@ class SymmetricHyperbolic2d(nn.Module):
         learnable: bool = True,
     ) -> None:
         super().__init__()
-        _check_bc(bc)
+        bc = _check_bc(bc)
         if channels < 1 or steps < 1:
             raise ValueError(f"channels and steps must be ≥ 1; got channels={channels}, steps={steps}")
         if not (h > 0 and spacing > 0 and dissipation >= 0):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pdeconv.boundary import boundary_of, pad, padding_mode
+from pdeconv.boundary import boundary_condition, boundary_of, pad, padding_mode
 
 __all__ = [
     "ButcherTableau",
@@ -283,7 +283,7 @@ def conv_adjoint(v: Tensor, weight: Tensor, bc: str = "dirichlet", *, groups: in
     ``neumann`` and ``replicate`` raise ``ValueError``: reflect/replicate padding have no such adjoint.
     ``weight`` is (C_out, C_in/groups, kh, kw) with odd kh, kw, or a (k, k) kernel applied to every channel.
     """
-    padding_mode(bc)  # validates the name
+    bc = boundary_condition(bc)
     if bc not in _ADJOINT_BCS:
         raise ValueError(
             f"conv_adjoint: bc={bc!r} (reflect/replicate padding) has no flipped-kernel adjoint; "
@@ -328,7 +328,7 @@ class SymmetricConv(nn.Module):
         bias: bool = True,
     ):
         super().__init__()
-        padding_mode(bc)  # validates the name
+        bc = boundary_condition(bc)
         if bc not in _ADJOINT_BCS:
             raise ValueError(f"SymmetricConv needs an exact adjoint: bc must be 'dirichlet' or 'periodic', got {bc!r}")
         if kernel_size % 2 == 0:

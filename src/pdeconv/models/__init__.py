@@ -14,7 +14,7 @@ from __future__ import annotations
 from pdeconv.models.blocks import BasicBlock, Bottleneck
 from pdeconv.models.convert import ConvertReport, ModulatedConv2d, convert
 from pdeconv.models.profile import Profile, profile, saved_activation_bytes
-from pdeconv.models.registry import MODELS, create, list_models, register_model, register_timm
+from pdeconv.models.registry import MODELS, create, list_models, register_model, register_timm, timm_too_old
 from pdeconv.models.resnet import PDEResNet, pde_resnet18, pde_resnet34, pde_resnet50, pde_resnet101, pde_resnet152
 from pdeconv.models.small import CifarResNet, pde_resnet18_small, pde_resnet20, pde_resnet32, pde_resnet56
 from pdeconv.models.variants import VARIANTS, Variant, VariantOptions, get_variant, variant_penalty_weight, variants
@@ -55,9 +55,14 @@ __all__ = [
     "variants",
 ]
 
-try:  # timm is optional: register with it only where it is installed
+try:  # timm is optional: register with it only where it is installed (and recent enough)
     import timm  # noqa: F401
 except ImportError:
     pass
 else:
-    register_timm()
+    if _too_old := timm_too_old():  # the models still work without timm: say why timm does not list them
+        import warnings
+
+        warnings.warn(f"{_too_old}; until then pdeconv's models are not registered with timm", stacklevel=2)
+    else:
+        register_timm()

@@ -24,7 +24,7 @@ from functools import cache
 import torch
 from torch import Tensor, nn
 
-from pdeconv.boundary import boundary_of, padding_mode, set_boundary
+from pdeconv.boundary import boundary_condition, boundary_of, set_boundary
 from pdeconv.layers import VariableCoefficients
 
 __all__ = ["ConvertReport", "ModulatedConv2d", "convert"]
@@ -124,7 +124,7 @@ def convert(
     report = ConvertReport(bc=bc, degree=variable_coefficients)
 
     if bc is not None:
-        padding_mode(bc)  # ValueError listing the valid names
+        bc = boundary_condition(bc)  # any case; ValueError listing the valid names
         before = {name: _bc_of(m) for name, m in model.named_modules()}
 
         def record(name: str, module: nn.Module) -> bool:

@@ -6,7 +6,9 @@ torchvision's names outside). Layers a variant leaves unchanged keep torchvision
 torchvision weights load with :func:`pdeconv.models.load_torchvision_weights`.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: ``forward``'s annotations must be the classes themselves, for
+# torch.fx writes the root's annotation into the traced code, and a string there ("Tensor") is a name
+# TorchScript cannot resolve when the traced graph is scripted (timm's test_model_forward_fx_torchscript).
 
 from collections.abc import Sequence
 from dataclasses import replace
@@ -18,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.models.resnet import ResNet
 
-from pdeconv.boundary import set_boundary
+from pdeconv.boundary import boundary_condition, set_boundary
 from pdeconv.models.blocks import BasicBlock, Bottleneck, init_weights, with_options
 from pdeconv.models.registry import register_model
 from pdeconv.models.variants import VariantOptions, get_variant
@@ -62,8 +64,10 @@ class ClassifierMixin:
     fc``), so the models work in timm's pipeline with or without timm installed.
 
     The class using it sets ``stage_names`` (``("layer1", …)``), ``feature_info`` (one dict per feature level:
-    the stem's ``relu``, then each stage: ``num_chs``, ``reduction``, ``module``), ``num_features``,
-    ``num_classes`` and ``global_pool``. Provided: ``forward_features`` (the last feature map),
+    the stem's ``relu``, then each stage: ``num_chs``, ``reduction``, ``module``), ``num_features`` (channels of
+    the last feature map), ``head_hidden_size`` (width of ``forward_head(x, pre_logits=True)``: here
+    ``num_features``, there being no layer between pooling and classifier), ``num_classes`` and ``global_pool``.
+    Provided: ``forward_features`` (the last feature map),
     ``forward_head(x, pre_logits)`` (pooled features or logits, after dropout ``drop_rate`` in training),
     ``forward_intermediates`` and ``prune_intermediate_layers`` (timm's feature API, levels as
     ``feature_info``), ``reset_classifier(num_classes, global_pool)`` (``num_classes=0``: no classifier; pooling
@@ -128,7 +132,7 @@ class ClassifierMixin:
         for name in self.stage_names[last:]:
             setattr(self, name, nn.Sequential())
         if last < len(self.stage_names):
-            self.num_features = self.feature_info[last]["num_chs"]
+            self.num_features = self.head_hidden_size = self.feature_info[last]["num_chs"]
         if prune_head or last < len(self.stage_names):
             self.reset_classifier(0, "")
         return wanted
@@ -173,6 +177,7 @@ class ClassifierMixin:
 def resolve_options(variant: str | VariantOptions, bc: str | None) -> VariantOptions:
     """The variant's options with the boundary condition ``bc`` (if given) in place of the variant's own."""
     options = get_variant(variant)
+    bc = bc if bc is None else boundary_condition(bc)
     if bc is None or bc == options.bc:
         return options
     return replace(options, bc=bc, name=f"{options.name}[bc={bc}]")
@@ -208,7 +213,7 @@ class PDEResNet(ClassifierMixin, ResNet):
             self.maxpool = nn.Identity()
         self.variant = options
         self.num_classes = num_classes
-        self.num_features = 512 * block.expansion
+        self.num_features = self.head_hidden_size = 512 * block.expansion
         self.global_pool = "avg"
         init_weights(self, convs=False, zero_init_residual=zero_init_residual)  # torchvision did nn.Conv2d
         set_boundary(self.conv1, options.bc)  # the stem; each block sets its own convs

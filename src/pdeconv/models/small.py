@@ -85,7 +85,7 @@ class CifarResNet(ClassifierMixin, nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.global_pool = "avg"
-        self.num_features = widths[-1]
+        self.num_features = self.head_hidden_size = widths[-1]
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes)
         init_weights(self, zero_init_residual=zero_init_residual)

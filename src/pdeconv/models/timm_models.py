@@ -23,8 +23,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from timm.layers import register_notrace_module
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, register_notrace_module
 from torch import nn
 
 from pdeconv.boundary import BoundaryConv2d
@@ -108,10 +107,11 @@ def _entrypoint(name: str) -> Any:
         overlay = {**_input(name, in_chans), **overlay}
         features = kwargs.get("features_only", False)
         kwargs.pop("variant")  # build_model_with_cfg has a parameter of that name (timm's word for the model name)
+        # every level by default; the caller's feature_cfg (feature_cls="fx", out_indices, ...) on top
+        feature_cfg = {"out_indices": tuple(range(_SMALL.get(name, (32, 5))[1])), **(kwargs.pop("feature_cfg", None)
+                                                                                     or {})}
         model = build_model_with_cfg(lambda **kw: builder(variant=variant, **kw), name, False, pretrained_cfg=cfg,
-                                     pretrained_cfg_overlay=overlay,
-                                     feature_cfg={"out_indices": tuple(range(_SMALL.get(name, (32, 5))[1]))},
-                                     **kwargs)
+                                     pretrained_cfg_overlay=overlay, feature_cfg=feature_cfg, **kwargs)
         if not features:
             model.drop_rate = drop_rate
             if global_pool is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field, fields
 
-from pdeconv.boundary import padding_mode
+from pdeconv.boundary import boundary_condition
 
 __all__ = ["PARAMETERS", "Variant", "VariantOptions", "VARIANTS", "variants", "get_variant", "variant_penalty_weight"]
 
@@ -53,7 +53,7 @@ class VariantOptions:
     name: str = "baseline"
 
     def __post_init__(self) -> None:
-        padding_mode(self.bc)  # ValueError listing the valid boundary conditions
+        object.__setattr__(self, "bc", boundary_condition(self.bc))  # any case; ValueError listing valid ones
         if self.dw is not None and self.dw < 1:
             raise ValueError(f"depthwise multiplier dw must be ≥ 1; got {self.dw}")
         if self.order is not None and self.dw is None:
