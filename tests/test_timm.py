@@ -287,7 +287,7 @@ def test_a_timm_older_than_the_tested_range_is_refused_saying_what_to_do(monkeyp
     monkeypatch.setattr(timm, "__version__", "0.6.13")
     assert "timm 0.6.13 is older than 0.9.0" in registry.timm_too_old()
     with pytest.raises(ImportError, match=r"pip install -U 'timm>=0\.9\.0'"):
-        registry.register_timm()
+        M.register_timm()
     script = tmp_path / "train.py"
     script.write_text("raise SystemExit('the script ran')\n")
     with pytest.raises(SystemExit) as stop:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pdeconv.models.blocks import BasicBlock, Bottleneck
 from pdeconv.models.convert import ConvertReport, ModulatedConv2d, convert
 from pdeconv.models.profile import Profile, profile, saved_activation_bytes
-from pdeconv.models.registry import MODELS, create, list_models, register_model, register_timm, timm_too_old
+from pdeconv.models.registry import MODELS, create, list_models, register_model, timm_too_old
 from pdeconv.models.resnet import PDEResNet, pde_resnet18, pde_resnet34, pde_resnet50, pde_resnet101, pde_resnet152
 from pdeconv.models.small import CifarResNet, pde_resnet18_small, pde_resnet20, pde_resnet32, pde_resnet56
 from pdeconv.models.variants import VARIANTS, Variant, VariantOptions, get_variant, variant_penalty_weight, variants
@@ -54,6 +54,27 @@ __all__ = [
     "variant_penalty_weight",
     "variants",
 ]
+
+
+
+def register_timm() -> list[str]:
+    """Register every model with timm (names timm knows already are left alone); returns those added.
+
+    They are built by timm's own machinery (:mod:`pdeconv.models.timm_models`): pretrained configs per variant
+    tag, ``features_only``, the options of timm's ``train.py``. A timm older than
+    :data:`~pdeconv.models.registry.OLDEST_TIMM` is refused with an ``ImportError`` that says so.
+    """
+    too_old = timm_too_old()
+    if too_old:
+        raise ImportError(too_old)
+    from timm.models import is_model
+
+    from pdeconv.models import timm_models  # only with timm: its module imports timm
+
+    added = [name for name in MODELS if not is_model(name)]
+    timm_models.register(added)
+    return added
+
 
 try:  # timm is optional: register with it only where it is installed (and recent enough)
     import timm  # noqa: F401

@@ -1,7 +1,9 @@
-"""Every PDE-ResNet by name: ``@register_model`` where a builder is defined, ``create(name, **kw)``,
-``list_models()``, and registration with timm.
+"""Every PDE-ResNet by name: ``@register_model(...)`` where a builder is defined, with what its inputs are
+(:class:`InputConfig`, beside the builder, so a new model cannot inherit another's), ``create(name, **kw)``,
+``list_models()``.
 
-With timm installed, :func:`register_timm` (run on ``import pdeconv.models``) makes each model a timm model
+With timm installed, :func:`pdeconv.models.register_timm` (run on ``import pdeconv.models``) makes each model a
+timm model
 (:mod:`pdeconv.models.timm_models`): ``timm.create_model("pde_resnet50.seed")`` or
 ``timm.create_model("pde_resnet50", variant="seed")``, with a ``pretrained_cfg``, ``features_only`` and timm's
 training options; ``pretrained=True`` is refused: there are no published weights (load torchvision's with
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-__all__ = ["MODELS", "OLDEST_TIMM", "create", "list_models", "register_model", "register_timm", "timm_too_old"]
+__all__ = ["CONFIGS", "MODELS", "OLDEST_TIMM", "InputConfig", "create", "list_models", "register_model",
+           "timm_too_old"]
 
 #: the oldest timm release the timm integration is tested with (pyproject's ``timm`` extra says the same)
 OLDEST_TIMM = "0.9.0"
@@ -27,12 +31,34 @@ MODELS: dict[str, Callable[..., nn.Module]] = {}
 Builder = Callable[..., nn.Module]
 
 
-def register_model(builder: Builder) -> Builder:
-    """Decorator: file ``builder`` under its function name (as timm's ``@register_model`` does)."""
-    if builder.__name__ in MODELS:
-        raise ValueError(f"a model named {builder.__name__!r} is registered already")
-    MODELS[builder.__name__] = builder
-    return builder
+@dataclass(frozen=True)
+class InputConfig:
+    """What a model's inputs are, for the configurations timm reads (``pretrained_cfg``, ``feature_info``):
+    ``small_images`` (28–32 px: Fashion-MNIST's or CIFAR's statistics, no crop) or ImageNet's (224 px, crop
+    0.875); ``feature_stride``, the stride of its last feature map; ``feature_levels``, its number of feature
+    maps (the stem, then each stage)."""
+
+    small_images: bool
+    feature_stride: int
+    feature_levels: int
+
+
+#: name → :class:`InputConfig`, filled by :func:`register_model` beside each builder
+CONFIGS: dict[str, InputConfig] = {}
+
+
+def register_model(*, small_images: bool, feature_stride: int, feature_levels: int) -> Callable[[Builder], Builder]:
+    """Decorator: file the builder under its function name (as timm's ``@register_model`` does), with its
+    :class:`InputConfig`; e.g. ``@register_model(small_images=True, feature_stride=4, feature_levels=4)``."""
+    config = InputConfig(small_images, feature_stride, feature_levels)
+
+    def register(builder: Builder) -> Builder:
+        if builder.__name__ in MODELS:
+            raise ValueError(f"a model named {builder.__name__!r} is registered already")
+        MODELS[builder.__name__], CONFIGS[builder.__name__] = builder, config
+        return builder
+
+    return register
 
 
 
@@ -64,22 +90,3 @@ def timm_too_old() -> str | None:
         return None
     return (f"timm {version} is older than {OLDEST_TIMM}, the oldest timm pdeconv's models are tested with; "
             f"upgrade it (pip install -U 'timm>={OLDEST_TIMM}') to use the pde_* models with timm")
-
-
-def register_timm() -> list[str]:
-    """Register every model with timm (names timm knows already are left alone); returns those added.
-
-    They are built by timm's own machinery (:mod:`pdeconv.models.timm_models`): pretrained configs per variant
-    tag, ``features_only``, the options of timm's ``train.py``. A timm older than :data:`OLDEST_TIMM` is refused
-    with an ``ImportError`` that says so.
-    """
-    too_old = timm_too_old()
-    if too_old:
-        raise ImportError(too_old)
-    from timm.models import is_model
-
-    from pdeconv.models import timm_models
-
-    added = [name for name in MODELS if not is_model(name)]
-    timm_models.register(added)
-    return added

@@ -241,7 +241,7 @@ def _resnet(
     return PDEResNet(block, layers, options=resolve_options(variant, bc), **kwargs)
 
 
-@register_model
+@register_model(small_images=False, feature_stride=32, feature_levels=5)
 def pde_resnet18(
     *, variant: str | VariantOptions = "baseline", num_classes: int = 1000, bc: str | None = None, **kwargs: Any
 ) -> PDEResNet:
@@ -249,7 +249,7 @@ def pde_resnet18(
     return _resnet(BasicBlock, [2, 2, 2, 2], variant, bc, num_classes=num_classes, **kwargs)
 
 
-@register_model
+@register_model(small_images=False, feature_stride=32, feature_levels=5)
 def pde_resnet34(
     *, variant: str | VariantOptions = "baseline", num_classes: int = 1000, bc: str | None = None, **kwargs: Any
 ) -> PDEResNet:
@@ -257,7 +257,7 @@ def pde_resnet34(
     return _resnet(BasicBlock, [3, 4, 6, 3], variant, bc, num_classes=num_classes, **kwargs)
 
 
-@register_model
+@register_model(small_images=False, feature_stride=32, feature_levels=5)
 def pde_resnet50(
     *, variant: str | VariantOptions = "baseline", num_classes: int = 1000, bc: str | None = None, **kwargs: Any
 ) -> PDEResNet:
@@ -265,7 +265,7 @@ def pde_resnet50(
     return _resnet(Bottleneck, [3, 4, 6, 3], variant, bc, num_classes=num_classes, **kwargs)
 
 
-@register_model
+@register_model(small_images=False, feature_stride=32, feature_levels=5)
 def pde_resnet101(
     *, variant: str | VariantOptions = "baseline", num_classes: int = 1000, bc: str | None = None, **kwargs: Any
 ) -> PDEResNet:
@@ -273,7 +273,7 @@ def pde_resnet101(
     return _resnet(Bottleneck, [3, 4, 23, 3], variant, bc, num_classes=num_classes, **kwargs)
 
 
-@register_model
+@register_model(small_images=False, feature_stride=32, feature_levels=5)
 def pde_resnet152(
     *, variant: str | VariantOptions = "baseline", num_classes: int = 1000, bc: str | None = None, **kwargs: Any
 ) -> PDEResNet:

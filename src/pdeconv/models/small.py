@@ -109,7 +109,7 @@ def _cifar(
     return CifarResNet(n, options=options, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@register_model
+@register_model(small_images=True, feature_stride=4, feature_levels=4)
 def pde_resnet20(
     *,
     variant: str | VariantOptions = "baseline",
@@ -122,7 +122,7 @@ def pde_resnet20(
     return _cifar(3, variant, bc, num_classes, in_chans, **kwargs)
 
 
-@register_model
+@register_model(small_images=True, feature_stride=4, feature_levels=4)
 def pde_resnet32(
     *,
     variant: str | VariantOptions = "baseline",
@@ -135,7 +135,7 @@ def pde_resnet32(
     return _cifar(5, variant, bc, num_classes, in_chans, **kwargs)
 
 
-@register_model
+@register_model(small_images=True, feature_stride=4, feature_levels=4)
 def pde_resnet56(
     *,
     variant: str | VariantOptions = "baseline",
@@ -148,7 +148,7 @@ def pde_resnet56(
     return _cifar(9, variant, bc, num_classes, in_chans, **kwargs)
 
 
-@register_model
+@register_model(small_images=True, feature_stride=8, feature_levels=5)
 def pde_resnet18_small(
     *,
     variant: str | VariantOptions = "baseline",

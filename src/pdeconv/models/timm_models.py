@@ -28,15 +28,12 @@ from torch import nn
 
 from pdeconv.boundary import BoundaryConv2d
 from pdeconv.layers import DifferentialConv2d, QuasiLinear, SymmetricConv, VariableCoefficients
-from pdeconv.models.registry import MODELS
+from pdeconv.models.registry import CONFIGS, MODELS
 from pdeconv.models.variants import VARIANTS
 from pdeconv.normalization import STATS
 
 __all__: list[str] = []  # timm appends each entrypoint it registers
 
-#: the small-image builders (the others are the ImageNet family): the stride of their last feature map and
-#: their number of feature levels (the stem, then each stage)
-_SMALL = {"pde_resnet20": (4, 4), "pde_resnet32": (4, 4), "pde_resnet56": (4, 4), "pde_resnet18_small": (8, 5)}
 _REFUSED = ("drop_path_rate", "drop_block_rate", "bn_momentum", "bn_eps")
 
 # pdeconv's layers choose their computation at run time (measured paths, boundary padding): torch.fx traces
@@ -47,11 +44,12 @@ for _layer in (DifferentialConv2d, QuasiLinear, VariableCoefficients, SymmetricC
 
 def _input(name: str, in_chans: int) -> dict[str, Any]:
     """input_size, pool_size, mean and std of model ``name`` for ``in_chans`` input channels."""
-    if name in _SMALL:
-        dataset, size = ("fashion-mnist", 28) if in_chans == 1 else ("cifar10", 32)
-        (stride, _), crop = _SMALL[name], 1.0
+    config = CONFIGS[name]  # beside the model's builder
+    stride = config.feature_stride
+    if config.small_images:
+        (dataset, size), crop = ("fashion-mnist", 28) if in_chans == 1 else ("cifar10", 32), 1.0
     else:
-        dataset, size, stride, crop = "imagenet", 224, 32, 0.875
+        dataset, size, crop = "imagenet", 224, 0.875
     mean, std = STATS[dataset]
     if len(mean) != in_chans:  # another channel count: each channel gets the mean of the statistics
         mean, std = (statistics.fmean(mean),) * in_chans, (statistics.fmean(std),) * in_chans
@@ -60,7 +58,7 @@ def _input(name: str, in_chans: int) -> dict[str, Any]:
 
 
 def _cfg(name: str) -> dict[str, Any]:
-    small = name in _SMALL
+    small = CONFIGS[name].small_images
     return {"url": "", "num_classes": 10 if small else 1000, "interpolation": "bilinear", "first_conv": "conv1",
             "classifier": "fc", "license": "apache-2.0", **_input(name, 3)}
 
@@ -108,7 +106,7 @@ def _entrypoint(name: str) -> Any:
         features = kwargs.get("features_only", False)
         kwargs.pop("variant")  # build_model_with_cfg has a parameter of that name (timm's word for the model name)
         # every level by default; the caller's feature_cfg (feature_cls="fx", out_indices, ...) on top
-        feature_cfg = {"out_indices": tuple(range(_SMALL.get(name, (32, 5))[1])), **(kwargs.pop("feature_cfg", None)
+        feature_cfg = {"out_indices": tuple(range(CONFIGS[name].feature_levels)), **(kwargs.pop("feature_cfg", None)
                                                                                      or {})}
         model = build_model_with_cfg(lambda **kw: builder(variant=variant, **kw), name, False, pretrained_cfg=cfg,
                                      pretrained_cfg_overlay=overlay, feature_cfg=feature_cfg, **kwargs)
