@@ -287,7 +287,8 @@ def choose_amp(
         return replace(cached, why=f"{cached.why}; measured earlier in this process for this model and shape")
     seconds = _amp_step_seconds(config, model, input_shape, device, regularizer)
     f32, bf16 = seconds["none"], seconds["bf16"]
-    speed = f"bf16 step {1e3 * bf16:.0f} ms against float32 {1e3 * f32:.0f} ms, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    speed = f"bf16 step {1e3 * bf16:.0f} ms against float32 {1e3 * f32:.0f} ms, {threads} thread{'s' * (threads > 1)}"
     if bf16 <= (1 - BF16_MARGIN) * f32:
         choice = AmpChoice("auto", "bf16", f"measured: {speed}, {f32 / bf16:.2f}× faster", seconds)
     else:
