@@ -557,3 +557,30 @@ def test_the_first_runs_thread_count_is_the_experiments_for_every_later_run_and_
         assert "threads: 1 as given; this experiment's earlier runs used 2" in capsys.readouterr().out
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_rerun_with_more_seeds_keeps_the_precision_the_first_seeds_measured(tmp_path, data_dir, monkeypatch, capsys):
+    measured = []
+
+    def timing(bf16_s):
+        def fake(config, model, input_shape, device, regularizer):
+            measured.append(config.seed)
+            return {"none": 1.0, "bf16": bf16_s}
+        monkeypatch.setattr(engine, "_amp_step_seconds", fake)
+
+    monkeypatch.setattr(engine, "_AMP_CHOICES", {})
+    timing(bf16_s=0.5)  # bf16 measures faster on the first day
+    out, base = tmp_path / "exp", _base(data_dir, amp="auto")
+    experiment.compare(["baseline"], [0], out, base=base)
+    assert measured == [0]
+    # another process (an empty cache) on a day when bf16 measures slower: the new seed trains in bf16 as well
+    monkeypatch.setattr(engine, "_AMP_CHOICES", {})
+    timing(bf16_s=2.0)
+    experiment.compare(["baseline"], [0, 1], out, base=base)
+    amp = [json.loads((out / "runs" / "baseline" / f"seed{s}" / "config.json").read_text())["amp"] for s in (0, 1)]
+    assert amp == ["bf16", "bf16"] and measured == [0]
+    # the control: a fresh experiment in a fresh process measures, and takes float32
+    monkeypatch.setattr(engine, "_AMP_CHOICES", {})
+    experiment.compare(["baseline"], [0], tmp_path / "fresh", base=base)
+    assert json.loads((tmp_path / "fresh" / "runs" / "baseline" / "seed0" / "config.json").read_text())["amp"] == "none"
+    assert measured == [0, 0]

@@ -64,6 +64,7 @@ __all__ = [
     "TrainConfig",
     "choose_amp",
     "clear_amp_choices",
+    "restore_amp_choices",
     "evaluate",
     "load_checkpoint",
     "lr_factor",
@@ -244,6 +245,7 @@ class AmpChoice:
     chosen: str
     why: str
     step_s: dict[str, float] = field(default_factory=dict)
+    key: str = ""  # what was measured: model, variant, shape, memory format, penalty, threads, CPU
 
     def line(self) -> str:
         return f"amp {self.asked}: {_PRECISION[self.chosen]} ({self.why})"
@@ -284,15 +286,16 @@ def choose_amp(
                              config.penalty_weight, torch.get_num_threads(), cpu_description())))
     if key in _AMP_CHOICES:
         cached = _AMP_CHOICES[key]
-        return replace(cached, why=f"{cached.why}; measured earlier in this process for this model and shape")
+        return replace(cached, why=f"{cached.why}; measured earlier for this model and shape on this machine")
     seconds = _amp_step_seconds(config, model, input_shape, device, regularizer)
     f32, bf16 = seconds["none"], seconds["bf16"]
     threads = torch.get_num_threads()
     speed = f"bf16 step {1e3 * bf16:.0f} ms against float32 {1e3 * f32:.0f} ms, {threads} thread{'s' * (threads > 1)}"
     if bf16 <= (1 - BF16_MARGIN) * f32:
-        choice = AmpChoice("auto", "bf16", f"measured: {speed}, {f32 / bf16:.2f}× faster", seconds)
+        choice = AmpChoice("auto", "bf16", f"measured: {speed}, {f32 / bf16:.2f}× faster", seconds, key)
     else:
-        choice = AmpChoice("auto", "none", f"measured: {speed}: bf16 is not {BF16_MARGIN:.0%} faster here", seconds)
+        choice = AmpChoice("auto", "none", f"measured: {speed}: bf16 is not {BF16_MARGIN:.0%} faster here", seconds,
+                           key)
     _AMP_CHOICES[key] = choice
     return choice
 
@@ -300,6 +303,19 @@ def choose_amp(
 def clear_amp_choices() -> None:
     """Forget the precisions ``--amp auto`` measured in this process (the next run measures again)."""
     _AMP_CHOICES.clear()
+
+
+def restore_amp_choices(recorded: Iterable[dict[str, Any]]) -> int:
+    """Take measured choices recorded by earlier runs (``amp_choice`` of their config.json) as if measured in this
+    process, so that a later run of the same model, shape, threads and CPU (a new seed of an experiment) trains in
+    the same precision; returns how many were taken. Choices already made here, and records without a measurement,
+    are left alone."""
+    taken = 0
+    for r in recorded:
+        if r.get("key") and r.get("step_s") and r.get("chosen") in ("none", "bf16") and r["key"] not in _AMP_CHOICES:
+            _AMP_CHOICES[r["key"]] = AmpChoice("auto", r["chosen"], str(r.get("why", "")), dict(r["step_s"]), r["key"])
+            taken += 1
+    return taken
 
 
 def _amp_step_seconds(config: TrainConfig, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
@@ -602,7 +618,7 @@ def _recorded_amp(out: Path, device: torch.device) -> AmpChoice | None:
             return None
         recorded = meta.get("amp_choice") or {"asked": meta["config"]["amp"], "chosen": meta["amp"], "why": ""}
         why = f"recorded by the run being resumed: {recorded['why']}" if recorded["why"] else "recorded by the run"
-        return AmpChoice("auto", recorded["chosen"], why, dict(recorded.get("step_s", {})))
+        return AmpChoice("auto", recorded["chosen"], why, dict(recorded.get("step_s", {})), recorded.get("key", ""))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None  # nothing readable recorded: choose anew
 

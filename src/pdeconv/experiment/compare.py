@@ -184,6 +184,19 @@ def _ran_on_cpu_with(directory: Path) -> str | None:
         return None
 
 
+def _recorded_amp_choices(directories: Sequence[Path]) -> list[dict[str, Any]]:
+    """The ``--amp auto`` measurements the runs in ``directories`` recorded (config.json's ``amp_choice``)."""
+    found = []
+    for directory in directories:
+        try:
+            choice = json.loads((directory / engine.CONFIG).read_text()).get("amp_choice")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(choice, dict):
+            found.append(choice)
+    return found
+
+
 def _epochs_done(directory: Path) -> int:
     try:
         return engine.run_summary(directory)["epochs"]
@@ -297,6 +310,8 @@ def compare(
     elif base.threads != "auto" and recorded not in (None, base.threads):
         say(f"threads: {base.threads} as given; this experiment's earlier runs used {recorded} (experiment.json), "
             "so the new runs' accuracies may differ from what they would have been with theirs", flush=True)
+    if procs.main and base.amp == "auto":  # the precision measured for earlier seeds holds for new ones
+        engine.restore_amp_choices(_recorded_amp_choices(every))
     progress = Progress("compare", bar=base.progress and procs.main, say=lambda line: say(line, flush=True))
 
     def fix_threads(directory: Path) -> None:
