@@ -143,7 +143,8 @@ class TrainConfig:
                                "GPU run then continues bit for bit)", role="placement")
     sync_bn: bool = _opt(False, "under torchrun, BatchNorm statistics over the global batch (SyncBatchNorm)")
     threads: str = _opt("auto", "CPU intra-op threads: a count, or auto (the cores idle at the start; a resumed "
-                        "run keeps its count)", role="placement")
+                        "run keeps its count; in compare every run and rerun of an experiment takes its first run's "
+                        "count, recorded in experiment.json)", role="placement")
     workers: str = _opt("auto", "data-loading processes per training process (image-folder datasets): a count, "
                         "or auto (from the CPUs, at most 8)", role="placement")
     out: str = _opt("runs/train", "run directory", role="placement")

@@ -9,6 +9,12 @@ lock on its directory (``flock``; rank 0 holds it), and a run another process is
 then waited for (polling, so that under ``torchrun`` no collective outlasts its timeout) — and skipped if that
 process finished it (unless ``force``). Without ``fcntl`` (Windows), or on a file system that refuses ``flock``,
 nothing is locked (with a warning).
+
+What a rerun must reproduce is kept with the experiment: the thread count of its first run on a CPU (results on a
+CPU depend on it; recorded in ``experiment.json`` and taken by every later run unless ``threads`` is given), and
+the precision ``--amp auto`` measured (each run's ``config.json``; a new seed takes its variant's). The time the
+job has left is estimated from the epochs measured (:mod:`pdeconv.eta`) and printed after the first epoch and as
+runs finish; on a terminal one progress bar carries it.
 """
 
 from __future__ import annotations
@@ -269,7 +275,8 @@ def compare(
 
     ``runs``: a run store shared by several experiments (``RUNS/VARIANT/seedN``; default ``out/runs``), so a run
     with the same settings and seed (the baseline above all) is trained once; the store records its settings
-    in ``runs.json`` and refuses others, like the experiment directory. ``command``: the command line, for the
+    in ``runs.json`` and refuses others, like the experiment directory (the thread count stays the experiment's:
+    its ``experiment.json``). ``command``: the command line, for the
     report's record of how it was made.
     """
     from pdeconv.models import get_variant
