@@ -109,7 +109,7 @@ def test_on_a_terminal_one_bar_carries_the_estimate_and_printed_lines_go_above_i
         progress.epoch("a", epoch(1, 10))
     progress.close()
     drawn = screen.getvalue()
-    assert "1/4 epochs" in drawn and "2 runs, about 30 s left at 500 img/s" in drawn
+    assert "1/4 epochs [00:00, 2 runs, about 30 s left at 500 img/s]" in drawn
     printed = capsys.readouterr().out
     assert "epoch 1/2 ..." in drawn + printed and "2 runs, about 30 s left" in drawn + printed
     # not on a terminal, or not asked for: no bar at all

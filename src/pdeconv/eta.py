@@ -149,7 +149,7 @@ class Progress:
         self._say = say or (lambda line: print(line, flush=True))
         self._told = False
         self._bar = tqdm(total=0, desc=what, unit="epoch", disable=None if bar else True, position=0,
-                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} epochs [{elapsed}] {postfix}")
+                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} epochs [{elapsed}{postfix}]")
 
     @property
     def shown(self) -> bool:
