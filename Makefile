@@ -38,7 +38,8 @@ test-older-cpu: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# The main job: the quick ablation of the essay's ideas on Fashion-MNIST (about 8 minutes on 2 CPU cores).
+# The main job: the quick ablation of the essay's ideas on Fashion-MNIST (8 minutes on machine epyc of
+# BENCHMARKS.md, 2 idle cores with native bf16; compare prints the estimate for this machine after the first epoch).
 # Rerunning skips finished runs. Fashion-MNIST comes from Debian's dataset-fashion-mnist when missing.
 demo: $(STAMP) fashion-mnist
 	$(VENV)/bin/pdeconv compare --out $(OUT)

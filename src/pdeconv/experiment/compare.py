@@ -379,32 +379,34 @@ def compare(
                 continue
             progress.add((variant, seed), variant, base.epochs, 0 if force else _epochs_done(directory))
 
-    with progress.printing():
-        while True:
-            todo = [(v, s) for v in variants for s in plan[v] if (v, s) not in trained]
-            if procs.main:
-                expect(todo)
-            busy = []  # runs another process is training: last, waited for
-            for i, (variant, seed) in enumerate(todo, 1):
-                trained.add((variant, seed))
-                if not one_run(variant, seed, f"[{i}/{len(todo)}]", wait=False):
-                    say(f"[{i}/{len(todo)}] {variant} seed {seed}: another process is training it; left for last",
-                        flush=True)
-                    progress.drop((variant, seed))
-                    busy.append((variant, seed))
-            for variant, seed in busy:
-                say(f"[waiting] {variant} seed {seed}: for the other process to finish it", flush=True)
-                one_run(variant, seed, "[waited]", wait=True)
-            if target_ci is None:
-                break
-            grown = on_main(lambda p=plan: _more_seeds(out, p, reference, target_ci, max_seeds, runs),
-                            main=procs.main)
-            if grown == plan:
-                break
-            added = [f"{v} +{len(grown[v]) - len(plan[v])}" for v in variants if len(grown[v]) > len(plan[v])]
-            say(f"95% CI of Δ wider than ±{target_ci:g} points: more seeds ({', '.join(added)})", flush=True)
-            plan = grown
-    progress.close()
+    try:
+        with progress.printing():
+            while True:
+                todo = [(v, s) for v in variants for s in plan[v] if (v, s) not in trained]
+                if procs.main:
+                    expect(todo)
+                busy = []  # runs another process is training: last, waited for
+                for i, (variant, seed) in enumerate(todo, 1):
+                    trained.add((variant, seed))
+                    if not one_run(variant, seed, f"[{i}/{len(todo)}]", wait=False):
+                        say(f"[{i}/{len(todo)}] {variant} seed {seed}: another process is training it; left for last",
+                            flush=True)
+                        progress.drop((variant, seed))
+                        busy.append((variant, seed))
+                for variant, seed in busy:
+                    say(f"[waiting] {variant} seed {seed}: for the other process to finish it", flush=True)
+                    one_run(variant, seed, "[waited]", wait=True)
+                if target_ci is None:
+                    break
+                grown = on_main(lambda p=plan: _more_seeds(out, p, reference, target_ci, max_seeds, runs),
+                                main=procs.main)
+                if grown == plan:
+                    break
+                added = [f"{v} +{len(grown[v]) - len(plan[v])}" for v in variants if len(grown[v]) > len(plan[v])]
+                say(f"95% CI of Δ wider than ±{target_ci:g} points: more seeds ({', '.join(added)})", flush=True)
+                plan = grown
+    finally:
+        progress.close()
     result = CompareResult(out, [], "", reference)
     if procs.main:
         rows = collect(out, variants, plan, base, runs=runs)
