@@ -51,7 +51,8 @@ timm-conformance: $(STAMP)
 	@test -n "$(TIMM_SRC)" || { echo "give TIMM_SRC=path/to/pytorch-image-models (a checkout of timm's repository)"; exit 2; }
 	PYTHON=$(PY) benchmarks/timm_conformance.sh "$(TIMM_SRC)" $(TIMM_REF)
 
-# The main job: the quick ablation of the essay's ideas on Fashion-MNIST (about 8 minutes on 2 CPU cores).
+# The main job: the quick ablation of the essay's ideas on Fashion-MNIST (8 minutes on machine epyc of
+# BENCHMARKS.md, 2 idle cores with native bf16; compare prints the estimate for this machine after the first epoch).
 # Rerunning skips finished runs. Fashion-MNIST comes from Debian's dataset-fashion-mnist when missing.
 demo: $(STAMP) fashion-mnist
 	$(VENV)/bin/pdeconv compare --out $(OUT)

@@ -13,11 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pdeconv"
 FLOORS = {
     0: {"errors", "stencil", "boundary", "autotune", "layers", "regularize", "normalization", "warp", "_checkpoint"},
     1: {"models"},
-    2: {"data", "runtime", "distributed", "engine", "run", "analysis", "experiment", "discover"},
+    2: {"data", "runtime", "distributed", "eta", "engine", "run", "analysis", "experiment", "discover"},
     3: {"cli", "demos", "probes", "doctor", "timm_script", "__main__"},
 }
 #: the workflows floor's order: each may import those before it (discover stands beside them)
-WORKFLOWS = ["data", "runtime", "distributed", "engine", "run", "analysis", "experiment"]
+WORKFLOWS = ["data", "runtime", "distributed", "eta", "engine", "run", "analysis", "experiment"]
 
 
 def _modules() -> dict[str, Path]:

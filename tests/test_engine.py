@@ -267,23 +267,80 @@ def test_amp_auto_picks_bf16_only_on_cpus_with_native_bf16(monkeypatch, avx512_b
     assert [engine.resolve_amp(a, cpu) for a in ("none", "bf16", "fp16")] == ["none", "bf16", "fp16"]
 
 
-def test_amp_auto_is_recorded_as_asked_and_as_run_and_resumes_where_it_resolves_otherwise(tmp_path, fmnist,
-                                                                                          monkeypatch):
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+def same_weights(run_a, run_b) -> bool:
+    a, b = (engine.load_checkpoint(r / engine.CHECKPOINT)["model"] for r in (run_a, run_b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def forced_timing(monkeypatch, bf16_s: float, float32_s: float = 1.0) -> list[int]:
+    """Make ``--amp auto``'s measurement report these step times; returns a list that grows by one per measurement."""
+    calls: list[int] = []
+
+    def fake(config, model, input_shape, device, regularizer):
+        calls.append(input_shape[0])
+        return {"none": float32_s, "bf16": bf16_s}
+
+    monkeypatch.setattr(engine, "_amp_step_seconds", fake)
+    monkeypatch.setattr(engine, "_AMP_CHOICES", {})
+    return calls
+
+
+@pytest.mark.parametrize("bf16_s, expected", [(0.95, "none"), (0.91, "none"), (0.85, "bf16")])
+def test_amp_auto_on_a_cpu_trains_in_bf16_only_where_it_measured_bf16_faster(tmp_path, fmnist, monkeypatch, capsys,
+                                                                            bf16_s, expected):
+    # the CPU's flags say nothing: a CPU with native bf16 where bf16 is slower trains in float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    calls = forced_timing(monkeypatch, bf16_s)
+    engine.train(config(tmp_path, fmnist, amp="auto", epochs=1), tiny_model)
+    assert calls == [16]  # measured once, on the run's batch
+    meta = json.loads((tmp_path / "run" / engine.CONFIG).read_text())
+    assert (meta["config"]["amp"], meta["amp"]) == ("auto", expected)
+    assert meta["amp_choice"]["asked"] == "auto" and meta["amp_choice"]["chosen"] == expected
+    assert meta["amp_choice"]["step_s"] == {"none": 1.0, "bf16": bf16_s}
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("amp auto:")]
+    assert len(printed) == 1 and ("float32" if expected == "none" else "bf16") in printed[0]
+    assert "not 10% faster" in printed[0] if expected == "none" else "× faster" in printed[0]
+    # it really ran so: bit for bit the run of the precision asked explicitly (the measurement left it untouched)
+    engine.train(config(tmp_path, fmnist, amp=expected, epochs=1, out=str(tmp_path / "same")), tiny_model)
+    engine.train(config(tmp_path, fmnist, amp="bf16" if expected == "none" else "none", epochs=1,
+                        out=str(tmp_path / "other")), tiny_model)
+    assert same_weights(tmp_path / "run", tmp_path / "same") and not same_weights(tmp_path / "run", tmp_path / "other")
+
+
+def test_amp_auto_is_measured_once_per_model_and_shape_and_a_resumed_run_keeps_its_choice(tmp_path, fmnist,
+                                                                                          monkeypatch, capsys):
+    calls = forced_timing(monkeypatch, bf16_s=0.5)
     with pytest.raises(Killed):
         engine.train(config(tmp_path, fmnist, amp="auto", epochs=3), tiny_model, on_epoch_end=kill_after(1))
-    meta = json.loads((tmp_path / "run" / engine.CONFIG).read_text())
-    assert (meta["config"]["amp"], meta["amp"]) == ("auto", "none")
-    # resumed where auto means bf16 (a CPU with native bf16, or a GPU after a CPU): the same run, in bf16
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    with pytest.raises(Killed):
-        engine.train(config(tmp_path, fmnist, amp="auto", epochs=3, resume=True), tiny_model,
-                     on_epoch_end=kill_after(2))
     assert json.loads((tmp_path / "run" / engine.CONFIG).read_text())["amp"] == "bf16"
+    # another run of the same model and batch in this process takes the cached choice; another batch measures
+    engine.train(config(tmp_path, fmnist, amp="auto", epochs=1, out=str(tmp_path / "b")), tiny_model)
+    engine.train(config(tmp_path, fmnist, amp="auto", epochs=1, batch_size=8, out=str(tmp_path / "c")), tiny_model)
+    assert calls == [16, 8]
+    # a new process (an empty cache) on a day when bf16 measures slower: the resumed run keeps bf16, unmeasured
+    calls = forced_timing(monkeypatch, bf16_s=2.0)
+    capsys.readouterr()
+    engine.train(config(tmp_path, fmnist, amp="auto", epochs=3, resume=True), tiny_model)
+    assert calls == [] and "amp auto: bf16 (recorded by the run being resumed" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "run" / engine.CONFIG).read_text())
+    assert meta["amp"] == "bf16" and meta["amp_choice"]["step_s"] == {"none": 1.0, "bf16": 0.5}
+    engine.train(config(tmp_path, fmnist, amp="bf16", epochs=3, out=str(tmp_path / "whole")), tiny_model)
+    assert same_weights(tmp_path / "run", tmp_path / "whole")  # exactly the uninterrupted bf16 run
     # an explicit other precision is another run
     with pytest.raises(ValueError, match="amp: 'auto' → 'fp16'"):
         engine.train(config(tmp_path, fmnist, amp="fp16", epochs=3, resume=True), tiny_model)
+
+
+def test_amp_measurement_times_real_steps_of_a_copy_and_leaves_the_model_alone():
+    info = dataset_info("fashion-mnist")
+    torch.manual_seed(0)
+    model = tiny_model(info)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    seconds = engine._amp_step_seconds(TrainConfig(), model, (8, 1, 28, 28), torch.device("cpu"), None)
+    assert set(seconds) == {"none", "bf16"} and all(0 < s < 10 for s in seconds.values())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # weights and BN statistics
+    assert torch.equal(torch.get_rng_state(), rng) and all(p.grad is None for p in model.parameters())
 
 
 # ------------------------------------------------------------------------------------------ failures

@@ -125,10 +125,15 @@ def test_presets_hold_only_train_config_fields():
 
 def test_train_cli_runs_and_reports(tmp_path, data_dir, capsys):
     out = tmp_path / "run"
-    args = ["train", "--variant", "hyperbolic", "--epochs", "1", "--batch-size", "32", "--data-dir", str(data_dir),
+    args = ["train", "--variant", "hyperbolic", "--epochs", "2", "--batch-size", "32", "--data-dir", str(data_dir),
             "--out", str(out), "--no-progress"]
     assert main(args) == 0
-    assert "final test accuracy" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert "final test accuracy" in lines[-1]
+    # after the first epoch: the time left (of the one run), measured; none after the last
+    estimates = [i for i, line in enumerate(lines) if " left at " in line]
+    assert len(estimates) == 1 and lines[estimates[0] - 1].startswith("epoch 1/2")
+    assert lines[estimates[0]].startswith("1 run, about ")
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["variant"] == "hyperbolic" and config["penalty_weight"] > 0  # the variant's own weight
     assert main(args) == 2  # the directory holds a run now
@@ -163,7 +168,8 @@ def test_a_wrong_data_dir_is_an_error_and_a_run_records_the_data_it_read(tmp_pat
 def _base(data_dir, **kw):
     from pdeconv import run
 
-    return run.make_config(epochs=1, batch_size=32, data_dir=str(data_dir), progress=False, threads="1", **kw)
+    settings = dict(epochs=1, batch_size=32, data_dir=str(data_dir), progress=False, threads="1")
+    return run.make_config(**(settings | kw))
 
 
 def test_the_same_model_under_two_names_gives_a_paired_difference_of_exactly_zero(tmp_path, data_dir, capsys):
@@ -321,7 +327,7 @@ def test_a_run_another_process_is_training_is_left_for_last_then_waited_for(tmp_
 
     compare_module = importlib.import_module("pdeconv.experiment.compare")  # the package exports the function
 
-    store, base = tmp_path / "store", _base(data_dir)
+    store, base = tmp_path / "store", _base(data_dir, epochs=2)
     busy = store / "baseline" / "seed0"
     compare_module._claim_directory(store, base, False, meta_name="runs.json")  # "the other process" made the
     other = compare_module._lock_run(busy)  # store and trains that run
@@ -331,8 +337,8 @@ def test_a_run_another_process_is_training_is_left_for_last_then_waited_for(tmp_
     safety = threading.Timer(300, compare_module._unlock_run, args=(other,))
     safety.start()
 
-    def train_while_the_other_finishes(config):
-        result = train(config)
+    def train_while_the_other_finishes(config, **kwargs):
+        result = train(config, **kwargs)
         if config.variant == "neumann":  # meanwhile the other process finishes its run and lets go of it
             train(run.variant_config(base, "baseline", 0, busy))
             compare_module._unlock_run(other)
@@ -349,6 +355,9 @@ def test_a_run_another_process_is_training_is_left_for_last_then_waited_for(tmp_
     assert all(line in printed for line in order), printed
     assert sorted(printed.index(line) for line in order) == [printed.index(line) for line in order]
     assert [r["variant"] for r in result.rows] == ["baseline", "neumann"]
+    # the time left counts only the run this command trains, not the one the other process holds
+    estimates = [line for line in printed.splitlines() if " left at " in line]
+    assert len(estimates) == 1 and estimates[0].startswith("1 run, about ")
     # released after each run: a later command takes the lock at once
     fd = compare_module._lock_run(busy)
     assert fd is not None and fd >= 0 and not compare_module._HELD - {fd}
@@ -497,3 +506,81 @@ def test_a_run_store_written_by_earlier_code_is_read_and_reused(tmp_path, capsys
         (row,) = list(csv.DictReader(f))
     summary = engine.run_summary(committed / "baseline" / "seed0")
     assert float(row["test_acc"]) == summary["test_acc"] and row["val_acc"] == ""
+
+
+def test_compare_prints_the_whole_jobs_time_left_after_its_first_epoch_and_as_runs_finish(tmp_path, data_dir, capsys):
+    base = _base(data_dir, epochs=2)
+    experiment.compare(["baseline", "varcoef"], [0], tmp_path / "exp", base=base)
+    lines = capsys.readouterr().out.splitlines()
+    estimates = [i for i, line in enumerate(lines) if " left at " in line and "img/s" in line]
+    # right after the first run's first epoch (both runs to go), then when the first run is done (one to go)
+    assert [lines[i].split(", about")[0] for i in estimates] == ["2 runs", "1 run"]
+    assert lines[estimates[0] - 1].startswith("epoch 1/2") and lines[estimates[1] - 1].startswith("epoch 2/2")
+    assert "measured on this machine" in lines[estimates[0]]
+    # a rerun with one more seed: the finished runs are not part of the job, the two new ones are
+    experiment.compare(["baseline", "varcoef"], [0, 1], tmp_path / "exp", base=base)
+    printed = capsys.readouterr().out
+    estimates = [line for line in printed.splitlines() if " left at " in line]
+    assert estimates[0].startswith("2 runs, about") and printed.count("skipped") == 2
+
+
+def test_the_first_runs_thread_count_is_the_experiments_for_every_later_run_and_rerun(tmp_path, data_dir, capsys,
+                                                                                   monkeypatch):
+    from dataclasses import replace
+
+    from pdeconv import runtime
+
+    counts = iter([2, 1, 1, 1, 1, 1])  # what the idle cores allow: 2 at the first run's start, 1 from then on
+    monkeypatch.setattr(runtime, "auto_threads", lambda interval=0.3: next(counts))
+    out, base = tmp_path / "exp", _base(data_dir, threads="auto")
+
+    def used() -> dict[str, str]:
+        return {f"{d.parent.name} {d.name}": json.loads((d / "config.json").read_text())["config"]["threads"]
+                for d in sorted((out / "runs").glob("*/seed*"))}
+
+    threads = torch.get_num_threads()
+    try:
+        experiment.compare(["baseline", "varcoef"], [0], out, base=base)
+        assert json.loads((out / "experiment.json").read_text())["threads"] == "2"
+        assert used() == {"baseline seed0": "2", "varcoef seed0": "2"}
+        assert "threads: 2, chosen from the idle cores by this first run" in capsys.readouterr().out
+        # a rerun with one more seed on a busier day: the new runs take the experiment's count too
+        experiment.compare(["baseline", "varcoef"], [0, 1], out, base=base)
+        assert set(used().values()) == {"2"} and len(used()) == 4
+        assert "threads: 2, the count this experiment's first run used" in capsys.readouterr().out
+        assert next(counts) == 1  # auto was asked once in all: by the first run
+        # another count given: no finished run is trained again (threads say where a run runs, not what it is)
+        mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/checkpoint.pt")}
+        experiment.compare(["baseline", "varcoef"], [0, 1, 2], out, base=replace(base, threads="1"))
+        assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+        assert used()["baseline seed2"] == "1" and json.loads((out / "experiment.json").read_text())["threads"] == "2"
+        assert "threads: 1 as given; this experiment's earlier runs used 2" in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_rerun_with_more_seeds_keeps_the_precision_the_first_seeds_measured(tmp_path, data_dir, monkeypatch, capsys):
+    measured = []
+
+    def timing(bf16_s):
+        def fake(config, model, input_shape, device, regularizer):
+            measured.append(config.seed)
+            return {"none": 1.0, "bf16": bf16_s}
+        monkeypatch.setattr(engine, "_amp_step_seconds", fake)
+
+    monkeypatch.setattr(engine, "_AMP_CHOICES", {})
+    timing(bf16_s=0.5)  # bf16 measures faster on the first day
+    out, base = tmp_path / "exp", _base(data_dir, amp="auto")
+    experiment.compare(["baseline"], [0], out, base=base)
+    assert measured == [0]
+    # another process (an empty cache) on a day when bf16 measures slower: the new seed trains in bf16 as well
+    monkeypatch.setattr(engine, "_AMP_CHOICES", {})
+    timing(bf16_s=2.0)
+    experiment.compare(["baseline"], [0, 1], out, base=base)
+    amp = [json.loads((out / "runs" / "baseline" / f"seed{s}" / "config.json").read_text())["amp"] for s in (0, 1)]
+    assert amp == ["bf16", "bf16"] and measured == [0]
+    # the control: a fresh experiment in a fresh process measures, and takes float32
+    monkeypatch.setattr(engine, "_AMP_CHOICES", {})
+    experiment.compare(["baseline"], [0], tmp_path / "fresh", base=base)
+    assert json.loads((tmp_path / "fresh" / "runs" / "baseline" / "seed0" / "config.json").read_text())["amp"] == "none"
+    assert measured == [0, 0]

@@ -55,7 +55,7 @@ def _add_engine_options(p: argparse.ArgumentParser, *, skip: set[str]) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = None if f.default is MISSING else f.default
-        help_ = f.metadata.get("help", "")
+        help_ = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if default is not None and "(default:" not in help_:  # None: not given, the help says what happens then
             help_ += f" (default: {default})"
         if hints[f.name] is bool:
@@ -114,6 +114,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from pdeconv import run
+    from pdeconv.eta import Progress
 
     _check_model(args.model, args.variant)
     config = run.make_config(model=args.model, variant=args.variant, preset=args.preset, seed=args.seed,
@@ -122,7 +123,11 @@ def _train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":
         print(f"settings: {'preset ' + args.preset if args.preset else 'no preset'}: {run.describe_config(config)}",
               flush=True)
-    summary = run.train(config)
+    main_rank = os.environ.get("RANK", "0") == "0"
+    progress = Progress("train")  # the time left, printed after the first epoch (the epoch bars are the engine's)
+    progress.add(config.out, config.variant, config.epochs)
+    progress.start(config.out)
+    summary = run.train(config, on_epoch_end=(lambda r: progress.epoch(config.out, r)) if main_rank else None)
     if summary.get("test_acc") is not None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 says it
         print(f"final test accuracy {summary['test_acc']:.2%} after {summary['epochs']} epochs; files in {config.out}")
     return 0

@@ -59,7 +59,12 @@ __all__ = [
     "METRICS",
     "CheckpointError",
     "NonFiniteLossError",
+    "AmpChoice",
+    "BF16_MARGIN",
     "TrainConfig",
+    "choose_amp",
+    "clear_amp_choices",
+    "restore_amp_choices",
     "evaluate",
     "load_checkpoint",
     "lr_factor",
@@ -73,6 +78,12 @@ __all__ = [
 class NonFiniteLossError(ValueError):
     """The training loss became NaN or infinite; the run stopped before writing anything from it."""
 
+
+#: ``--amp auto`` on a CPU takes bf16 only when its measured train step is at least this much faster than float32's
+#: (bf16 step ≤ (1 − margin) · float32 step). Two timings of a few steps differ by a few percent from noise alone
+#: (more on a loaded machine), and bf16 also rounds activations and gradients: a gain smaller than the noise is not
+#: worth the precision, so float32 takes the tie.
+BF16_MARGIN = 0.10
 
 #: What a training setting is to a run (the ``role`` of each :class:`TrainConfig` field):
 #: ``identity`` — what is trained: the same for every run of an experiment and for a run and its resumption;
@@ -123,14 +134,17 @@ class TrainConfig:
     tta_flip: bool = _opt(False, "evaluate on the mean logits of the image and its mirror image")
     seed: int = _opt(0, "random seed (initialisation, data order, augmentation)", role="run")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N", role="placement")
-    amp: str = _opt("none", "mixed precision (auto: bf16 where native)", ("none", "bf16", "fp16", "auto"))
+    amp: str = _opt("none", "mixed precision (auto: on a CPU, bf16 where a few timed train steps of the model run "
+                    f"{BF16_MARGIN:.0%} faster in it, else float32; on a GPU, bf16 from Ampere on; a resumed run "
+                    "keeps its choice)", ("none", "bf16", "fp16", "auto"))
     channels_last: bool = _opt(False, "channels-last memory format (faster convolutions on GPUs)")
     compile: bool = _opt(False, "torch.compile the model", role="placement")
     deterministic: bool = _opt(False, "CUDA: deterministic kernels, no cuDNN autotuning, no TF32 (slower; a resumed "
                                "GPU run then continues bit for bit)", role="placement")
     sync_bn: bool = _opt(False, "under torchrun, BatchNorm statistics over the global batch (SyncBatchNorm)")
     threads: str = _opt("auto", "CPU intra-op threads: a count, or auto (the cores idle at the start; a resumed "
-                        "run keeps its count)", role="placement")
+                        "run keeps its count; in compare every run and rerun of an experiment takes its first run's "
+                        "count, recorded in experiment.json)", role="placement")
     workers: str = _opt("auto", "data-loading processes per training process (image-folder datasets): a count, "
                         "or auto (from the CPUs, at most 8)", role="placement")
     out: str = _opt("runs/train", "run directory", role="placement")
@@ -201,11 +215,13 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
-    """``amp`` with ``"auto"`` replaced by ``"bf16"`` where ``device`` has native bfloat16 arithmetic, else ``"none"``.
+    """``amp`` with ``"auto"`` replaced by the rule: ``"bf16"`` where ``device`` has native bfloat16 arithmetic, else
+    ``"none"``. What ``auto`` means on a GPU, and on a CPU before any measurement; :func:`train` measures on CPUs
+    (:func:`choose_amp`), because native is not always faster.
 
     Native means a CUDA GPU that reports bf16 support (Ampere and later), or a CPU with AVX-512 BF16 or AMX
     instructions (oneDNN then runs convolutions and matrix products in bf16; elsewhere it has no bf16
-    instructions and converts in software, so ``auto`` keeps float32).
+    instructions and converts in software).
     """
     if amp != "auto":
         return amp
@@ -215,6 +231,128 @@ def resolve_amp(amp: str, device: torch.device) -> str:
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
         return "bf16" if native else "none"
     return "none"
+
+
+#: train steps timed per precision by :func:`choose_amp` (after one warm-up step each), interleaved
+AMP_STEPS = 4
+
+
+@dataclass(frozen=True)
+class AmpChoice:
+    """What ``--amp`` asked, what runs, why (one line), and the measured median seconds per train step by precision
+    (``{"none": s, "bf16": s}``; empty where nothing was measured). Recorded as ``amp_choice`` in config.json."""
+
+    asked: str
+    chosen: str
+    why: str
+    step_s: dict[str, float] = field(default_factory=dict)
+    key: str = ""  # what was measured: model, variant, shape, memory format, penalty, threads, CPU
+
+    def line(self) -> str:
+        return f"amp {self.asked}: {_PRECISION[self.chosen]} ({self.why})"
+
+
+_PRECISION = {"none": "float32", "bf16": "bf16", "fp16": "fp16"}
+_AMP_CHOICES: dict[str, AmpChoice] = {}  # per process: key (model, shape, batch, threads, ...) → measured choice
+
+
+def choose_amp(
+    config: TrainConfig,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    device: torch.device,
+    *,
+    regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
+) -> AmpChoice:
+    """What ``config.amp`` runs as on ``device`` for ``model`` and a batch of ``input_shape`` (N, C, H, W).
+
+    Explicit precisions run as asked. ``auto`` on a GPU: :func:`resolve_amp`'s rule (bf16 on Ampere and later,
+    float32 before; no measurement). ``auto`` on a CPU is measured, as :mod:`pdeconv.autotune`
+    chooses kernels: :data:`AMP_STEPS` train steps (forward, backward, optimizer step) of a copy of ``model`` on
+    random data of ``input_shape``, in float32 and under bf16 autocast, interleaved; bf16 wins only when its median
+    step is :data:`BF16_MARGIN` faster. The choice is cached for the process per (model, variant, class and size,
+    shape, memory format, threads, device): later runs of the same model and shape reuse it. The copy, its
+    optimizer and a forked RNG keep the run itself untouched (its weights, statistics and random stream).
+    """
+    if config.amp != "auto":
+        return AmpChoice(config.amp, config.amp, "as asked")
+    if device.type != "cpu":
+        rule = resolve_amp("auto", device)
+        why = {"bf16": "the GPU computes bf16 natively (Ampere or later)",
+               "none": "this GPU would emulate bf16 (before Ampere), slower than float32"}[rule]
+        return AmpChoice("auto", rule, why if device.type == "cuda" else f"no bf16 rule for {device.type}")
+    params = sum(p.numel() for p in model.parameters())
+    key = "|".join(map(str, (config.model, config.variant, type(model).__name__, params,
+                             "x".join(map(str, input_shape)), "channels_last" if config.channels_last else "contiguous",
+                             config.penalty_weight, torch.get_num_threads(), cpu_description())))
+    if key in _AMP_CHOICES:
+        cached = _AMP_CHOICES[key]
+        return replace(cached, why=f"{cached.why}; measured earlier for this model and shape on this machine")
+    seconds = _amp_step_seconds(config, model, input_shape, device, regularizer)
+    f32, bf16 = seconds["none"], seconds["bf16"]
+    threads = torch.get_num_threads()
+    speed = f"bf16 step {1e3 * bf16:.0f} ms against float32 {1e3 * f32:.0f} ms, {threads} thread{'s' * (threads > 1)}"
+    if bf16 <= (1 - BF16_MARGIN) * f32:
+        choice = AmpChoice("auto", "bf16", f"measured: {speed}, {f32 / bf16:.2f}× faster", seconds, key)
+    else:
+        choice = AmpChoice("auto", "none", f"measured: {speed}: bf16 is not {BF16_MARGIN:.0%} faster here", seconds,
+                           key)
+    _AMP_CHOICES[key] = choice
+    return choice
+
+
+def clear_amp_choices() -> None:
+    """Forget the precisions ``--amp auto`` measured in this process (the next run measures again)."""
+    _AMP_CHOICES.clear()
+
+
+def restore_amp_choices(recorded: Iterable[dict[str, Any]]) -> int:
+    """Take measured choices recorded by earlier runs (``amp_choice`` of their config.json) as if measured in this
+    process, so that a later run of the same model, shape, threads and CPU (a new seed of an experiment) trains in
+    the same precision; returns how many were taken. Choices already made here, and records without a measurement,
+    are left alone."""
+    taken = 0
+    for r in recorded:
+        if r.get("key") and r.get("step_s") and r.get("chosen") in ("none", "bf16") and r["key"] not in _AMP_CHOICES:
+            _AMP_CHOICES[r["key"]] = AmpChoice("auto", r["chosen"], str(r.get("why", "")), dict(r["step_s"]), r["key"])
+            taken += 1
+    return taken
+
+
+def _amp_step_seconds(config: TrainConfig, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                      regularizer) -> dict[str, float]:
+    """Median seconds of a train step of a copy of ``model``, ``{"none": float32, "bf16": under bf16 autocast}``."""
+    import copy
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        twin = copy.deepcopy(model).train()
+        optimizer = build_optimizer(twin, config)
+        x = torch.randn(input_shape, device=device)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            classes = twin(x[:1]).shape[-1]
+        y = torch.randint(0, classes, (input_shape[0],), device=device)
+
+        def step(amp: str) -> float:
+            began = time.perf_counter()
+            with _autocast(amp, device):
+                objective = F.cross_entropy(twin(x), y, label_smoothing=config.label_smoothing)
+            if regularizer is not None and config.penalty_weight > 0:
+                objective = objective + config.penalty_weight * regularizer(twin)
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            return time.perf_counter() - began
+
+        times: dict[str, list[float]] = {"none": [], "bf16": []}
+        for amp in times:  # warm-up: allocations and each layer's path measurement (pdeconv.autotune) per dtype
+            step(amp)
+        for _ in range(AMP_STEPS):
+            for amp in times:
+                times[amp].append(step(amp))
+    return {amp: float(np.median(t)) for amp, t in times.items()}
 
 
 def _autocast(amp: str, device: torch.device):
@@ -460,6 +598,32 @@ def _set_threads(config: TrainConfig, out: Path, procs: Processes) -> int:
     return set_threads("auto")
 
 
+def _amp_of_run(config: TrainConfig, out: Path, procs: Processes, model: nn.Module, info: DatasetInfo,
+                regularizer) -> AmpChoice:
+    """The run's precision (:func:`choose_amp`). A resumed ``auto`` run keeps the precision it recorded (no new
+    measurement, which might choose otherwise on a busier day), unless it moved to another kind of device; under
+    torchrun every rank measures its share of the batch and takes rank 0's choice."""
+    if config.amp == "auto" and config.resume:
+        recorded = on_main(lambda: _recorded_amp(out, procs.device), main=procs.main)
+        if recorded is not None:
+            return recorded
+    shape = (config.batch_size // procs.world_size, info.in_chans, info.image_size, info.image_size)
+    return broadcast(choose_amp(config, model, shape, procs.device, regularizer=regularizer))
+
+
+def _recorded_amp(out: Path, device: torch.device) -> AmpChoice | None:
+    """The precision the run in ``out`` recorded in its config.json, if it ran on the same kind of device."""
+    try:
+        meta = json.loads((out / CONFIG).read_text())
+        if torch.device(meta["device"]).type != device.type:
+            return None
+        recorded = meta.get("amp_choice") or {"asked": meta["config"]["amp"], "chosen": meta["amp"], "why": ""}
+        why = f"recorded by the run being resumed: {recorded['why']}" if recorded["why"] else "recorded by the run"
+        return AmpChoice("auto", recorded["chosen"], why, dict(recorded.get("step_s", {})), recorded.get("key", ""))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        return None  # nothing readable recorded: choose anew
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -531,11 +695,10 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
     ckpt_path = out / CHECKPOINT
     if config.batch_size % procs.world_size:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {procs.world_size} processes")
-    amp = resolve_amp(config.amp, procs.device)  # what runs; the config keeps what was asked ("auto")
-    if amp == "fp16" and procs.device.type == "cpu" and procs.main:
+    if config.amp == "fp16" and procs.device.type == "cpu" and procs.main:
         warnings.warn("--amp fp16 on a CPU: most CPUs have no fast float16 convolutions, so this usually trains "
-                      "several times slower than float32; --amp auto takes bf16 where the CPU has it natively, else "
-                      "float32", stacklevel=2)
+                      "several times slower than float32; --amp auto takes bf16 where a measured train step runs "
+                      "faster in it, else float32", stacklevel=2)
     on_main(lambda: _prepare_out_dir(config, out), main=procs.main)
     config = replace(config, threads=str(_set_threads(config, out, procs)))
     _seed_everything(config.seed)
@@ -558,6 +721,10 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
         raw = _to_channels_last(raw)
     optimizer = build_optimizer(raw, config)
     scheduler = _scheduler(optimizer, config, steps_per_epoch=len(train_loader))
+    amp_choice = _amp_of_run(config, out, procs, raw, info, regularizer)
+    amp = amp_choice.chosen  # what runs; the config keeps what was asked ("auto")
+    if config.amp == "auto" and procs.main:
+        print(amp_choice.line(), flush=True)
     scaler = torch.amp.GradScaler(procs.device.type, enabled=amp == "fp16")
     history: list[dict[str, Any]] = []
     if config.resume:
@@ -569,7 +736,7 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
     if procs.world_size > 1:
         model = DistributedDataParallel(fast, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
     params = sum(p.numel() for p in raw.parameters())
-    writer, meta = _open_run(out, config, procs, info, params, history, amp) if procs.main else (None, None)
+    writer, meta = _open_run(out, config, procs, info, params, history, amp_choice) if procs.main else (None, None)
     running = replace(config, amp=amp)
 
     try:
@@ -679,10 +846,11 @@ def _checked_state(path: Path, config: TrainConfig) -> dict[str, Any]:
     return state
 
 
-def _open_run(out: Path, config: TrainConfig, procs: Processes, info, params: int, history, amp: str
+def _open_run(out: Path, config: TrainConfig, procs: Processes, info, params: int, history, amp: AmpChoice
               ) -> tuple[Any, dict]:
     """Write config.json and the metrics so far; return the TensorBoard writer and the run's metadata (rank 0
-    only). ``paths``: the layer paths chosen so far (:mod:`pdeconv.autotune`), rewritten every epoch."""
+    only). ``paths``: the layer paths chosen so far (:mod:`pdeconv.autotune`), rewritten every epoch; ``amp_choice``:
+    what ``--amp`` asked, what runs, why and the measured step times (:class:`AmpChoice`)."""
     from torch.utils.tensorboard import SummaryWriter
 
     out.mkdir(parents=True, exist_ok=True)
@@ -693,7 +861,8 @@ def _open_run(out: Path, config: TrainConfig, procs: Processes, info, params: in
         "python_version": platform.python_version(),
         "device": str(procs.device),
         "device_name": _describe_device(procs.device),
-        "amp": amp,  # what ran (config.amp is what was asked: "auto" resolves per device)
+        "amp": amp.chosen,  # what ran (config.amp is what was asked: "auto" is measured or resolved per device)
+        "amp_choice": asdict(amp),
         "world_size": procs.world_size,
         "params": params,
         "dataset": asdict(info),

@@ -75,9 +75,10 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
-        "about 8 minutes on a 2-core CPU with native bf16: ResNet-20 in 4 variants × 3 paired seeds, 2 epochs "
-        "on a fixed 24,000-image subset, one-cycle, label smoothing, flip TTA, bf16 where native, channels-last; "
-        "the baseline reaches about 89%",
+        "ResNet-20 in 4 variants × 3 paired seeds, 2 epochs on a fixed 24,000-image subset, one-cycle, label "
+        "smoothing, flip TTA, bf16 where measured faster, channels-last; the baseline reaches about 89%. 8 minutes "
+        "on machine epyc of BENCHMARKS.md (2-core AMD EPYC with AVX-512 BF16, idle); other machines differ several "
+        "times over: compare prints this machine's estimate after the first epoch",
         variants="baseline,neumann,seed,hyperbolic",
         epochs=2,
         batch_size=64,
@@ -89,8 +90,9 @@ PRESETS: dict[str, Preset] = {
         channels_last=True,
     ),
     "fast": Preset(
-        "one run reaches 93% on Fashion-MNIST in under 10 minutes on a 2-core CPU with native bf16: ResNet-20, "
-        "10 epochs, one-cycle, label smoothing, flip TTA, bf16 where native, channels-last",
+        "ResNet-20 to 93% on Fashion-MNIST: 10 epochs, one-cycle, label smoothing, flip TTA, bf16 where measured "
+        "faster, channels-last; 6–8 minutes on machines epyc and dev-intel of BENCHMARKS.md (2 cores with native "
+        "bf16, idle); train prints this machine's estimate after the first epoch",
         epochs=10,
         lr=0.2,
         label_smoothing=0.1,
@@ -99,7 +101,8 @@ PRESETS: dict[str, Preset] = {
         channels_last=True,
     ),
     "full": Preset(
-        "the serious run: ResNet-20, 30 epochs on all 60,000 images, cosine schedule, 3 seeds",
+        "the serious run: ResNet-20, 30 epochs on all 60,000 images, cosine schedule, 3 seeds (one run: 22 minutes "
+        "on machine dev-intel of BENCHMARKS.md; compare prints this machine's estimate after the first epoch)",
         epochs=30,
         lr=0.1,
         schedule="cosine",

@@ -9,6 +9,12 @@ lock on its directory (``flock``; rank 0 holds it), and a run another process is
 then waited for (polling, so that under ``torchrun`` no collective outlasts its timeout) — and skipped if that
 process finished it (unless ``force``). Without ``fcntl`` (Windows), or on a file system that refuses ``flock``,
 nothing is locked (with a warning).
+
+What a rerun must reproduce is kept with the experiment: the thread count of its first run on a CPU (results on a
+CPU depend on it; recorded in ``experiment.json`` and taken by every later run unless ``threads`` is given), and
+the precision ``--amp auto`` measured (each run's ``config.json``; a new seed takes its variant's). The time the
+job has left is estimated from the epochs measured (:mod:`pdeconv.eta`) and printed after the first epoch and as
+runs finish; on a terminal one progress bar carries it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 
 from pdeconv import _checkpoint, engine, run
 from pdeconv.distributed import agree, on_main, start, stop
+from pdeconv.eta import Progress
 from pdeconv.experiment.report import shared_settings, write_report
 from pdeconv.experiment.results import collect, run_dir
 from pdeconv.experiment.stats import Paired, paired
@@ -147,7 +154,60 @@ def _claim_directory(out: Path, config: engine.TrainConfig, force: bool, meta_na
     elif not meta.exists() and out.is_dir() and any(out.iterdir()) and not force:
         raise ValueError(f"{out} is not empty and holds no pdeconv experiment; use another --out or --force")
     out.mkdir(parents=True, exist_ok=True)
-    _checkpoint.write_text(meta, json.dumps(settings, indent=2) + "\n")
+    kept = {}
+    if meta.exists() and not force:  # what earlier runs recorded (the thread count) stays with the experiment
+        kept = {k: v for k, v in json.loads(meta.read_text()).items() if k in _RECORDED}
+    _checkpoint.write_text(meta, json.dumps(settings | kept, indent=2) + "\n")
+
+
+#: placement settings an experiment records once and reuses (experiment.json), beside its identity settings
+_RECORDED = ("threads",)
+
+
+def _recorded_threads(out: Path, todo: Sequence[Path]) -> str | None:
+    """The thread count this experiment's runs use: the one recorded in experiment.json, else the count of the
+    first of its runs that ran on a CPU (an experiment from before the record), else ``None`` (no run yet)."""
+    try:
+        recorded = json.loads((out / "experiment.json").read_text()).get("threads")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded is not None:
+        return str(recorded)
+    return next((t for t in map(_ran_on_cpu_with, todo) if t is not None), None)
+
+
+def _record_threads(out: Path, threads: str) -> None:
+    meta = out / "experiment.json"
+    _checkpoint.write_text(meta, json.dumps(json.loads(meta.read_text()) | {"threads": threads}, indent=2) + "\n")
+
+
+def _ran_on_cpu_with(directory: Path) -> str | None:
+    """The thread count of the run in ``directory`` when it ran on a CPU, else ``None``."""
+    try:
+        meta = json.loads((directory / engine.CONFIG).read_text())
+        return str(int(meta["config"]["threads"])) if str(meta["device"]).startswith("cpu") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _recorded_amp_choices(directories: Sequence[Path]) -> list[dict[str, Any]]:
+    """The ``--amp auto`` measurements the runs in ``directories`` recorded (config.json's ``amp_choice``)."""
+    found = []
+    for directory in directories:
+        try:
+            choice = json.loads((directory / engine.CONFIG).read_text()).get("amp_choice")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(choice, dict):
+            found.append(choice)
+    return found
+
+
+def _epochs_done(directory: Path) -> int:
+    try:
+        return engine.run_summary(directory)["epochs"]
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def check_seed_options(seeds: Sequence[int], target_ci: float | None, max_seeds: int) -> None:
@@ -215,7 +275,8 @@ def compare(
 
     ``runs``: a run store shared by several experiments (``RUNS/VARIANT/seedN``; default ``out/runs``), so a run
     with the same settings and seed (the baseline above all) is trained once; the store records its settings
-    in ``runs.json`` and refuses others, like the experiment directory. ``command``: the command line, for the
+    in ``runs.json`` and refuses others, like the experiment directory (the thread count stays the experiment's:
+    its ``experiment.json``). ``command``: the command line, for the
     report's record of how it was made.
     """
     from pdeconv.models import get_variant
@@ -246,6 +307,32 @@ def compare(
     say = print if procs.main else (lambda *args, **kwargs: None)
     plan = {v: list(seeds) for v in variants}
     trained: set[tuple[str, int]] = set()  # this call's runs: with force, each is retrained once, not per round
+    # one thread count for every run and rerun of the experiment (results on a CPU depend on it): the first run's
+    every = [run_dir(out, v, s, runs) for v in variants for s in seeds]
+    recorded = None if force else on_main(lambda: _recorded_threads(out, every), main=procs.main)
+    if base.threads == "auto" and recorded is not None:
+        base = replace(base, threads=recorded)
+        say(f"threads: {recorded}, the count this experiment's first run used (experiment.json; --threads N "
+            "to change it)", flush=True)
+    elif base.threads != "auto" and recorded not in (None, base.threads):
+        say(f"threads: {base.threads} as given; this experiment's earlier runs used {recorded} (experiment.json), "
+            "so the new runs' accuracies may differ from what they would have been with theirs", flush=True)
+    if procs.main and base.amp == "auto":  # the precision measured for earlier seeds holds for new ones
+        engine.restore_amp_choices(_recorded_amp_choices(every))
+    progress = Progress("compare", bar=base.progress and procs.main, say=lambda line: say(line, flush=True))
+
+    def fix_threads(directory: Path) -> None:
+        """After the experiment's first run on a CPU: its thread count is the experiment's (recorded)."""
+        nonlocal base
+        if base.threads != "auto":
+            return
+        threads = on_main(lambda: _ran_on_cpu_with(directory), main=procs.main)
+        if threads is not None:
+            on_main(lambda: _record_threads(out, threads), main=procs.main)
+            base = replace(base, threads=threads)
+            say(f"threads: {threads}, chosen from the idle cores by this first run; every later run and rerun of "
+                "this experiment uses it (experiment.json; --threads N to change it)", flush=True)
+
     def one_run(variant: str, seed: int, head: str, wait: bool) -> bool:
         """Train (or skip) one run; ``False`` when another process holds it and not ``wait``."""
         directory = run_dir(out, variant, seed, runs)
@@ -260,40 +347,66 @@ def compare(
             if state == "finished" and not force:
                 say(f"{head} {variant} seed {seed}: finished {'meanwhile' if wait else 'earlier'}, skipped",
                     flush=True)
+                progress.drop((variant, seed))
                 return True
             config = replace(run.variant_config(base, variant, seed, directory),
                              resume=state == "partial" and not force, force=force or state == "stale")
             doing = "resuming" if config.resume else ("training again (unfinished, no checkpoint here)"
                                                       if state == "stale" and not force else "training")
-            say(f"{head} {variant} seed {seed}: {doing} → {directory}", flush=True)
+            threads = "" if config.threads == "auto" else f" ({config.threads} thread{'s' * (config.threads != '1')})"
+            say(f"{head} {variant} seed {seed}: {doing} → {directory}{threads}", flush=True)
             if base.compile:  # each variant is a new graph: start from an empty compile cache, not its limit
                 torch._dynamo.reset()
-            run.train(config)
+            if procs.main:
+                if (variant, seed) not in progress.estimate:  # left for last, and ours to train after all
+                    progress.add((variant, seed), variant, config.epochs, 0 if force else _epochs_done(directory))
+                progress.start((variant, seed))
+            record = (lambda r: progress.epoch((variant, seed), r)) if procs.main else None
+            run.train(config, on_epoch_end=record)
+            progress.finish((variant, seed))
+            fix_threads(directory)
             return True
         finally:
             if procs.main:
                 _unlock_run(fd)
 
-    while True:
-        todo = [(v, s) for v in variants for s in plan[v] if (v, s) not in trained]
-        busy = []  # runs another process is training: last, waited for
-        for i, (variant, seed) in enumerate(todo, 1):
-            trained.add((variant, seed))
-            if not one_run(variant, seed, f"[{i}/{len(todo)}]", wait=False):
-                say(f"[{i}/{len(todo)}] {variant} seed {seed}: another process is training it; left for last",
-                    flush=True)
-                busy.append((variant, seed))
-        for variant, seed in busy:
-            say(f"[waiting] {variant} seed {seed}: for the other process to finish it", flush=True)
-            one_run(variant, seed, "[waited]", wait=True)
-        if target_ci is None:
-            break
-        grown = on_main(lambda p=plan: _more_seeds(out, p, reference, target_ci, max_seeds, runs), main=procs.main)
-        if grown == plan:
-            break
-        added = [f"{v} +{len(grown[v]) - len(plan[v])}" for v in variants if len(grown[v]) > len(plan[v])]
-        say(f"95% CI of Δ wider than ±{target_ci:g} points: more seeds ({', '.join(added)})", flush=True)
-        plan = grown
+    def expect(todo: list[tuple[str, int]]) -> None:
+        """What the estimate counts: the runs to train, less those finished and those another process holds."""
+        for variant, seed in todo:
+            directory = run_dir(out, variant, seed, runs)
+            state = _state(directory)
+            if (state == "finished" and not force) or (directory.is_dir() and in_training(directory)):
+                continue
+            progress.add((variant, seed), variant, base.epochs, 0 if force else _epochs_done(directory))
+
+    try:
+        with progress.printing():
+            while True:
+                todo = [(v, s) for v in variants for s in plan[v] if (v, s) not in trained]
+                if procs.main:
+                    expect(todo)
+                busy = []  # runs another process is training: last, waited for
+                for i, (variant, seed) in enumerate(todo, 1):
+                    trained.add((variant, seed))
+                    if not one_run(variant, seed, f"[{i}/{len(todo)}]", wait=False):
+                        say(f"[{i}/{len(todo)}] {variant} seed {seed}: another process is training it; left for last",
+                            flush=True)
+                        progress.drop((variant, seed))
+                        busy.append((variant, seed))
+                for variant, seed in busy:
+                    say(f"[waiting] {variant} seed {seed}: for the other process to finish it", flush=True)
+                    one_run(variant, seed, "[waited]", wait=True)
+                if target_ci is None:
+                    break
+                grown = on_main(lambda p=plan: _more_seeds(out, p, reference, target_ci, max_seeds, runs),
+                                main=procs.main)
+                if grown == plan:
+                    break
+                added = [f"{v} +{len(grown[v]) - len(plan[v])}" for v in variants if len(grown[v]) > len(plan[v])]
+                say(f"95% CI of Δ wider than ±{target_ci:g} points: more seeds ({', '.join(added)})", flush=True)
+                plan = grown
+    finally:
+        progress.close()
     result = CompareResult(out, [], "", reference)
     if procs.main:
         rows = collect(out, variants, plan, base, runs=runs)
