@@ -17,11 +17,13 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from pdeconv.errors import PdeconvError
+
 FORMAT = "pdeconv-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PdeconvError):
     """A checkpoint that cannot be used; the message is one line. ``kind`` says why: ``damaged`` (a truncated or
     corrupt archive), ``objects`` (pickled Python objects, refused: loading them could run code), ``foreign``
     (not a PyTorch file at all), ``state_dict`` (tensors, but not a pdeconv run's checkpoint), ``newer``."""

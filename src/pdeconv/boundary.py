@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from pdeconv import autotune
+from pdeconv.errors import PdeconvError
 
 __all__ = [
     "BOUNDARY_CONDITIONS", "BoundaryConv2d", "boundary_condition", "padding_mode", "pad", "convolve",
@@ -63,7 +64,7 @@ def boundary_condition(bc: str) -> str:
     name = bc.lower() if isinstance(bc, str) else bc
     if name not in BOUNDARY_CONDITIONS:
         valid = ", ".join(BOUNDARY_CONDITIONS)
-        raise ValueError(f"unknown boundary condition {bc!r}; valid ones: {valid} (in any case)")
+        raise PdeconvError(f"unknown boundary condition {bc!r}; valid ones: {valid} (in any case)")
     return name
 
 
@@ -86,13 +87,13 @@ def _as_lrtb(width: int | tuple[int, ...]) -> tuple[int, int, int, int]:
         return (w[1], w[1], w[0], w[0])
     if len(w) == 4:
         return w  # (left, right, top, bottom), like F.pad
-    raise ValueError(f"width must be an int, (pad_h, pad_w) or (left, right, top, bottom); got {width!r}")
+    raise PdeconvError(f"width must be an int, (pad_h, pad_w) or (left, right, top, bottom); got {width!r}")
 
 
 def _check_reflect(x: Tensor, lrtb: tuple[int, int, int, int], where: str = "") -> None:
     h, w = x.shape[-2:]
     if max(lrtb[0], lrtb[1]) >= w or max(lrtb[2], lrtb[3]) >= h:
-        raise ValueError(
+        raise PdeconvError(
             f"{where}neumann (reflect) padding of {max(lrtb)} needs inputs larger than the padding, but the "
             f"input is {h}×{w} (H×W). Use a larger input, fewer downsampling steps, or bc='replicate'."
         )
@@ -183,12 +184,12 @@ def pad(x: Tensor, width: int | tuple[int, ...], bc: str = "dirichlet", *, dims:
 
 def _pad_axes(x: Tensor, width: int | tuple[int, ...], mode: str, dims: int) -> Tensor:
     if dims not in (1, 3) or not isinstance(width, int):
-        raise ValueError(f"dims must be 1, 2 or 3, and width an int when dims is not 2; got {dims} and {width!r}")
+        raise PdeconvError(f"dims must be 1, 2 or 3, and width an int when dims is not 2; got {dims} and {width!r}")
     if x.dim() < dims:
-        raise ValueError(f"x must have at least {dims} axes to pad {dims}; got shape {tuple(x.shape)}")
+        raise PdeconvError(f"x must have at least {dims} axes to pad {dims}; got shape {tuple(x.shape)}")
     space = tuple(x.shape[x.dim() - dims:])
     if mode == "reflect" and width >= min(space):
-        raise ValueError(
+        raise PdeconvError(
             f"neumann (reflect) padding of {width} needs inputs larger than the padding, but the input is "
             f"{'×'.join(map(str, space))}. Use a larger input, a smaller filter, or bc='replicate'."
         )
@@ -228,7 +229,7 @@ def convolve_along(x: Tensor, taps: Tensor, axis: int, bc: str | None = None, *,
     """
     taps = taps.to(dtype=x.dtype, device=x.device).reshape(1, 1, -1)
     if taps.shape[-1] % 2 == 0:
-        raise ValueError(f"taps must have an odd length 2r + 1; got {taps.shape[-1]}")
+        raise PdeconvError(f"taps must have an odd length 2r + 1; got {taps.shape[-1]}")
     moved = x.movedim(axis, -1)
     flat = moved.reshape(-1, 1, moved.shape[-1])
     if bc is not None:
@@ -259,7 +260,7 @@ class BoundaryConv2d(nn.Conv2d):
             try:
                 _check_reflect(input, p, where=f"Conv2d({self.in_channels}, {self.out_channels}): ")
             except ValueError as e:
-                raise ValueError(_too_small(self, e)) from None
+                raise PdeconvError(_too_small(self, e)) from None
         padded = pad(input, p, _BC_OF_MODE[self.padding_mode])
         return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
 
@@ -351,7 +352,7 @@ def set_boundary(
         known = {n for n, _ in model.named_modules()}
         missing = names - known
         if missing:
-            raise ValueError(f"set_boundary(only=...): no modules named {sorted(missing)} in this model")
+            raise PdeconvError(f"set_boundary(only=...): no modules named {sorted(missing)} in this model")
         only = lambda name, m, names=names: name in names  # noqa: E731
     changed = 0
     for name, m in model.named_modules():

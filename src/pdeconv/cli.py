@@ -1,8 +1,9 @@
 """The ``pdeconv`` command: ``train | compare | probe | analyze | discover | demo | doctor``.
 
 The CLI only parses arguments and calls floor-2 (or demo) functions; everything here is also a Python
-call. Errors a user can fix (bad names, missing data, malformed files) print one line and exit with 2;
-set ``PDECONV_DEBUG=1`` to see the traceback instead.
+call. Errors a user can fix (:class:`pdeconv.errors.PdeconvError`: bad names, malformed files, settings that
+cannot work; and the operating system's file errors) print one line and exit with 2; set ``PDECONV_DEBUG=1`` to
+see the traceback instead. Any other exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from pdeconv import __version__
+from pdeconv.errors import PdeconvError
 
 #: name → (one-line help, builder): the builder adds the subcommand's options to its parser and sets
 #: ``func(args) -> int | None`` on it.
@@ -32,7 +34,7 @@ def command(name: str, help: str) -> Callable:  # noqa: A002 - argparse's word
     return register
 
 
-class UsageError(ValueError):
+class UsageError(PdeconvError):
     """An error in what the user asked for; printed as one line, exit code 2."""
 
 
@@ -518,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pdeconv: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
+    except (PdeconvError, OSError) as e:  # what the user can fix; anything else is a bug: its traceback shows
         if os.environ.get("PDECONV_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

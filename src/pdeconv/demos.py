@@ -24,6 +24,7 @@ from torch import Tensor
 
 from pdeconv import _checkpoint, stencil
 from pdeconv.boundary import convolve
+from pdeconv.errors import PdeconvError
 from pdeconv.layers.steppers import runge_kutta_step
 from pdeconv.runtime import check_out_dir
 
@@ -436,11 +437,11 @@ DEMOS: dict[str, Callable[..., DemoResult]] = {
 def run(name: str, out: str | Path = "runs/demo", size: int | None = None, steps: int | None = None) -> DemoResult:
     """Run demo ``name``, print what it measured and where its files are."""
     if name not in DEMOS:
-        raise ValueError(f"unknown demo {name!r}; valid ones: {', '.join(sorted(DEMOS))}")
+        raise PdeconvError(f"unknown demo {name!r}; valid ones: {', '.join(sorted(DEMOS))}")
     if size is not None and size < 8:
-        raise ValueError(f"--size must be at least 8 pixels; got {size}")
+        raise PdeconvError(f"--size must be at least 8 pixels; got {size}")
     if steps is not None and steps < 1:
-        raise ValueError(f"--steps must be at least 1; got {steps}")
+        raise PdeconvError(f"--steps must be at least 1; got {steps}")
     check_out_dir(out)
     result = DEMOS[name](Path(out), size=size, steps=steps)
     print(result.summary)

@@ -28,10 +28,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from pdeconv.errors import PdeconvError
+
 __all__ = ["DistributedError", "Processes", "agree", "broadcast", "is_distributed", "on_main", "start", "stop"]
 
 
-class DistributedError(ValueError):
+class DistributedError(PdeconvError):
     """Inconsistent distributed settings, or another rank failed; the message says which and what to do."""
 
 

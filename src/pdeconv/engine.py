@@ -48,6 +48,7 @@ from pdeconv import __version__, _checkpoint, autotune
 from pdeconv._checkpoint import CheckpointError
 from pdeconv.data import DATASETS, DatasetInfo, build_loaders, dataset_info
 from pdeconv.distributed import Processes, agree, broadcast, on_main, start, stop
+from pdeconv.errors import PdeconvError
 from pdeconv.runtime import check_out_dir, cpu_description, set_threads, usable_cpus
 
 CHECKPOINT, METRICS, CONFIG = "checkpoint.pt", "metrics.jsonl", "config.json"
@@ -75,7 +76,7 @@ __all__ = [
 ]
 
 
-class NonFiniteLossError(ValueError):
+class NonFiniteLossError(PdeconvError):
     """The training loss became NaN or infinite; the run stopped before writing anything from it."""
 
 
@@ -99,7 +100,7 @@ def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, *, rol
 def settings_of(role: str) -> frozenset[str]:
     """The names of the :class:`TrainConfig` fields of one role (:data:`ROLES`)."""
     if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}; choose one of: {', '.join(ROLES)}")
+        raise PdeconvError(f"unknown role {role!r}; choose one of: {', '.join(ROLES)}")
     return frozenset(f.name for f in fields(TrainConfig) if f.metadata["role"] == role)
 
 
@@ -159,26 +160,26 @@ class TrainConfig:
             choices = f.metadata["choices"]
             if choices and f.name != "dataset" and getattr(self, f.name) not in choices:
                 value = getattr(self, f.name)
-                raise ValueError(f"unknown {flag(f.name)} {value!r}; choose one of: {', '.join(choices)}")
+                raise PdeconvError(f"unknown {flag(f.name)} {value!r}; choose one of: {', '.join(choices)}")
         self.dataset = dataset_info(self.dataset).name
         for name in ("epochs", "batch_size", "train_subset", "val_split"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
+                raise PdeconvError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
-            raise ValueError(f"{flag('lr')} must be positive, got {self.lr}")
+            raise PdeconvError(f"{flag('lr')} must be positive, got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"{flag('label_smoothing')} must be in [0, 1), got {self.label_smoothing}")
+            raise PdeconvError(f"{flag('label_smoothing')} must be in [0, 1), got {self.label_smoothing}")
         for name in ("penalty_weight", "weight_decay"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{flag(name)} must not be negative, got {getattr(self, name)}")
+                raise PdeconvError(f"{flag(name)} must not be negative, got {getattr(self, name)}")
         if self.threads != "auto" and not (str(self.threads).isdigit() and int(self.threads) >= 1):
-            raise ValueError(f"{flag('threads')} must be a positive count or auto, got {self.threads!r}")
+            raise PdeconvError(f"{flag('threads')} must be a positive count or auto, got {self.threads!r}")
         self.threads = str(self.threads)
         if self.workers != "auto" and not str(self.workers).isdigit():
-            raise ValueError(f"{flag('workers')} must be a count (0 or more) or auto, got {self.workers!r}")
+            raise PdeconvError(f"{flag('workers')} must be a count (0 or more) or auto, got {self.workers!r}")
         self.workers = str(self.workers)
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(f"{flag('warmup_epochs')} must be between 0 and --epochs ({self.epochs}), "
+            raise PdeconvError(f"{flag('warmup_epochs')} must be between 0 and --epochs ({self.epochs}), "
                              f"got {self.warmup_epochs}")
 
 
@@ -512,7 +513,7 @@ def run_summary(out: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{out} holds no training run (no {CONFIG})") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{out}: unreadable run files ({e})") from None
+        raise PdeconvError(f"{out}: unreadable run files ({e})") from None
     summary = summarize(history, params=meta.get("params"))
     summary["finished"] = summary["epochs"] == meta["config"]["epochs"]
     return summary
@@ -543,9 +544,9 @@ def _prepare_out_dir(config: TrainConfig, out: Path) -> None:
     old = [p for p in old if p.exists()]
     if old and not config.force:
         if not (out / CHECKPOINT).exists():
-            raise ValueError(f"{out} holds a run that stopped before its first checkpoint (nothing to resume); "
+            raise PdeconvError(f"{out} holds a run that stopped before its first checkpoint (nothing to resume); "
                              "pass --force to start it over")
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or --force to overwrite it")
+        raise PdeconvError(f"{out} already holds a run; pass --resume to continue it or --force to overwrite it")
     for p in old:
         p.unlink()
 
@@ -560,7 +561,7 @@ def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> N
     elif now["epochs"] != saved.get("epochs") and all(
         now[k] == saved.get(k) for k in now if k not in free | {"epochs"}
     ):
-        raise ValueError(
+        raise PdeconvError(
             f"{path} was trained for {saved.get('epochs')} epochs under the {saved.get('schedule')} schedule, which "
             f"spans the run's length: a {now['epochs']}-epoch run would have used other learning rates from the "
             f"start, so it is another run. Train it afresh with --epochs {now['epochs']} (another --out), or use "
@@ -568,7 +569,7 @@ def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> N
         )
     diffs = [f"{k}: {saved.get(k)!r} → {v!r}" for k, v in now.items() if k not in free and saved.get(k) != v]
     if diffs:
-        raise ValueError(
+        raise PdeconvError(
             f"{path} was trained with other settings ({'; '.join(diffs)}); "
             "resume with the same settings or use another --out"
         )
@@ -682,7 +683,7 @@ def train(
     choices are recorded in the checkpoint and config.json and restored on resume).
     """
     if config.penalty_weight > 0 and regularizer is None:
-        raise ValueError("penalty_weight > 0 needs a regularizer (e.g. the variant's hyperbolicity penalty)")
+        raise PdeconvError("penalty_weight > 0 needs a regularizer (e.g. the variant's hyperbolicity penalty)")
     autotune.enable()  # a training loop opts into measured layer paths, as training scripts set cudnn.benchmark
     procs = start(config.device, deterministic=config.deterministic)
     summary = _train(config, build_model, procs, loaders, regularizer, on_epoch_end)
@@ -694,7 +695,7 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT
     if config.batch_size % procs.world_size:
-        raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {procs.world_size} processes")
+        raise PdeconvError(f"--batch-size {config.batch_size} must be divisible by the {procs.world_size} processes")
     if config.amp == "fp16" and procs.device.type == "cpu" and procs.main:
         warnings.warn("--amp fp16 on a CPU: most CPUs have no fast float16 convolutions, so this usually trains "
                       "several times slower than float32; --amp auto takes bf16 where a measured train step runs "
@@ -706,15 +707,15 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
     train_loader, test_loader, info = loaders
     val_loader = getattr(loaders, "val", None)
     if config.val_split is not None and val_loader is None:
-        raise ValueError("val_split is set but the loaders given have no validation loader (.val); build them with "
+        raise PdeconvError("val_split is set but the loaders given have no validation loader (.val); build them with "
                          "pdeconv.data.build_loaders(..., val_split=N)")
     if len(train_loader) == 0:
-        raise ValueError("the training loader yields no batches; use a smaller --batch-size")
+        raise PdeconvError("the training loader yields no batches; use a smaller --batch-size")
 
     raw = build_model(info).to(procs.device)
     if config.sync_bn and procs.world_size > 1:
         if procs.device.type == "cpu":
-            raise ValueError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); on the CPU each "
+            raise PdeconvError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); on the CPU each "
                              "process normalises its own share of the batch: leave --sync-bn off")
         raw = nn.SyncBatchNorm.convert_sync_batchnorm(raw)
     if config.channels_last:

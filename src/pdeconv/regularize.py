@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from pdeconv.errors import PdeconvError
 from pdeconv.stencil import system_moments
 
 __all__ = ["hyperbolicity_penalty", "hyperbolicity", "scored_layers"]
@@ -114,12 +115,12 @@ def _weights(weights: Sequence[float] | Mapping[str, float]) -> tuple[float, flo
     if isinstance(weights, Mapping):
         unknown = set(weights) - set(TERMS)
         if unknown:
-            raise ValueError(f"unknown hyperbolicity weights {sorted(unknown)}; valid keys: {', '.join(TERMS)}")
+            raise PdeconvError(f"unknown hyperbolicity weights {sorted(unknown)}; valid keys: {', '.join(TERMS)}")
         w = tuple(float(weights.get(k, 1.0)) for k in TERMS)
     else:
         w = tuple(float(v) for v in weights)
     if len(w) != 3 or min(w) < 0:
-        raise ValueError(f"weights must be 3 numbers ≥ 0 ({', '.join(TERMS)}); got {weights!r}")
+        raise PdeconvError(f"weights must be 3 numbers ≥ 0 ({', '.join(TERMS)}); got {weights!r}")
     return w
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from pdeconv import engine
 from pdeconv.data import DatasetInfo, dataset_info
+from pdeconv.errors import PdeconvError
 
 __all__ = [
     "PRESETS",
@@ -118,7 +119,7 @@ def _preset(name: str | None) -> Preset | None:
     if name is None:
         return None
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid ones: {', '.join(PRESETS)}")
+        raise PdeconvError(f"unknown preset {name!r}; valid ones: {', '.join(PRESETS)}")
     return PRESETS[name]
 
 
@@ -143,11 +144,11 @@ def make_config(
     known = {f.name for f in fields(engine.TrainConfig)}
     unknown = set(options) - known
     if unknown:
-        raise ValueError(f"unknown training settings {sorted(unknown)}; valid ones: {', '.join(sorted(known))}")
+        raise PdeconvError(f"unknown training settings {sorted(unknown)}; valid ones: {', '.join(sorted(known))}")
     settings.update(options)
     settings["model"] = model or settings.get("model", "pde_resnet20")
     if settings["model"] not in list_models():
-        raise ValueError(f"unknown model {settings['model']!r}; valid ones: {', '.join(list_models())}")
+        raise PdeconvError(f"unknown model {settings['model']!r}; valid ones: {', '.join(list_models())}")
     weight = variant_penalty_weight(variant) if penalty_weight is None else penalty_weight
     return engine.TrainConfig(variant=variant, penalty_weight=weight, **settings)
 
@@ -273,10 +274,10 @@ def model_from_run(path: str | Path) -> nn.Module:
     state = engine.load_checkpoint(path)
     config = state.get("config")
     if not isinstance(config, dict) or "model" not in config or not isinstance(state.get("model"), dict):
-        raise ValueError(f"{path}: checkpoint has no model state dict and config; was it written by pdeconv train?")
+        raise PdeconvError(f"{path}: checkpoint has no model state dict and config; was it written by pdeconv train?")
     name = config["model"]
     if name not in list_models():
-        raise ValueError(
+        raise PdeconvError(
             f"{path}: model {name!r} is not a pdeconv model; build it in Python and call analyze_model(model)"
         )
     model = create(name, variant=config.get("variant", "baseline"), **_dataset_shape(path, config))
@@ -284,7 +285,7 @@ def model_from_run(path: str | Path) -> nn.Module:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise ValueError(f"{path}: weights do not fit {name} ({first})") from None
+        raise PdeconvError(f"{path}: weights do not fit {name} ({first})") from None
     return model.eval()
 
 
@@ -294,7 +295,7 @@ def _dataset_shape(checkpoint: Path, config: dict[str, Any]) -> dict[str, int]:
         try:
             dataset = json.loads(run_config.read_text()).get("dataset")
         except (json.JSONDecodeError, AttributeError):
-            raise ValueError(f"{run_config}: not a run's config (unreadable JSON object)") from None
+            raise PdeconvError(f"{run_config}: not a run's config (unreadable JSON object)") from None
         if isinstance(dataset, dict) and {"num_classes", "in_chans"} <= dataset.keys():
             return {"num_classes": dataset["num_classes"], "in_chans": dataset["in_chans"]}
     info = dataset_info(config.get("dataset", "fashion-mnist"))

@@ -12,6 +12,8 @@ import os
 import time
 from pathlib import Path
 
+from pdeconv.errors import PdeconvError
+
 __all__ = [
     "auto_threads", "busy_cpus", "check_out_dir", "code_revision", "cpu_description", "set_threads", "usable_cpus",
 ]
@@ -132,9 +134,9 @@ def set_threads(threads: int | str | None) -> int:
         try:
             count = int(threads)
         except (TypeError, ValueError):
-            raise ValueError(f"threads must be a positive count or 'auto'; got {threads!r}") from None
+            raise PdeconvError(f"threads must be a positive count or 'auto'; got {threads!r}") from None
         if count < 1:
-            raise ValueError(f"threads must be a positive count or 'auto'; got {threads!r}")
+            raise PdeconvError(f"threads must be a positive count or 'auto'; got {threads!r}")
     torch.set_num_threads(count)
     return count
 
@@ -144,6 +146,6 @@ def check_out_dir(out: str | os.PathLike) -> None:
     command that writes a folder checks this before its work, not after it."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; --out must be a directory (created if missing)")
+        raise PdeconvError(f"--out {out} is a file; --out must be a directory (created if missing)")
     if out.parent.exists() and not out.parent.is_dir():
-        raise ValueError(f"--out {out}: {out.parent} is a file, not a directory")
+        raise PdeconvError(f"--out {out}: {out.parent} is a file, not a directory")

@@ -33,6 +33,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from pdeconv.errors import PdeconvError
+
 __all__ = [
     "moments",
     "kernel_from_moments",
@@ -71,14 +73,14 @@ _SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 def _check_kernel_shape(t: Tensor, what: str, dims: int = 2) -> int:
     if dims not in (1, 2, 3):
-        raise ValueError(f"dims must be 1, 2 or 3 (kernels over that many trailing axes); got {dims}")
+        raise PdeconvError(f"dims must be 1, 2 or 3 (kernels over that many trailing axes); got {dims}")
     if t.dim() < dims:
         shape = ", ".join(["k"] * dims)
-        raise ValueError(f"{what} must have shape (..., {shape}); got a tensor of shape {tuple(t.shape)}")
+        raise PdeconvError(f"{what} must have shape (..., {shape}); got a tensor of shape {tuple(t.shape)}")
     sizes = t.shape[t.dim() - dims:]
     k = sizes[0]
     if any(s != k for s in sizes) or k % 2 == 0:
-        raise ValueError(
+        raise PdeconvError(
             f"{what} must be square with an odd size k = 2r + 1 (offsets -r..r); got {'×'.join(map(str, sizes))}. "
             "Pad an even kernel with a row and column of zeros to centre it."
         )
@@ -153,9 +155,9 @@ def multi_indices(max_order: int, size: int | None = None, *, dims: int = 2) -> 
     same way (by total order, then lexicographically).
     """
     if max_order < 0:
-        raise ValueError(f"max_order must be ≥ 0, got {max_order}")
+        raise PdeconvError(f"max_order must be ≥ 0, got {max_order}")
     if dims not in (1, 2, 3):
-        raise ValueError(f"dims must be 1, 2 or 3; got {dims}")
+        raise PdeconvError(f"dims must be 1, 2 or 3; got {dims}")
 
     def split(n: int, d: int) -> list[tuple[int, ...]]:  # every d-tuple summing to n, lexicographically
         if d == 1:
@@ -175,7 +177,7 @@ AXES = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}
 def _counts(index: tuple[int, ...]) -> list[tuple[str, int]]:
     """``[(letter, order), ...]`` in name order x, y, z."""
     if len(index) not in AXES:
-        raise ValueError(f"a multi-index has 1, 2 or 3 entries (axes in array order); got {index!r}")
+        raise PdeconvError(f"a multi-index has 1, 2 or 3 entries (axes in array order); got {index!r}")
     return list(zip(reversed(AXES[len(index)]), reversed(index), strict=True))
 
 
@@ -215,7 +217,7 @@ def truncate(weight: Tensor, max_order: int, h: float = 1.0) -> Tensor:
     For k×k kernels the highest order is ``2·(k − 1)`` (4 for 3×3), where truncation changes nothing.
     """
     if max_order < 0:
-        raise ValueError(f"max_order must be ≥ 0; got {max_order}")
+        raise PdeconvError(f"max_order must be ≥ 0; got {max_order}")
     M = moments(weight.to(torch.float64), h)
     k = M.shape[-1]
     order = torch.arange(k, device=M.device)
@@ -262,7 +264,7 @@ def describe(weight, h: float = 1.0, tol: float = 1e-6, max_kernels: int = 16) -
         raise TypeError(f"describe() takes a k×k kernel as a tensor or array-like; got {type(weight).__name__}") \
             from None
     if weight.dim() < 2 or weight.shape[-1] != weight.shape[-2] or weight.shape[-1] % 2 == 0:
-        raise ValueError(f"describe() takes (..., k, k) kernels with k odd; got shape {tuple(weight.shape)}")
+        raise PdeconvError(f"describe() takes (..., k, k) kernels with k odd; got shape {tuple(weight.shape)}")
     M = moments(weight.to(torch.float64), h)
     scale = float(M.abs().max()) if M.numel() else 0.0
     atol = tol * scale
@@ -327,10 +329,10 @@ def moment_constraints(
     order = tuple(int(v) for v in order)
     dims = len(order)
     if dims not in AXES or min(order) < 0 or accuracy < 1:
-        raise ValueError(f"need order (a, b) ≥ 0 and accuracy ≥ 1; got order={order}, accuracy={accuracy}")
+        raise PdeconvError(f"need order (a, b) ≥ 0 and accuracy ≥ 1; got order={order}, accuracy={accuracy}")
     if size % 2 == 0 or max(order) >= size:
         need = max(order) + 1 + max(order) % 2
-        raise ValueError(
+        raise PdeconvError(
             f"a {_cube(size, dims)} kernel cannot hold {operator_name(order)}; use an odd size ≥ {need}"
         )
     n = sum(order) + accuracy
@@ -338,7 +340,7 @@ def moment_constraints(
     values = torch.zeros((size,) * dims, dtype=torch.float64)
     values[order] = 1.0
     if not _meets_constraint(kernel_from_moments(values, dims=dims), order, n):
-        raise ValueError(
+        raise PdeconvError(
             f"a {_cube(size, dims)} kernel cannot approximate {operator_name(order)} to accuracy {accuracy}; "
             f"use size ≥ {_min_size(order, accuracy)}"
         )
@@ -409,10 +411,10 @@ def system_moments(conv_weight: Tensor, groups: int = 1, h: float = 1.0) -> Tens
     :func:`moments`.
     """
     if conv_weight.dim() < 4:
-        raise ValueError(f"conv_weight must be (C_out, C_in/groups, k, k); got shape {tuple(conv_weight.shape)}")
+        raise PdeconvError(f"conv_weight must be (C_out, C_in/groups, k, k); got shape {tuple(conv_weight.shape)}")
     c_out, c_in_g, k, _ = conv_weight.shape[-4:]
     if c_out % groups:
-        raise ValueError(f"C_out = {c_out} is not divisible by groups = {groups}")
+        raise PdeconvError(f"C_out = {c_out} is not divisible by groups = {groups}")
     M = moments(conv_weight, h)
     if groups == 1:
         return M
@@ -432,7 +434,7 @@ def operator_matrices(conv_weight: Tensor, groups: int = 1, h: float = 1.0) -> d
     operators). Grouped convolutions are expanded block-diagonally (zeros between groups). Differentiable.
     """
     if conv_weight.dim() != 4:
-        raise ValueError(f"conv_weight must be (C_out, C_in/groups, k, k); got shape {tuple(conv_weight.shape)}")
+        raise PdeconvError(f"conv_weight must be (C_out, C_in/groups, k, k); got shape {tuple(conv_weight.shape)}")
     M = system_moments(conv_weight, groups, h)
     k = M.shape[-1]
     return {(a, b): M[:, :, a, b] for a in range(k) for b in range(k)}
@@ -447,7 +449,7 @@ def _embed(kernel: Tensor, size: int | None, dtype: torch.dtype | None) -> Tenso
     k = kernel.shape[-1]
     size = k if size is None else size
     if size < k or size % 2 == 0:
-        raise ValueError(f"size must be odd and ≥ {k} for this stencil; got {size}")
+        raise PdeconvError(f"size must be odd and ≥ {k} for this stencil; got {size}")
     out = torch.zeros(size, size, dtype=torch.float64)
     o = (size - k) // 2
     out[o:o + k, o:o + k] = kernel
@@ -495,7 +497,7 @@ def laplacian(points: int = 5, h: float = 1.0, size: int = 3, dtype: torch.dtype
     elif points == 9:
         k = _t([[1, 4, 1], [4, -20, 4], [1, 4, 1]]) / 6
     else:
-        raise ValueError(f"laplacian points must be 5 or 9; got {points}")
+        raise PdeconvError(f"laplacian points must be 5 or 9; got {points}")
     return _embed(k / h**2, size, dtype)
 
 
@@ -512,7 +514,7 @@ def sobel_y(size: int = 3, dtype: torch.dtype | None = None) -> Tensor:
 def binomial(size: int = 3, dtype: torch.dtype | None = None) -> Tensor:
     """The 1-D binomial smoothing filter ``C(size − 1, i) / 2^(size − 1)`` (sum 1); 3 points: ``1 + ½∂x²``."""
     if size < 1 or size % 2 == 0:
-        raise ValueError(f"binomial and gaussian sizes must be odd and ≥ 1; got {size}")
+        raise PdeconvError(f"binomial and gaussian sizes must be odd and ≥ 1; got {size}")
     row = torch.tensor([math.comb(size - 1, i) for i in range(size)], dtype=torch.float64)
     return (row / row.sum()).to(_dtype(dtype))
 
@@ -529,7 +531,7 @@ def _upwind(side: str, h: float) -> Tensor:
         return _t([0, -1, 1]) / h
     if side == "backward":
         return _t([-1, 1, 0]) / h
-    raise ValueError(f"side must be 'forward' or 'backward'; got {side!r}")
+    raise PdeconvError(f"side must be 'forward' or 'backward'; got {side!r}")
 
 
 def upwind_x(side: str = "forward", h: float = 1.0, size: int = 3, dtype: torch.dtype | None = None) -> Tensor:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pdeconv.errors import PdeconvError
+
 __all__ = ["draw_similarities", "similarity_warp"]
 
 
@@ -31,14 +33,14 @@ def similarity_warp(images: Tensor, angle: Tensor, scale: Tensor, shift: Tensor)
     depend on the CPU's kernels); a floating batch comes back in its own dtype.
     """
     if images.ndim != 4:
-        raise ValueError(f"similarity_warp needs images of shape (N, C, H, W), got {tuple(images.shape)}")
+        raise PdeconvError(f"similarity_warp needs images of shape (N, C, H, W), got {tuple(images.shape)}")
     n, _, h, w = images.shape
     angle, scale, shift = (torch.as_tensor(a, dtype=torch.float64) for a in (angle, scale, shift))
     if angle.shape != (n,) or scale.shape != (n,) or shift.shape != (n, 2):
-        raise ValueError(f"similarity_warp needs angle ({n},), scale ({n},) and shift ({n}, 2); got "
+        raise PdeconvError(f"similarity_warp needs angle ({n},), scale ({n},) and shift ({n}, 2); got "
                          f"{tuple(angle.shape)}, {tuple(scale.shape)}, {tuple(shift.shape)}")
     if bool((scale <= 0).any()):
-        raise ValueError("similarity_warp needs positive scales")
+        raise PdeconvError("similarity_warp needs positive scales")
     rad = angle * (math.pi / 180)
     cos, sin = torch.cos(rad), torch.sin(rad)
     # The inverse map in pixel units: p = c + A (p' − c − t) with A = R(θ)ᵀ / s.

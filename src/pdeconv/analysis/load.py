@@ -12,6 +12,7 @@ from torch import nn
 
 from pdeconv import _checkpoint, models, run
 from pdeconv._checkpoint import CheckpointError
+from pdeconv.errors import PdeconvError
 
 __all__ = ["load_model"]
 
@@ -21,7 +22,7 @@ def _torchvision_model(name: str, num_classes: int | None) -> nn.Module:
 
     valid = torchvision.models.list_models(module=torchvision.models)  # the classification models
     if name not in valid:
-        raise ValueError(f"unknown torchvision classification model {name!r}; valid ones: {', '.join(valid)}")
+        raise PdeconvError(f"unknown torchvision classification model {name!r}; valid ones: {', '.join(valid)}")
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     return torchvision.models.get_model(name, weights=None, **kwargs)
 
@@ -44,21 +45,21 @@ def load_model(
     """
     for option, value in (("--in-chans", in_chans), ("--num-classes", num_classes)):
         if value is not None and value < 1:
-            raise ValueError(f"{option} must be at least 1; got {value}")
+            raise PdeconvError(f"{option} must be at least 1; got {value}")
     if (source is None) == (torchvision is None):
-        raise ValueError(
+        raise PdeconvError(
             "give either a run directory, checkpoint or pdeconv model name, or --torchvision NAME"
         )
     if torchvision is not None:
         if variant is not None or in_chans is not None:
-            raise ValueError(
+            raise PdeconvError(
                 "--variant and --in-chans apply to pdeconv models; torchvision models take 3 channels"
             )
         return _with_weights(_torchvision_model(torchvision, num_classes), weights, torchvision).eval()
     path = Path(source)
     if path.exists():
         if variant is not None or in_chans is not None or num_classes is not None or weights is not None:
-            raise ValueError(
+            raise PdeconvError(
                 "--variant, --in-chans, --num-classes and --weights apply to model names; a run has its own"
             )
         try:
@@ -92,13 +93,13 @@ def _with_weights(model: nn.Module, weights: str | Path | None, name: str) -> nn
     if isinstance(state, dict) and isinstance(state.get("model"), dict) and "format" in state:
         state = state["model"]  # a pdeconv run checkpoint's weights
     if not isinstance(state, dict):
-        raise ValueError(f"{weights}: not a state dict (tensors by name); save model.state_dict()")
+        raise PdeconvError(f"{weights}: not a state dict (tensors by name); save model.state_dict()")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else lines[0]
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
-        raise ValueError(f"{weights}: these weights do not fit {name} ({detail}); check --variant, --in-chans and "
+        raise PdeconvError(f"{weights}: these weights do not fit {name} ({detail}); check --variant, --in-chans and "
                          "--num-classes") from None
     return model

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pdeconv.boundary import boundary_of
+from pdeconv.errors import PdeconvError
 from pdeconv.layers.differential import DifferentialConv2d
 from pdeconv.layers.varcoef import VariableCoefficients
 from pdeconv.regularize import hyperbolicity
@@ -159,7 +160,7 @@ class Analysis:
             if entry.name == name:
                 return entry
         valid = ", ".join(e.name for e in self.layers) or "none"
-        raise ValueError(f"no spatial convolution named {name!r}; valid ones: {valid}")
+        raise PdeconvError(f"no spatial convolution named {name!r}; valid ones: {valid}")
 
     def to_dict(self) -> dict:
         """Plain data for JSON: per-layer entries, the fields' coefficients, :func:`variant_summary`."""
@@ -277,7 +278,7 @@ def first_order_matrices(model: nn.Module, name: str, *, h: float = 1.0) -> dict
     """
     convs = {c.name: c for c in spatial_convs(model)}
     if name not in convs:
-        raise ValueError(f"no spatial convolution named {name!r}; valid ones: {', '.join(convs) or 'none'}")
+        raise PdeconvError(f"no spatial convolution named {name!r}; valid ones: {', '.join(convs) or 'none'}")
     conv = convs[name]
     A = operator_matrices(conv.weight, conv.groups, h)
     dy, dx = conv.dilation
@@ -382,11 +383,11 @@ def analyze_model(
     coefficient fields are sampled, default :data:`FIELD_SIZE`. Reads the weights only; runs no forward pass.
     """
     if not (isinstance(h, (int, float)) and h > 0 and math.isfinite(h)):
-        raise ValueError(f"h (the grid spacing) must be a positive number; got {h!r}")
+        raise PdeconvError(f"h (the grid spacing) must be a positive number; got {h!r}")
     size = image_size if image_size is not None else FIELD_SIZE
     size = (size, size) if isinstance(size, int) else tuple(size)
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"image_size must be a positive int or (H, W); got {image_size!r}")
+        raise PdeconvError(f"image_size must be a positive int or (H, W); got {image_size!r}")
     scores = hyperbolicity(model)
     layers = [_analyze_conv(c, float(h), scores.get(c.name)) for c in spatial_convs(model)]
     fields_ = [

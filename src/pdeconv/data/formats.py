@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pdeconv.errors import PdeconvError
+
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (``.gz`` or raw): magic ``0 0 dtype ndim``, ``ndim`` big-endian int32 sizes, data."""
@@ -20,16 +22,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:  # gzip raises BadGzipFile (an OSError) or EOFError when truncated
-        raise ValueError(f"{path}: cannot read IDX file ({e})") from None
+        raise PdeconvError(f"{path}: cannot read IDX file ({e})") from None
     dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in dtypes:
-        raise ValueError(f"{path}: not an IDX file (bad magic number)")
+        raise PdeconvError(f"{path}: not an IDX file (bad magic number)")
     ndim = raw[3]
     shape = tuple(int(s) for s in np.frombuffer(raw, ">i4", count=ndim, offset=4))
     dtype = np.dtype(dtypes[raw[2]])
     expected = 4 + 4 * ndim + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
-        raise ValueError(f"{path}: IDX file has {len(raw)} bytes, its header says {expected}; re-download it")
+        raise PdeconvError(f"{path}: IDX file has {len(raw)} bytes, its header says {expected}; re-download it")
     return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -61,9 +63,9 @@ def read_cifar_batch(path: str | os.PathLike) -> dict:
         with open(path, "rb") as f:
             batch = _NumpyOnlyUnpickler(f, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise ValueError(f"{path}: not a CIFAR batch file ({e})") from None
+        raise PdeconvError(f"{path}: not a CIFAR batch file ({e})") from None
     if not isinstance(batch, dict):
-        raise ValueError(f"{path}: not a CIFAR batch file (expected a dict)")
+        raise PdeconvError(f"{path}: not a CIFAR batch file (expected a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from pdeconv.data.locate import find_data, fingerprint, read_dataset
 from pdeconv.data.registry import DatasetInfo, dataset_info
+from pdeconv.errors import PdeconvError
 
 # ------------------------------------------------------------------------------------------ augmentation
 
@@ -74,7 +75,7 @@ class TensorLoader:
         device: str | torch.device = "cpu",
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
-            raise ValueError("TensorLoader needs uint8 images (N, C, H, W) and N labels")
+            raise PdeconvError("TensorLoader needs uint8 images (N, C, H, W) and N labels")
         self.device = torch.device(device)
         self.images, self.labels = images.to(self.device), labels.to(self.device)
         self.batch_size, self.shuffle = batch_size, shuffle
@@ -83,7 +84,7 @@ class TensorLoader:
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
         if shuffle and len(self) == 0:
-            raise ValueError(
+            raise PdeconvError(
                 f"batch size {batch_size} per process is larger than the {self._shard_size()} training "
                 "images each process gets; use a smaller --batch-size"
             )
@@ -211,7 +212,7 @@ def validation_indices(total: int, n: int) -> Tensor:
     """The ``n`` training images held out for validation: a fixed random choice of ``range(total)`` (seed
     :data:`VAL_SEED`), sorted; the same for every run, variant and seed. ``ValueError`` unless 1 ≤ n < total."""
     if not 1 <= n < total:
-        raise ValueError(f"val_split must be between 1 and {total - 1:,} (there are {total:,} training images); "
+        raise PdeconvError(f"val_split must be between 1 and {total - 1:,} (there are {total:,} training images); "
                          f"got {n:,}")
     return torch.randperm(total, generator=torch.Generator().manual_seed(VAL_SEED))[:n].sort().values
 
@@ -247,7 +248,7 @@ def _split(total: int, val_split: int | None, train_subset: int | None) -> tuple
 def subset_indices(total: int, n: int) -> Tensor:
     """A fixed random choice of ``min(n, total)`` of ``range(total)``, sorted; it depends on nothing else."""
     if n < 1:
-        raise ValueError(f"train_subset must be at least 1, got {n}")
+        raise PdeconvError(f"train_subset must be at least 1, got {n}")
     if n > total:
         warnings.warn(f"--train-subset {n:,} is more than the {total:,} training images there are: training on all "
                       f"{total:,}", stacklevel=2)
@@ -305,7 +306,7 @@ def build_loaders(
     train_set = ImageFolder(str(root / "train"), transform=folder_transforms(info, size, train=augment))
     test_set = ImageFolder(str(root / "val"), transform=folder_transforms(info, size, train=False))
     if train_set.classes != test_set.classes:
-        raise ValueError(f"{root}: train/ and val/ hold different class folders; they must match")
+        raise PdeconvError(f"{root}: train/ and val/ hold different class folders; they must match")
     num_classes = len(train_set.classes)
     keep, held = _split(len(train_set), val_split, train_subset)
     val_set = None
@@ -322,7 +323,7 @@ def build_loaders(
     val = None if val_set is None else FolderLoader(Subset(val_set, range(rank, len(val_set), world_size)),
                                                     batch_size=eval_batch_size, **common)
     if len(train) == 0:
-        raise ValueError(f"batch size {batch_size} per process is larger than the training set shard; lower it")
+        raise PdeconvError(f"batch size {batch_size} per process is larger than the training set shard; lower it")
     counts = f"{len(train_set)} training and {len(test_set)} validation images in {num_classes} classes"
     return Loaders(train, test, replace(info, num_classes=num_classes, image_size=size, source=str(root),
                                         fingerprint=counts), val)

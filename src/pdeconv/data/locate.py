@@ -12,6 +12,7 @@ import torch
 
 from pdeconv.data.formats import read_cifar_batch, read_idx, write_idx
 from pdeconv.data.registry import dataset_info
+from pdeconv.errors import PdeconvError
 
 #: Folders that system packages install datasets into (searched last).
 SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
@@ -237,7 +238,7 @@ def read_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
     """``(tensors, folder, files)``: :func:`load_tensors`'s tensors, the folder they came from and the files read."""
     info = dataset_info(name)
     if not info.in_memory:
-        raise ValueError(f"dataset {info.name!r} is an image-folder dataset, not held in memory")
+        raise PdeconvError(f"dataset {info.name!r} is an image-folder dataset, not held in memory")
     folder = find_data(info.name, data_dir, download=download)
     out, files = [], []
     for split in ("train", "test"):
@@ -246,7 +247,7 @@ def read_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
             files += [images_file, labels_file]
             x, y = read_idx(images_file), read_idx(labels_file)
             if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-                raise ValueError(f"{images_file}: expected N×H×W images and N labels, got {x.shape}, {y.shape}")
+                raise PdeconvError(f"{images_file}: expected N×H×W images and N labels, got {x.shape}, {y.shape}")
             x = x[:, None]
         else:
             files += [folder / f for f in _CIFAR_FILES[info.name][split]]
@@ -256,6 +257,6 @@ def read_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
                 x = np.concatenate([np.asarray(b["data"], np.uint8) for b in batches]).reshape(-1, 3, 32, 32)
                 y = np.concatenate([np.asarray(b[key]) for b in batches])
             except (KeyError, ValueError) as e:
-                raise ValueError(f"{folder}: malformed {info.name} batch ({e!r})") from None
+                raise PdeconvError(f"{folder}: malformed {info.name} batch ({e!r})") from None
         out += [torch.from_numpy(np.ascontiguousarray(x, np.uint8)), torch.from_numpy(y.astype(np.int64))]
     return tuple(out), folder, files

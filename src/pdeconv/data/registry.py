@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pdeconv.errors import PdeconvError
 from pdeconv.normalization import STATS
 
 
@@ -42,5 +43,5 @@ def dataset_info(name: str) -> DatasetInfo:
     """The registry entry of ``name``; ValueError listing the valid names otherwise."""
     key = name.lower().replace("_", "-")
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
+        raise PdeconvError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
     return DATASETS[key]

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from pdeconv.errors import PdeconvError
+
 __all__ = [
     "DECIDE_OTHER", "DECIDE_SHARE", "LETTERS", "RTOL", "arrange", "check_letters", "describe", "quick_share", "spacing",
 ]
@@ -42,7 +44,7 @@ def check_letters(axes: str) -> None:
     """``ValueError`` unless ``axes`` names axes once each, among n, t, c, z, y, x, with t and x."""
     if not (isinstance(axes, str) and set(axes) <= set(LETTERS) and len(set(axes)) == len(axes)
             and {"t", "x"} <= set(axes) and ("z" not in axes or "y" in axes)):
-        raise ValueError(f"axes {axes!r} must name each axis of u once, in its order, with letters of n "
+        raise PdeconvError(f"axes {axes!r} must name each axis of u once, in its order, with letters of n "
                          "(trajectories), t (time), c (fields), z, y, x (space; t and x at least), e.g. 'xt' or 'ntyx'")
 
 
@@ -59,10 +61,10 @@ def spacing(where: str, role: str, a, label: str | None = None) -> tuple[float, 
     name = label or role
     v = np.squeeze(a)
     if v.ndim > 1 or v.size == 0 or not np.issubdtype(v.dtype, np.number) or np.iscomplexobj(v):
-        raise ValueError(f"{where}: {name} must be a real vector of coordinates or a single number (the "
+        raise PdeconvError(f"{where}: {name} must be a real vector of coordinates or a single number (the "
                          f"spacing); got shape {a.shape}, dtype {a.dtype}")
     if not np.all(np.isfinite(v)):
-        raise ValueError(f"{where}: {name} contains NaN or infinite values")
+        raise PdeconvError(f"{where}: {name} contains NaN or infinite values")
     if v.size == 1:
         return float(v.reshape(())), None
     v64 = v.astype(np.float64)
@@ -70,7 +72,7 @@ def spacing(where: str, role: str, a, label: str | None = None) -> tuple[float, 
     d = np.diff(v64)
     eps = np.finfo(v.dtype).eps if np.issubdtype(v.dtype, np.floating) else np.finfo(np.float64).eps
     if step == 0 or np.max(np.abs(d - step)) > max(RTOL, 100 * eps) * abs(step) + 2 * eps * np.max(np.abs(v64)):
-        raise ValueError(f"{where}: {name} is not uniform: steps from {d.min():.6g} to {d.max():.6g}; "
+        raise PdeconvError(f"{where}: {name} is not uniform: steps from {d.min():.6g} to {d.max():.6g}; "
                          f"pdeconv needs evenly spaced {role} (resample the data)")
     return float(step), v.size
 
@@ -85,26 +87,26 @@ def _candidates(
     if axes is not None:
         if not (set(axes) <= set(LETTERS) and len(set(axes)) == len(axes) and set(needed) <= set(axes)
                 and set(axes) & set("zyx") == set(space)):
-            raise ValueError(f"axes {axes!r} must name each axis of u once, with t, {', '.join(space)} and "
+            raise PdeconvError(f"axes {axes!r} must name each axis of u once, with t, {', '.join(space)} and "
                              "optionally n (trajectories) and c (fields), e.g. 'xt' or 'ntyx'")
         if len(axes) != len(shape):
-            raise ValueError(f"{where}: axes {axes!r} names {len(axes)} axes but u has {len(shape)}: shape {shape}")
+            raise PdeconvError(f"{where}: axes {axes!r} names {len(axes)} axes but u has {len(shape)}: shape {shape}")
         bad = [f"{letter}: {lengths[letter]} vs {n}" for letter, n in zip(axes, shape)
                if lengths.get(letter) not in (None, n)]
         if bad:
-            raise ValueError(f"{where}: u of shape {shape} read as {axes!r} does not match the coordinate lengths "
+            raise PdeconvError(f"{where}: u of shape {shape} read as {axes!r} does not match the coordinate lengths "
                              f"({'; '.join(bad)})")
         return [axes]
     extra = len(shape) - len(needed)
     if not 0 <= extra <= 2:
-        raise ValueError(f"{where}: u has shape {shape}; with coordinates {', '.join(needed)} it needs "
+        raise PdeconvError(f"{where}: u has shape {shape}; with coordinates {', '.join(needed)} it needs "
                          f"{len(needed)} to {len(needed) + 2} axes: {', '.join(needed)}, and optionally n "
                          "(trajectories) and c (fields)")
     letters = needed + ("", "c" if fields else "n", "nc")[extra]
     fits = ["".join(p) for p in itertools.permutations(letters)
             if all(lengths.get(letter) in (None, n) for letter, n in zip(p, shape))]
     if not fits:
-        raise ValueError(f"{where}: u of shape {shape} does not match the coordinate lengths ({given}); "
+        raise PdeconvError(f"{where}: u of shape {shape} does not match the coordinate lengths ({given}); "
                          "each coordinate's length must be that of one axis of u")
     return fits
 
@@ -182,10 +184,10 @@ def arrange(
         check_letters(axes)
     space = "".join(role for role in "zyx" if role in coordinates)
     if "t" not in coordinates or "x" not in coordinates:
-        raise ValueError(f"{where}: say where time and space are: t and x (coordinate vectors or spacings) are "
+        raise PdeconvError(f"{where}: say where time and space are: t and x (coordinate vectors or spacings) are "
                          "both needed")
     if "z" in coordinates and "y" not in coordinates:
-        raise ValueError(f"{where}: z needs y: 3-D data have coordinates z, y and x")
+        raise PdeconvError(f"{where}: z needs y: 3-D data have coordinates z, y and x")
     steps, lengths = {}, {}
     for role in "t" + space:
         steps[role], lengths[role] = spacing(where, role, coordinates[role], (labels or {}).get(role))
@@ -225,5 +227,5 @@ def _decide(
     listing = "; ".join(describe(o, shape) + (f", quick fit explains {shares[o]:.0%}" if o in shares
                                               and np.isfinite(shares[o]) else "") for o in ranked[:6])
     more = ", …" if len(fits) > 6 else ""
-    raise ValueError(f"{where}: u of shape {shape} fits several axis orders ({', '.join(fits[:6])}{more}) and the "
+    raise PdeconvError(f"{where}: u of shape {shape} fits several axis orders ({', '.join(fits[:6])}{more}) and the "
                      f"data do not decide between them ({listing}{more}); say which is right with {how}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pdeconv.discover.axes import arrange
+from pdeconv.errors import PdeconvError
 
 __all__ = ["BOUNDARY_CONDITIONS", "DEFAULT_COMPONENTS", "MIN_FRAMES", "SPACE_DIMS", "Dataset"]
 
@@ -85,7 +86,7 @@ class Dataset:
         """
         u = np.asarray(u)
         if not (np.issubdtype(u.dtype, np.floating) or np.issubdtype(u.dtype, np.integer)):
-            raise ValueError(f"u must be a real float array; got dtype {u.dtype} (complex data: pass u.real or "
+            raise PdeconvError(f"u must be a real float array; got dtype {u.dtype} (complex data: pass u.real or "
                              "np.abs(u))")
         coordinates = {role: v for role, v in (("t", t), ("x", x), ("y", y), ("z", z)) if v is not None}
         fields = None if components is None else len(components)
@@ -93,7 +94,7 @@ class Dataset:
         c = u.shape[2]
         if components is None:
             if c > len(DEFAULT_COMPONENTS):
-                raise ValueError(f"u has C = {c} fields; name them with components=(...) of {c} names")
+                raise PdeconvError(f"u has C = {c} fields; name them with components=(...) of {c} names")
             components = DEFAULT_COMPONENTS[:c]
         return cls(np.ascontiguousarray(u, dtype=np.float64), bc=bc, components=tuple(components), note=note,
                    **spacing)
@@ -128,28 +129,29 @@ class Dataset:
 def _validate(d: Dataset) -> None:
     u = d.u
     if not 4 <= u.ndim <= 6:
-        raise ValueError(f"u must have shape (N, T, C, *space) with 1 to 3 space axes inside a Dataset; got {u.shape}")
+        raise PdeconvError(f"u must have shape (N, T, C, *space) with 1 to 3 space axes inside a Dataset; got "
+                           f"{u.shape}")
     n, t, c, *space = u.shape
     if min(n, c, *space) < 1:
-        raise ValueError(f"u is empty: shape (N, T, C, *space) = {u.shape}")
+        raise PdeconvError(f"u is empty: shape (N, T, C, *space) = {u.shape}")
     if t < MIN_FRAMES:
-        raise ValueError(f"u has {t} time step(s) per trajectory; a fit needs at least {MIN_FRAMES} frames")
+        raise PdeconvError(f"u has {t} time step(s) per trajectory; a fit needs at least {MIN_FRAMES} frames")
     bad = int(np.size(u) - np.count_nonzero(np.isfinite(u)))
     if bad:
-        raise ValueError(f"u contains {bad} NaN or infinite value(s); remove or repair those frames")
+        raise PdeconvError(f"u contains {bad} NaN or infinite value(s); remove or repair those frames")
     for name in ("dt", "dx", "dy", "dz")[: 1 + d.space_dims]:
         v = getattr(d, name)
         if not (np.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a positive number; got {v}")
+            raise PdeconvError(f"{name} must be a positive number; got {v}")
     if d.bc not in BOUNDARY_CONDITIONS:
-        raise ValueError(f"unknown boundary condition {d.bc!r}; valid ones: {', '.join(BOUNDARY_CONDITIONS)}")
+        raise PdeconvError(f"unknown boundary condition {d.bc!r}; valid ones: {', '.join(BOUNDARY_CONDITIONS)}")
     if len(d.components) != c:
-        raise ValueError(f"components names {len(d.components)} field(s) {list(d.components)} but u has C = {c}")
+        raise PdeconvError(f"components names {len(d.components)} field(s) {list(d.components)} but u has C = {c}")
     for name in d.components:
         if not (name.isidentifier() and "_" not in name and name != "1"):
-            raise ValueError(f"component name {name!r} must be a letter/digit identifier without '_' (e.g. u, v)")
+            raise PdeconvError(f"component name {name!r} must be a letter/digit identifier without '_' (e.g. u, v)")
     if len(set(d.components)) != c:
-        raise ValueError(f"component names must be unique; got {list(d.components)}")
+        raise PdeconvError(f"component names must be unique; got {list(d.components)}")
 
 
 def shapes(space_dims: int) -> str:
@@ -161,7 +163,7 @@ def shapes(space_dims: int) -> str:
 def as_full_rank(u: np.ndarray, space_dims: int, where: str) -> np.ndarray:
     """``u`` of rank ``1 + d``, ``2 + d`` or ``3 + d`` (d = ``space_dims``) as ``(N, T, C, *space)``."""
     if space_dims not in SPACE_DIMS:
-        raise ValueError(f"{where}: space_dims must be 1, 2 or 3; got {space_dims}")
+        raise PdeconvError(f"{where}: space_dims must be 1, 2 or 3; got {space_dims}")
     extra = u.ndim - space_dims
     if extra == 1:
         return u[None, :, None]
@@ -171,7 +173,7 @@ def as_full_rank(u: np.ndarray, space_dims: int, where: str) -> np.ndarray:
         return u
     hint = "" if space_dims != 2 else ("; for 1-D or 3-D data set space_dims in the file, or name the axes "
                                        "(axes='tx', 'xt', 'tyx', ...)")
-    raise ValueError(
+    raise PdeconvError(
         f"{where}: 'u' has rank {u.ndim} (shape {u.shape}), which does not fit space_dims = {space_dims}: expected "
         f"{shapes(space_dims)}{hint}"
     )

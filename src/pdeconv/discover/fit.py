@@ -37,6 +37,7 @@ from pdeconv.discover.dataset import Dataset
 from pdeconv.discover.library import build_library
 from pdeconv.discover.model import Derivatives, PolynomialPDE
 from pdeconv.discover.weak import TestFunctions, noise_variance, weak_system
+from pdeconv.errors import PdeconvError
 from pdeconv.stencil import binomial, finite_difference
 
 __all__ = [
@@ -120,26 +121,26 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         if self.coefficients not in COEFFICIENTS:
-            raise ValueError(f"coefficients must be one of {', '.join(COEFFICIENTS)}; got {self.coefficients!r}")
+            raise PdeconvError(f"coefficients must be one of {', '.join(COEFFICIENTS)}; got {self.coefficients!r}")
         if self.coefficients == "constant" and self.degree is not None:
-            raise ValueError("degree applies to variable coefficients only (--coefficients variable)")
+            raise PdeconvError("degree applies to variable coefficients only (--coefficients variable)")
         if self.smooth < 0 or self.smooth % 2 == 0 and self.smooth != 0:
-            raise ValueError(f"smooth must be 0 (off) or an odd filter size; got {self.smooth}")
+            raise PdeconvError(f"smooth must be 0 (off) or an odd filter size; got {self.smooth}")
         if self.rollout < 1 or self.iterations < 0 or (self.substeps is not None and self.substeps < 1):
-            raise ValueError(
+            raise PdeconvError(
                 f"need rollout ≥ 1, substeps ≥ 1 and iterations ≥ 0; got {self.rollout}, {self.substeps}, "
                 f"{self.iterations}"
             )
         if self.l1 < 0 or self.threshold < 0:
-            raise ValueError(f"l1 and threshold must be ≥ 0; got {self.l1} and {self.threshold}")
+            raise PdeconvError(f"l1 and threshold must be ≥ 0; got {self.l1} and {self.threshold}")
         if self.form not in FORMS:
-            raise ValueError(f"form must be one of {', '.join(FORMS)}; got {self.form!r}")
+            raise PdeconvError(f"form must be one of {', '.join(FORMS)}; got {self.form!r}")
         if self.form == "weak" and self.coefficients == "variable":
-            raise ValueError("the weak form fits constant coefficients; use --form strong for variable ones")
+            raise PdeconvError("the weak form fits constant coefficients; use --form strong for variable ones")
         if self.test_functions < 1:
-            raise ValueError(f"test_functions must be ≥ 1; got {self.test_functions}")
+            raise PdeconvError(f"test_functions must be ≥ 1; got {self.test_functions}")
         if self.form == "strong" and (self.support is not None or self.time_support is not None):
-            raise ValueError("support and time_support set the weak form's test functions: use --form weak or auto")
+            raise PdeconvError("support and time_support set the weak form's test functions: use --form weak or auto")
 
 
 @dataclass
@@ -301,7 +302,7 @@ def resolution_weights(model: PolynomialPDE, u: torch.Tensor, quantile: float | 
     spatial = tuple(range(4, 4 + len(space)))  # the space axes of (N, T, C, P, *space)
     if quantile is not None and hi.orders:
         if not 0 < quantile <= 1:
-            raise ValueError(f"weighting must be a quantile in (0, 1] or none (uniform weights); got {quantile}")
+            raise PdeconvError(f"weighting must be a quantile in (0, 1] or none (uniform weights); got {quantile}")
         lo_size = max(3, hi.size - 4)
         orders = [ab for ab in hi.orders if sum(ab) < lo_size]
         lo = Derivatives(orders, size=lo_size, spacing=model.spacing, bc=model.bc, learn_moments=False)
@@ -604,7 +605,7 @@ def _split(n: int, holdout: int | None) -> tuple[list[int], list[int]]:
     if holdout is None:
         holdout = max(1, n // 5) if n >= 2 else 0
     if not 0 <= holdout < n:
-        raise ValueError(f"holdout must be between 0 and {n - 1} (the data hold {n} trajectories); got {holdout}")
+        raise PdeconvError(f"holdout must be between 0 and {n - 1} (the data hold {n} trajectories); got {holdout}")
     return list(range(n - holdout)), list(range(n - holdout, n))
 
 
@@ -648,7 +649,7 @@ def fit(
     try:
         settings = replace(settings or FitSettings(), **options)
     except TypeError as e:  # an unknown keyword
-        raise TypeError(f"fit(): {e}; the settings are the fields of FitSettings") from None
+        raise PdeconvError(f"fit(): {e}; the settings are the fields of FitSettings") from None
     with _threads(threads):
         return _fit_body(data, settings, progress)
 
@@ -702,7 +703,7 @@ def _weak_regression(model: PolynomialPDE, data: Dataset, train: list[int], u_tr
     the residual share ``‖target − F c‖² / ‖target‖²`` of the sparse solution."""
     space_support = s.support[0] if isinstance(s.support, tuple) and len(set(s.support)) == 1 else s.support
     if isinstance(space_support, tuple):
-        raise ValueError(f"support must be one half-width for every space axis; got {s.support}")
+        raise PdeconvError(f"support must be one half-width for every space axis; got {s.support}")
     tests = TestFunctions.for_data(data.u[train], s.max_order, space_support, s.time_support, rows=s.test_functions,
                                    periodic=data.bc == "periodic")
     features, target = weak_system(model, u_train, data.dt, tests)
@@ -724,13 +725,13 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
     if settings.coefficients == "variable" and degree is None:
         degree = min(6, (min(space) - 1) // 2) if data.bc == "periodic" else 6
     if min(space) < settings.kernel_size:
-        raise ValueError(
+        raise PdeconvError(
             f"the {'×'.join(map(str, space))} grid is smaller than the {settings.kernel_size}-point filters; "
             "lower --kernel-size"
         )
     need = settings.max_order + 1 + settings.max_order % 2  # the smallest odd filter holding that order
     if settings.kernel_size < need:
-        raise ValueError(
+        raise PdeconvError(
             f"order-{settings.max_order} derivatives need filters of at least {need} points "
             f"(--kernel-size {need} or more); got {settings.kernel_size}"
         )

@@ -24,6 +24,7 @@ import numpy as np
 
 from pdeconv.discover.axes import RTOL, arrange, check_letters
 from pdeconv.discover.dataset import DEFAULT_COMPONENTS, SPACE_DIMS, Dataset, as_full_rank, shapes
+from pdeconv.errors import PdeconvError
 
 __all__ = ["ROLES", "RTOL", "contents", "kind", "load", "read", "save"]
 
@@ -80,7 +81,7 @@ def read(
     """
     path = os.fspath(path)
     if complex_part not in (None, "real", "abs"):
-        raise ValueError(f"complex_part must be 'real' or 'abs'; got {complex_part!r}")
+        raise PdeconvError(f"complex_part must be 'real' or 'abs'; got {complex_part!r}")
     with _open(path) as f:
         names = _check_roles(path, variables, f.contents())
         arrays = f.arrays(names)
@@ -91,13 +92,13 @@ def read(
     if components is None:
         c = u.shape[2]
         if c > len(DEFAULT_COMPONENTS):
-            raise ValueError(f"{path}: u has C = {c} fields; name them (components=[...] of {c} names)")
+            raise PdeconvError(f"{path}: u has C = {c} fields; name them (components=[...] of {c} names)")
         components = DEFAULT_COMPONENTS[:c]
     try:
         return Dataset(np.ascontiguousarray(u, dtype=np.float64), bc=bc, components=tuple(components), note=note,
                        **spacing)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise PdeconvError(f"{path}: {e}") from None
 
 
 # -------------------------------------------------------------------------------------------------- files
@@ -108,7 +109,7 @@ def _open(path: str) -> _Mat5 | _Hdf5:
         raise FileNotFoundError(f"no such data file: {path}")
     what = kind(path)
     if what is None:
-        raise ValueError(f"{path} is neither a MATLAB .mat file (v5 to v7.3) nor an HDF5 file; from MATLAB, "
+        raise PdeconvError(f"{path} is neither a MATLAB .mat file (v5 to v7.3) nor an HDF5 file; from MATLAB, "
                          "save it with save(FILE, ..., '-v7') or '-v7.3'")
     return _Mat5(path) if what == "mat5" else _Hdf5(path, matlab=what == "mat73")
 
@@ -154,7 +155,7 @@ class _Mat5:
         try:
             return whosmat(self.path)
         except Exception as e:  # noqa: BLE001 - scipy raises several kinds for damaged files
-            raise ValueError(f"{self.path} is a damaged .mat file ({_one_line(e)})") from None
+            raise PdeconvError(f"{self.path} is a damaged .mat file ({_one_line(e)})") from None
 
     def contents(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(shape) for name, shape, _ in self._whos()}
@@ -165,15 +166,15 @@ class _Mat5:
         classes = {name: cls for name, _, cls in self._whos()}
         for role, name in names.items():
             if classes[name] not in _MATLAB_NUMERIC:
-                raise ValueError(f"{self.path}: {name!r} ({role}) is a MATLAB {classes[name]}, not a numeric array")
+                raise PdeconvError(f"{self.path}: {name!r} ({role}) is a MATLAB {classes[name]}, not a numeric array")
         try:
             found = loadmat(self.path, variable_names=list(set(names.values())), squeeze_me=False)
         except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{self.path} is a damaged .mat file ({_one_line(e)})") from None
+            raise PdeconvError(f"{self.path} is a damaged .mat file ({_one_line(e)})") from None
         out = {}
         for role, name in names.items():
             if (what := _not_numeric(found[name])) is not None:
-                raise ValueError(f"{self.path}: {name!r} ({role}) is {what}, not a numeric array")
+                raise PdeconvError(f"{self.path}: {name!r} ({role}) is {what}, not a numeric array")
             out[role] = found[name]
         return out
 
@@ -185,13 +186,13 @@ class _Hdf5:
         try:
             import h5py
         except ImportError:
-            raise ValueError(f"{path} is an HDF5 file (MATLAB v7.3 .mat files are too); reading it needs h5py: "
+            raise PdeconvError(f"{path} is an HDF5 file (MATLAB v7.3 .mat files are too); reading it needs h5py: "
                              "pip install h5py (or pip install 'pdeconv[hdf5]')") from None
         self.path, self.matlab, self.h5py = path, matlab, h5py
         try:
             self.file = h5py.File(path, "r")
         except OSError as e:
-            raise ValueError(f"{path} is a damaged HDF5 file ({_one_line(e)})") from None
+            raise PdeconvError(f"{path} is a damaged HDF5 file ({_one_line(e)})") from None
 
     def __enter__(self) -> _Hdf5:
         return self
@@ -218,9 +219,9 @@ class _Hdf5:
             cls = ds.attrs.get("MATLAB_class", b"double")
             cls = cls.decode() if isinstance(cls, bytes) else str(cls)
             if cls not in _MATLAB_NUMERIC:
-                raise ValueError(f"{self.path}: {name!r} ({role}) is a MATLAB {cls}, not a numeric array")
+                raise PdeconvError(f"{self.path}: {name!r} ({role}) is a MATLAB {cls}, not a numeric array")
             if ds.attrs.get("MATLAB_empty", 0):
-                raise ValueError(f"{self.path}: {name!r} ({role}) is empty")
+                raise PdeconvError(f"{self.path}: {name!r} ({role}) is empty")
         if ds.dtype.names and set(ds.dtype.names) == {"real", "imag"}:  # MATLAB's (and others') complex numbers
             raw = ds[()]
             a = raw["real"] + 1j * raw["imag"]
@@ -230,10 +231,10 @@ class _Hdf5:
             what = ("text" if self.h5py.check_string_dtype(ds.dtype) else
                     "references (a MATLAB cell or struct)" if self.h5py.check_ref_dtype(ds.dtype) else
                     "a compound (record) array" if ds.dtype.names else f"of type {ds.dtype}")
-            raise ValueError(f"{self.path}: {name!r} ({role}) is {what}, not a numeric array")
+            raise PdeconvError(f"{self.path}: {name!r} ({role}) is {what}, not a numeric array")
         a = np.asarray(a)
         if (what := _not_numeric(a)) is not None:
-            raise ValueError(f"{self.path}: {name!r} ({role}) is {what}, not a numeric array")
+            raise PdeconvError(f"{self.path}: {name!r} ({role}) is {what}, not a numeric array")
         return a.T if self.matlab else a
 
 
@@ -248,18 +249,18 @@ def _check_roles(path: str, variables: Mapping[str, str], found: Mapping[str, tu
     """``variables`` checked against the roles and the file; array names as the file spells them."""
     unknown = [role for role in variables if role not in ROLES]
     if unknown:
-        raise ValueError(f"unknown role(s) {', '.join(map(repr, unknown))}; the roles are {', '.join(ROLES)}")
+        raise PdeconvError(f"unknown role(s) {', '.join(map(repr, unknown))}; the roles are {', '.join(ROLES)}")
     missing = [role for role in ("u", "t", "x") if role not in variables]
     if missing:
-        raise ValueError(f"{path}: name the arrays of {', '.join(missing)}: {_VAR_SYNTAX}; "
+        raise PdeconvError(f"{path}: name the arrays of {', '.join(missing)}: {_VAR_SYNTAX}; "
                          f"arrays in the file: {_listing(found)}")
     if "z" in variables and "y" not in variables:
-        raise ValueError("z needs y: 3-D data have coordinates z, y and x")
+        raise PdeconvError("z needs y: 3-D data have coordinates z, y and x")
     names = {}
     for role, name in variables.items():
         key = str(name).strip("/")
         if key not in found:
-            raise ValueError(f"{path} has no array {name!r} (for {role}); arrays in the file: {_listing(found)}")
+            raise PdeconvError(f"{path} has no array {name!r} (for {role}); arrays in the file: {_listing(found)}")
         names[role] = key
     return names
 
@@ -277,7 +278,7 @@ def _real(path: str, role: str, name: str, a: np.ndarray, complex_part: str | No
         return a.real
     hint = ("fit its real part with --real or its modulus with --abs (complex_part='real' or 'abs')" if role == "u"
             else "coordinates must be real")
-    raise ValueError(f"{path}: {name!r} ({role}) is complex (max |Im| = {im:.3g}, max |{role}| = {scale:.3g}); "
+    raise PdeconvError(f"{path}: {name!r} ({role}) is complex (max |Im| = {im:.3g}, max |{role}| = {scale:.3g}); "
                      f"{hint}")
 
 
@@ -287,15 +288,15 @@ def _real(path: str, role: str, name: str, a: np.ndarray, complex_part: str | No
 def _scalar(z, key: str, path: str, *, default=None, kind=float):
     if key not in z.files:
         if default is None:
-            raise ValueError(f"{path} has no {key!r}; add it (a positive float) to the .npz")
+            raise PdeconvError(f"{path} has no {key!r}; add it (a positive float) to the .npz")
         return default
     a = np.asarray(z[key])
     if a.size != 1:
-        raise ValueError(f"{path}: {key!r} must be a single value; got an array of shape {a.shape}")
+        raise PdeconvError(f"{path}: {key!r} must be a single value; got an array of shape {a.shape}")
     a = a.reshape(())
     if kind is float:
         if not np.issubdtype(a.dtype, np.number):
-            raise ValueError(f"{path}: {key!r} must be a number; got {a.dtype}")
+            raise PdeconvError(f"{path}: {key!r} must be a number; got {a.dtype}")
         return float(a)
     return str(a)
 
@@ -320,10 +321,10 @@ def load(
     if kind(path) is not None:
         return read(path, variables or {}, axes=axes, complex_part=complex_part, bc=bc or "periodic")
     if os.path.splitext(path)[1].lower() in (".mat", ".h5", ".hdf5", ".he5"):
-        raise ValueError(f"{path} is neither a MATLAB .mat file (v5 to v7.3) nor an HDF5 file; from MATLAB, save "
+        raise PdeconvError(f"{path} is neither a MATLAB .mat file (v5 to v7.3) nor an HDF5 file; from MATLAB, save "
                          "it with save(FILE, ..., '-v7') or '-v7.3'")
     if variables or complex_part:
-        raise ValueError(f"{path} is not a .mat or HDF5 file: --var, --real and --abs (variables, complex_part) "
+        raise PdeconvError(f"{path} is not a .mat or HDF5 file: --var, --real and --abs (variables, complex_part) "
                          "are for those; an .npz names its own arrays u, t (or dt), x (or dx), and --axes works "
                          "for it too")
     with open(path, "rb") as f:
@@ -331,34 +332,34 @@ def load(
     if head[:4] != b"PK\x03\x04" and head != b"\x93NUMPY":
         what = "a pickle (pdeconv does not load pickles: they can run code)" if head[:1] == b"\x80" else \
             "neither an .npz archive nor an .npy array (nor a .mat or HDF5 file)"
-        raise ValueError(f"{path} is {what}; save solution data with numpy.savez(path, u=..., dt=..., dx=..., "
+        raise PdeconvError(f"{path} is {what}; save solution data with numpy.savez(path, u=..., dt=..., dx=..., "
                          "dy=...) (docs/discover.md)")
     try:
         z = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise ValueError(f"{path} is a damaged .npz archive ({_one_line(e)}); write it again") from None
+        raise PdeconvError(f"{path} is a damaged .npz archive ({_one_line(e)}); write it again") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is a single .npy array, not an .npz archive with 'u', 'dt', 'dx'")
+        raise PdeconvError(f"{path} is a single .npy array, not an .npz archive with 'u', 'dt', 'dx'")
     with z:
         if "u" not in z.files:
-            raise ValueError(f"{path} has no array 'u'; expected u of shape {shapes(2)} (space_dims 2, the default)")
+            raise PdeconvError(f"{path} has no array 'u'; expected u of shape {shapes(2)} (space_dims 2, the default)")
         try:
             u = np.asarray(z["u"])
         except ValueError as e:  # object arrays would need pickle
-            raise ValueError(f"{path}: 'u' must be a numeric array ({_one_line(e)})") from None
+            raise PdeconvError(f"{path}: 'u' must be a numeric array ({_one_line(e)})") from None
         if not (np.issubdtype(u.dtype, np.floating) or np.issubdtype(u.dtype, np.integer)):
-            raise ValueError(f"{path}: 'u' must be a float array; got dtype {u.dtype}")
+            raise PdeconvError(f"{path}: 'u' must be a float array; got dtype {u.dtype}")
         space_dims = None
         if "space_dims" in z.files:
             v = np.asarray(z["space_dims"])
             if v.size != 1 or not np.issubdtype(v.dtype, np.integer) or int(v.reshape(())) not in SPACE_DIMS:
-                raise ValueError(f"{path}: 'space_dims' must be one integer, 1, 2 or 3; got {v!r}")
+                raise PdeconvError(f"{path}: 'space_dims' must be one integer, 1, 2 or 3; got {v!r}")
             space_dims = int(v.reshape(()))
         components = tuple(str(s) for s in np.atleast_1d(z["components"])) if "components" in z.files else None
         own_bc = _scalar(z, "bc", path, default="", kind=str)
         own_axes = _scalar(z, "axes", path, default="", kind=str) or None
         if own_axes and axes and own_axes != axes:
-            raise ValueError(f"{path} states axes = {own_axes!r}; --axes {axes} (axes=) would contradict it: drop "
+            raise PdeconvError(f"{path} states axes = {own_axes!r}; --axes {axes} (axes=) would contradict it: drop "
                              "--axes, or write the file again with the axes you mean")
         axes = axes or own_axes
         if axes or "t" in z.files or "x" in z.files:  # the axes are named: any layout
@@ -375,17 +376,17 @@ def load(
         c = u.shape[2]
         if components is None:
             if c > len(DEFAULT_COMPONENTS):
-                raise ValueError(f"{path}: u has C = {c} fields; name them with a 'components' array of {c} "
+                raise PdeconvError(f"{path}: u has C = {c} fields; name them with a 'components' array of {c} "
                                  "strings")
             components = DEFAULT_COMPONENTS[:c]
     if bc is not None and own_bc and bc != own_bc:
-        raise ValueError(f"{path} states bc = {own_bc!r}; --bc {bc} (bc=) would override it: drop --bc, or "
+        raise PdeconvError(f"{path} states bc = {own_bc!r}; --bc {bc} (bc=) would override it: drop --bc, or "
                          "write the file again with the bc you mean")
     bc = own_bc or bc or "periodic"
     try:
         return Dataset(np.ascontiguousarray(u, dtype=np.float64), bc=bc, components=components, note=note, **spacing)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise PdeconvError(f"{path}: {e}") from None
 
 
 def _named(z, path: str, u: np.ndarray, axes: str | None, space_dims: int | None,
@@ -403,10 +404,10 @@ def _named(z, path: str, u: np.ndarray, axes: str | None, space_dims: int | None
         elif role in "yz" and "dx" in z.files:  # as in the documented layout: dy defaults to dx, dz to dy
             coordinates[role] = _scalar(z, "dy" if role == "z" and "dy" in z.files else "dx", path)
         else:
-            raise ValueError(f"{path}: add the {'time' if role == 't' else role} coordinates: an array {role!r} "
+            raise PdeconvError(f"{path}: add the {'time' if role == 't' else role} coordinates: an array {role!r} "
                              f"(a vector) or 'd{role}' (the spacing)")
     if space_dims is not None and space_dims != len(space):
-        raise ValueError(f"{path}: space_dims = {space_dims} but the file names {len(space)} space axes "
+        raise PdeconvError(f"{path}: space_dims = {space_dims} but the file names {len(space)} space axes "
                          f"({', '.join(space) or 'none'}); drop space_dims or make them agree")
     fields = None if components is None else len(components)
     u, spacing, _, note = arrange(u, coordinates, axes=axes, fields=fields, where=path,
@@ -418,7 +419,7 @@ def save(data: Dataset, path: str | os.PathLike) -> str:
     """Write ``data`` in the documented format (``u`` as (N, T, *space) for one field); returns the path written."""
     path = os.fspath(path)
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
-        raise ValueError(f"--out {path} is a folder; give a file name, e.g. {os.path.join(path, 'data.npz')}")
+        raise PdeconvError(f"--out {path} is a folder; give a file name, e.g. {os.path.join(path, 'data.npz')}")
     if not path.endswith(".npz"):
         path += ".npz"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

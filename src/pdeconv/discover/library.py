@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
 
+from pdeconv.errors import PdeconvError
+
 __all__ = ["Term", "KINDS", "build_library", "parse_kinds"]
 
 KINDS = ("linear", "nonlinear", "products", "polynomial")
@@ -64,7 +66,7 @@ def parse_kinds(library: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     kinds = {p.strip() for p in parts if p.strip()} | {"linear"}
     unknown = kinds - set(KINDS)
     if unknown:
-        raise ValueError(f"unknown library {sorted(unknown)}; choose from {', '.join(KINDS)} (comma-separated)")
+        raise PdeconvError(f"unknown library {sorted(unknown)}; choose from {', '.join(KINDS)} (comma-separated)")
     return tuple(k for k in KINDS if k in kinds)
 
 
@@ -80,7 +82,7 @@ def build_library(
     components = tuple(components)
     kinds = parse_kinds(library)
     if max_order < 1:
-        raise ValueError(f"max_order must be ≥ 1; got {max_order}")
+        raise PdeconvError(f"max_order must be ≥ 1; got {max_order}")
     C = range(len(components))
     terms: list[Term] = []
 

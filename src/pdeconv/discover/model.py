@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from pdeconv.boundary import pad
 from pdeconv.discover.library import Term
+from pdeconv.errors import PdeconvError
 from pdeconv.layers.steppers import RK4, integrating_factor_rk4_step, runge_kutta_step
 from pdeconv.layers.varcoef import monomials
 from pdeconv.stencil import kernel_from_moments, moment_constraints, multi_indices
@@ -56,12 +57,12 @@ class Derivatives(nn.Module):
         super().__init__()
         dims = len(spacing)
         if dims not in (1, 2, 3) or any(len(o) != dims for o in orders):
-            raise ValueError(f"orders need one entry per space axis of spacing {spacing}; got {orders}")
+            raise PdeconvError(f"orders need one entry per space axis of spacing {spacing}; got {orders}")
         if size % 2 == 0 or size < 3:
-            raise ValueError(f"kernel size must be odd and ≥ 3; got {size}")
+            raise PdeconvError(f"kernel size must be odd and ≥ 3; got {size}")
         top = max((sum(o) for o in orders), default=0)
         if top >= size:
-            raise ValueError(f"a {size}-point filter cannot hold order-{top} derivatives; use kernel size ≥ "
+            raise PdeconvError(f"a {size}-point filter cannot hold order-{top} derivatives; use kernel size ≥ "
                              f"{top + 1 + top % 2}")
         self.orders, self.dims = [tuple(o) for o in orders], dims
         self.size, self.bc = size, bc
@@ -99,7 +100,7 @@ class Derivatives(nn.Module):
         if self.bc != "periodic" or not self.orders:
             return k
         if self.size > min(space):
-            raise ValueError(f"the {'×'.join(map(str, space))} grid is smaller than the {self.size}-point filters")
+            raise PdeconvError(f"the {'×'.join(map(str, space))} grid is smaller than the {self.size}-point filters")
         r = self.size // 2
         index = []  # K[p, q] acts as the circular kernel at (−p, −q)
         for axis, n in enumerate(space):
@@ -137,11 +138,11 @@ def coefficient_basis(*space: int, degree: int | None, bc: str) -> Tensor:
     if degree is None:
         return torch.ones(1, *space, dtype=torch.float64)
     if degree < 0:
-        raise ValueError(f"degree must be ≥ 0; got {degree}")
+        raise PdeconvError(f"degree must be ≥ 0; got {degree}")
     dims = len(space)
     if bc == "periodic":
         if 2 * degree + 1 > min(space):
-            raise ValueError(f"a {'×'.join(map(str, space))} grid resolves Fourier coefficient fields up to degree "
+            raise PdeconvError(f"a {'×'.join(map(str, space))} grid resolves Fourier coefficient fields up to degree "
                              f"{(min(space) - 1) // 2}")
 
         def waves(n: int) -> list[Tensor]:
@@ -198,7 +199,7 @@ class PolynomialPDE(nn.Module):
         super().__init__()
         self.terms, self.components = list(terms), tuple(components)
         if len(shape) != len(spacing):
-            raise ValueError(f"shape {tuple(shape)} and spacing {tuple(spacing)} need one entry per space axis")
+            raise PdeconvError(f"shape {tuple(shape)} and spacing {tuple(spacing)} need one entry per space axis")
         orders = {ab for t in terms for ab in t.derivatives if any(ab)}
         self.orders = sorted(orders, key=lambda ab: (sum(ab), ab))
         self.derivatives = Derivatives(

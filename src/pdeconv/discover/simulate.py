@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pdeconv.discover.dataset import Dataset
+from pdeconv.errors import PdeconvError
 
 __all__ = ["PDES", "Spec", "simulate", "solve", "parse_grid", "true_equations", "fourier_initial"]
 
@@ -280,7 +281,7 @@ def _spec(name: str) -> Spec:
     try:
         return PDES[name]
     except KeyError:
-        raise ValueError(f"unknown PDE {name!r}; choose one of: {', '.join(PDES)}") from None
+        raise PdeconvError(f"unknown PDE {name!r}; choose one of: {', '.join(PDES)}") from None
 
 
 def _params(spec: Spec, params: Mapping[str, float] | None) -> dict[str, float]:
@@ -288,7 +289,7 @@ def _params(spec: Spec, params: Mapping[str, float] | None) -> dict[str, float]:
     for k, v in (params or {}).items():
         if k not in out:
             valid = ", ".join(out) or "none"
-            raise ValueError(f"{spec.name} has no parameter {k!r}; its parameters: {valid}")
+            raise PdeconvError(f"{spec.name} has no parameter {k!r}; its parameters: {valid}")
         out[k] = float(v)
     return out
 
@@ -310,7 +311,7 @@ def _dims(spec: Spec, dims: int | None) -> int:
         return spec.dims[0]
     if dims not in spec.dims:
         runs = " or ".join(f"{d}-D" for d in sorted(spec.dims))
-        raise ValueError(f"{spec.name} runs in {runs}; got a {dims}-D grid")
+        raise PdeconvError(f"{spec.name} runs in {runs}; got a {dims}-D grid")
     return dims
 
 
@@ -326,13 +327,13 @@ def parse_grid(grid: int | str | tuple[int, ...], dims: int = 2) -> tuple[int, .
         try:
             shape = tuple(int(p) for p in parts)
         except ValueError:
-            raise ValueError(f"grid must be N, HxW or DxHxW (e.g. 32, 24x40 or 8x24x40); got {grid!r}") from None
+            raise PdeconvError(f"grid must be N, HxW or DxHxW (e.g. 32, 24x40 or 8x24x40); got {grid!r}") from None
         if len(shape) == 1:
             shape = shape * dims
     if not 1 <= len(shape) <= 3:
-        raise ValueError(f"grid must be N, HxW or DxHxW (1 to 3 axes); got {grid!r}")
+        raise PdeconvError(f"grid must be N, HxW or DxHxW (1 to 3 axes); got {grid!r}")
     if min(shape) < 4:
-        raise ValueError(f"grid must have at least 4 points per axis; got {'x'.join(map(str, shape))}")
+        raise PdeconvError(f"grid must have at least 4 points per axis; got {'x'.join(map(str, shape))}")
     return shape
 
 
@@ -401,7 +402,7 @@ def solve(
     spec = _spec(pde)
     u0 = np.asarray(u0, dtype=np.float64)
     if not 3 <= u0.ndim <= 5 or u0.shape[1] != len(spec.components):
-        raise ValueError(f"u0 must have shape (N, {len(spec.components)}, *space) for {pde}; got {u0.shape}")
+        raise PdeconvError(f"u0 must have shape (N, {len(spec.components)}, *space) for {pde}; got {u0.shape}")
     _dims(spec, u0.ndim - 2)
     g = _Grid(*u0.shape[2:], length=spec.length)
     stepper = _Stepper(spec, _params(spec, params), g)
@@ -413,7 +414,7 @@ def solve(
         frames.append(g.ifft(uh)[keep])
     u = np.stack(frames, axis=1)
     if not np.isfinite(u).all():
-        raise ValueError(f"the {pde} simulation blew up; use a smaller dt or a finer zoom")
+        raise PdeconvError(f"the {pde} simulation blew up; use a smaller dt or a finer zoom")
     return u
 
 
@@ -446,19 +447,19 @@ def simulate(
     dims = _dims(spec, dims)
     shape = parse_grid(grid, dims)
     if len(shape) != dims:
-        raise ValueError(f"grid {grid!r} has {len(shape)} axes but dims is {dims}")
+        raise PdeconvError(f"grid {grid!r} has {len(shape)} axes but dims is {dims}")
     steps = spec.steps if steps is None else int(steps)
     dt = spec.dt if dt is None else float(dt)
     n = spec.trajectories if trajectories is None else int(trajectories)
     zoom = spec.zoom if zoom is None else int(zoom)
     if steps < 2:
-        raise ValueError(f"steps must be ≥ 2 (a fit needs at least 3 frames); got {steps}")
+        raise PdeconvError(f"steps must be ≥ 2 (a fit needs at least 3 frames); got {steps}")
     if not dt > 0:
-        raise ValueError(f"dt must be positive; got {dt}")
+        raise PdeconvError(f"dt must be positive; got {dt}")
     if n < 1 or zoom < 1:
-        raise ValueError(f"trajectories and zoom must be ≥ 1; got {n} and {zoom}")
+        raise PdeconvError(f"trajectories and zoom must be ≥ 1; got {n} and {zoom}")
     if not noise >= 0:
-        raise ValueError(f"noise must be ≥ 0 (a fraction of the data's std); got {noise}")
+        raise PdeconvError(f"noise must be ≥ 0 (a fraction of the data's std); got {noise}")
     rng = np.random.default_rng(seed)
     g = _Grid(*(m * zoom for m in shape), length=spec.length)
     u0 = fourier_initial(rng, (n, len(spec.components)), g, freq=spec.freq, amplitude=spec.amplitude, shift=spec.shift)

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from pdeconv.discover.model import PolynomialPDE
+from pdeconv.errors import PdeconvError
 from pdeconv.stencil import binomial
 
 __all__ = ["TestFunctions", "bump", "bump_spectrum", "choose_support", "noise_variance", "weak_system"]
@@ -70,7 +71,7 @@ def bump(m: int, p: int, order: int, h: float) -> np.ndarray:
     φ and its first ``p − 1`` derivatives vanish at ``±m h``.
     """
     if m < 1 or p < 1 or order < 0:
-        raise ValueError(f"need m ≥ 1, p ≥ 1 and order ≥ 0; got {m}, {p}, {order}")
+        raise PdeconvError(f"need m ≥ 1, p ≥ 1 and order ≥ 0; got {m}, {p}, {order}")
     poly = np.polynomial.Polynomial([1.0, 0.0, -1.0]) ** p  # in s = x / (m h)
     s = np.arange(-m, m + 1) / m
     area = float(poly.integ()(1.0) - poly.integ()(-1.0)) * m * h  # ∫ φ dx, exactly
@@ -133,7 +134,7 @@ def choose_support(u: np.ndarray, axis: int, p: int) -> int:
     n = u.shape[axis]
     top = n // 4
     if top < MIN_SUPPORT:
-        raise ValueError(
+        raise PdeconvError(
             f"{n} points along an axis are too few for test functions (half-width ≥ {MIN_SUPPORT} within a quarter "
             f"of the axis needs {4 * MIN_SUPPORT}); use --form strong"
         )
@@ -176,12 +177,12 @@ class TestFunctions:
             m = given if given is not None else choose_support(u, axis, p)
             if 2 * m + 1 > u.shape[axis]:
                 what = "time" if i == 0 else "space"
-                raise ValueError(
+                raise PdeconvError(
                     f"a {what} support of half-width {m} needs {2 * m + 1} points along that axis; the data have "
                     f"{u.shape[axis]}: lower --{'time-' if i == 0 else ''}support"
                 )
             if m < 2:
-                raise ValueError(f"test-function half-widths must be ≥ 2 grid points; got {m}")
+                raise PdeconvError(f"test-function half-widths must be ≥ 2 grid points; got {m}")
             chosen.append(int(m))
         # shifts per axis: those that fit, or every one on a periodic space axis (integrated by FFT)
         valid = [u.shape[a] - (0 if periodic and i else 2 * m)

@@ -33,6 +33,7 @@ import torch
 
 from pdeconv import _checkpoint, engine, run
 from pdeconv.distributed import agree, on_main, start, stop
+from pdeconv.errors import PdeconvError
 from pdeconv.eta import Progress
 from pdeconv.experiment.report import shared_settings, write_report
 from pdeconv.experiment.results import collect, run_dir
@@ -144,15 +145,15 @@ def _claim_directory(out: Path, config: engine.TrainConfig, force: bool, meta_na
         try:
             old = json.loads(meta.read_text())
         except json.JSONDecodeError:
-            raise ValueError(f"{meta} is unreadable; use another --out or --force") from None
+            raise PdeconvError(f"{meta} is unreadable; use another --out or --force") from None
         diffs = [f"{k}: {old.get(k)!r} → {v!r}" for k, v in settings.items() if old.get(k) != v]
         if diffs:
-            raise ValueError(
+            raise PdeconvError(
                 f"{out} holds an experiment with other settings ({'; '.join(diffs)}); "
                 "use another --out, the same settings, or --force to retrain it"
             )
     elif not meta.exists() and out.is_dir() and any(out.iterdir()) and not force:
-        raise ValueError(f"{out} is not empty and holds no pdeconv experiment; use another --out or --force")
+        raise PdeconvError(f"{out} is not empty and holds no pdeconv experiment; use another --out or --force")
     out.mkdir(parents=True, exist_ok=True)
     kept = {}
     if meta.exists() and not force:  # what earlier runs recorded (the thread count) stays with the experiment
@@ -213,16 +214,16 @@ def _epochs_done(directory: Path) -> int:
 def check_seed_options(seeds: Sequence[int], target_ci: float | None, max_seeds: int) -> None:
     """``ValueError`` (one line) for seeds or automatic-seed settings that cannot work."""
     if not seeds:
-        raise ValueError("compare needs at least one seed")
+        raise PdeconvError("compare needs at least one seed")
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError(f"seeds must be distinct and non-negative; got {list(seeds)}")
+        raise PdeconvError(f"seeds must be distinct and non-negative; got {list(seeds)}")
     if target_ci is not None:
         if not target_ci > 0:
-            raise ValueError(f"--target-ci must be a positive number of accuracy points, e.g. 0.15; got {target_ci}")
+            raise PdeconvError(f"--target-ci must be a positive number of accuracy points, e.g. 0.15; got {target_ci}")
         if max_seeds < 2:
-            raise ValueError(f"--max-seeds must be at least 2 (a CI needs two paired seeds); got {max_seeds}")
+            raise PdeconvError(f"--max-seeds must be at least 2 (a CI needs two paired seeds); got {max_seeds}")
         if len(seeds) > max_seeds:
-            raise ValueError(f"{len(seeds)} starting seeds exceed --max-seeds {max_seeds}")
+            raise PdeconvError(f"{len(seeds)} starting seeds exceed --max-seeds {max_seeds}")
 
 
 def _paired_of(out: Path, variant: str, reference: str, plan: dict[str, list[int]], runs: Path | None) -> Paired:
@@ -285,13 +286,13 @@ def compare(
     for v in variants:
         get_variant(v)  # unknown names fail before anything is trained
     if not variants:
-        raise ValueError("compare needs at least one variant")
+        raise PdeconvError("compare needs at least one variant")
     seeds = list(seeds)
     check_seed_options(seeds, target_ci, max_seeds)
     if reference is None:
         reference = "baseline" if "baseline" in variants else variants[0]
     elif reference not in variants:
-        raise ValueError(f"--reference {reference!r} is not among the variants ({', '.join(variants)}); add it "
+        raise PdeconvError(f"--reference {reference!r} is not among the variants ({', '.join(variants)}); add it "
                          "to --variants or name one of them")
     out = Path(out)
     runs = Path(runs) if runs is not None else None

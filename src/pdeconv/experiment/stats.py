@@ -23,6 +23,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pdeconv.errors import PdeconvError
+
 __all__ = ["Difference", "Paired", "Summary", "benjamini_hochberg", "equivalence", "holm", "paired", "summarize",
            "welch", "welch_p"]
 
@@ -84,7 +86,7 @@ def paired(values: Mapping[int, float], reference: Mapping[int, float]) -> Paire
 
     seeds = tuple(sorted(set(values) & set(reference)))
     if not seeds:
-        raise ValueError("paired(): the two variants share no seed")
+        raise PdeconvError("paired(): the two variants share no seed")
     diffs = [values[s] - reference[s] for s in seeds]
     s = summarize(diffs)
     p: float | None = None
@@ -176,7 +178,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Difference:
     from scipy import stats
 
     if len(a) < 2 or len(b) < 2:
-        raise ValueError("welch() needs at least two values on each side")
+        raise PdeconvError("welch() needs at least two values on each side")
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     mean = statistics.fmean(a) - statistics.fmean(b)
     se = math.sqrt(va + vb)

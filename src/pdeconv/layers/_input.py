@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from pdeconv.errors import PdeconvError
+
 
 def batched(layer: nn.Module, u: Tensor, channels: int, forward: Callable[[Tensor], Tensor]) -> Tensor:
     """``forward(u)`` for ``u`` of shape ``(N, C, H, W)``; an unbatched ``(C, H, W)`` goes through as a batch of one
@@ -16,9 +18,9 @@ def batched(layer: nn.Module, u: Tensor, channels: int, forward: Callable[[Tenso
     ``ValueError`` naming the layer for any other rank or a channel count other than ``channels``.
     """
     if u.dim() not in (3, 4):
-        raise ValueError(f"{type(layer).__name__}: expected input of shape (N, C, H, W) or (C, H, W), "
+        raise PdeconvError(f"{type(layer).__name__}: expected input of shape (N, C, H, W) or (C, H, W), "
                          f"got {tuple(u.shape)}")
     if not torch.jit.is_tracing() and u.shape[-3] != channels:  # a trace records no Python checks (the conv's stays)
-        raise ValueError(f"{type(layer).__name__}({channels}, ...): expected {channels} channels (axis -3 of "
+        raise PdeconvError(f"{type(layer).__name__}({channels}, ...): expected {channels} channels (axis -3 of "
                          f"(N, C, H, W) or (C, H, W)), got input of shape {tuple(u.shape)}")
     return forward(u.unsqueeze(0)).squeeze(0) if u.dim() == 3 else forward(u)

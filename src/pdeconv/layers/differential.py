@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pdeconv import autotune, boundary
+from pdeconv.errors import PdeconvError
 from pdeconv.layers._input import batched
 from pdeconv.stencil import basis, moments, multi_indices, operator_name
 
@@ -97,10 +98,10 @@ def depthwise_conv(
         u = u.contiguous(memory_format=torch.channels_last)
         return F.conv2d(u, kernel, stride=stride, padding=padding, groups=groups)
     if path != "repeated":
-        raise ValueError(f"depthwise_conv: unknown path {path!r}; valid ones: reference, channels_last, repeated")
+        raise PdeconvError(f"depthwise_conv: unknown path {path!r}; valid ones: reference, channels_last, repeated")
     multiplier = kernel.shape[0] // groups
     if stride != 1 or multiplier < 2:
-        raise ValueError(f"depthwise_conv: the repeated path needs stride 1 and m > 1; got stride {stride}, "
+        raise PdeconvError(f"depthwise_conv: the repeated path needs stride 1 and m > 1; got stride {stride}, "
                          f"m = {multiplier}; valid paths here: reference, channels_last")
     if torch.is_autocast_enabled(u.device.type):  # conv2d's autocast rule: float32 (and float16) → the autocast dtype
         dtype = torch.get_autocast_dtype(u.device.type)
@@ -153,11 +154,12 @@ class DifferentialConv2d(nn.Module):
         super().__init__()
         bc = boundary.boundary_condition(bc)
         if channels < 1 or multiplier < 1 or stride < 1:
-            raise ValueError(f"channels, multiplier, stride must be ≥ 1; got {channels}, {multiplier}, {stride}")
+            raise PdeconvError(f"channels, multiplier, stride must be ≥ 1; got {channels}, {multiplier}, {stride}")
         if order is not None and not 0 <= order <= 4:
-            raise ValueError(f"order must be None (free kernels) or 0..4 (3×3 holds up to ∂x²∂y²); got {order}")
+            raise PdeconvError(f"order must be None (free kernels) or 0..4 (3×3 holds up to ∂x²∂y²); got {order}")
         if out_channels is not None and not mix:
-            raise ValueError("out_channels needs mix=True; without the 1×1 conv there are channels·multiplier outputs")
+            raise PdeconvError("out_channels needs mix=True; without the 1×1 conv there are channels·multiplier "
+                               "outputs")
         self.channels, self.multiplier, self.order = channels, multiplier, order
         self.bc, self.stride = bc, stride
         self.out_channels = (out_channels or channels) if mix else channels * multiplier
@@ -211,7 +213,7 @@ class DifferentialConv2d(nn.Module):
         """The layer as one dense 3×3 convolution weight ``(out_channels, channels, 3, 3)``: :func:`fold` of the
         depthwise kernels and the 1×1 (the C_out × C matrix of differential operators). Needs ``mix=True``."""
         if self.pointwise is None:
-            raise ValueError("folded_weight needs the 1×1 (mix=True): without it the layer is C → C·m, not dense")
+            raise PdeconvError("folded_weight needs the 1×1 (mix=True): without it the layer is C → C·m, not dense")
         return fold(self.kernel, self.pointwise.weight, self.channels)
 
     def available_paths(self) -> tuple[str, ...]:
@@ -227,7 +229,7 @@ class DifferentialConv2d(nn.Module):
         """Force this layer's path (``None``: choose as :mod:`pdeconv.autotune` says); ``ValueError`` for a
         path the layer cannot take."""
         if path is not None and path not in self.available_paths():
-            raise ValueError(
+            raise PdeconvError(
                 f"DifferentialConv2d({self.extra_repr()}): path {path!r} does not apply to this layer; valid ones: "
                 f"{', '.join(self.available_paths())}"
                 + (" (folded needs the 1×1, mix=True)" if path == "folded" else "")

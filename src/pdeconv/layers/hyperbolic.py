@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from pdeconv import stencil
 from pdeconv.boundary import boundary_condition, convolve
+from pdeconv.errors import PdeconvError
 from pdeconv.layers._input import batched
 
 __all__ = ["SymmetricHyperbolic2d", "maxwell_te", "dirac"]
@@ -61,7 +62,7 @@ def _eigen_numpy(n: int, bc: str, spacing: float) -> tuple[Any, Any]:
 def _check_bc(bc: str) -> str:
     bc = boundary_condition(bc)
     if bc not in _SKEW_BCS:
-        raise ValueError(
+        raise PdeconvError(
             f"SymmetricHyperbolic2d: bc={bc!r} (reflect/replicate padding) breaks the skew-adjointness of "
             "central differences; use 'periodic' or 'dirichlet'"
         )
@@ -91,9 +92,9 @@ class SymmetricHyperbolic2d(nn.Module):
         super().__init__()
         bc = _check_bc(bc)
         if channels < 1 or steps < 1:
-            raise ValueError(f"channels and steps must be ≥ 1; got channels={channels}, steps={steps}")
+            raise PdeconvError(f"channels and steps must be ≥ 1; got channels={channels}, steps={steps}")
         if not (h > 0 and spacing > 0 and dissipation >= 0):
-            raise ValueError(f"need h > 0, spacing > 0, dissipation ≥ 0; got {h}, {spacing}, {dissipation}")
+            raise PdeconvError(f"need h > 0, spacing > 0, dissipation ≥ 0; got {h}, {spacing}, {dissipation}")
         self.channels, self.steps, self.h, self.bc, self.spacing = channels, steps, float(h), bc, float(spacing)
         for name in ("P", "Q", "R"):
             value = torch.randn(channels, channels) / math.sqrt(channels)
@@ -122,7 +123,7 @@ class SymmetricHyperbolic2d(nn.Module):
             if M.shape != (c, c) or not torch.allclose(M, sign * M.T):
                 kind = "symmetric" if sign == 1 else "skew-symmetric"
                 got = f"shape {tuple(M.shape)}" if M.shape != (c, c) else "a matrix that is not"
-                raise ValueError(f"{name} must be a {kind} {c}×{c} matrix; got {got}")
+                raise PdeconvError(f"{name} must be a {kind} {c}×{c} matrix; got {got}")
         kwargs.setdefault("learnable", False)
         layer = cls(c, **kwargs).to(dtype or (A.dtype if A.is_floating_point() else torch.get_default_dtype()))
         with torch.no_grad():

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pdeconv.boundary import boundary_condition, boundary_of, pad, padding_mode
+from pdeconv.errors import PdeconvError
 
 __all__ = [
     "ButcherTableau",
@@ -62,9 +63,9 @@ def _as_steps(f: StepFunctions, steps: int | None, what: str = "f") -> tuple[nn.
         fs = nn.ModuleList(f)
         n = len(fs) if steps is None else steps
         if len(fs) == 0 or n != len(fs):
-            raise ValueError(f"{what}: give one module per step; got {len(fs)} modules for steps={steps}")
+            raise PdeconvError(f"{what}: give one module per step; got {len(fs)} modules for steps={steps}")
     if n < 1:
-        raise ValueError(f"steps must be ≥ 1; got {n}")
+        raise PdeconvError(f"steps must be ≥ 1; got {n}")
     return fs, n
 
 
@@ -104,7 +105,7 @@ class ButcherTableau:
 
     def __post_init__(self) -> None:
         if len(self.a) != len(self.b) or any(len(row) != i for i, row in enumerate(self.a)):
-            raise ValueError(f"{self.name}: a must be strictly lower triangular with one row per weight in b")
+            raise PdeconvError(f"{self.name}: a must be strictly lower triangular with one row per weight in b")
 
 
 RK4 = ButcherTableau("rk4", ((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)), (1 / 6, 1 / 3, 1 / 3, 1 / 6), 4)
@@ -126,7 +127,7 @@ def runge_kutta_step(
     """
     if isinstance(tableau, str):
         if tableau not in TABLEAUS:
-            raise ValueError(f"unknown Runge–Kutta method {tableau!r}; valid ones: {', '.join(TABLEAUS)}")
+            raise PdeconvError(f"unknown Runge–Kutta method {tableau!r}; valid ones: {', '.join(TABLEAUS)}")
         tableau = TABLEAUS[tableau]
     stages: list[Tensor] = []
     for row in tableau.a:
@@ -194,7 +195,7 @@ class RungeKutta(_Stepper):
         self.h = _step_size(h, learn_h)
         self.tableau = TABLEAUS.get(method) if isinstance(method, str) else method
         if self.tableau is None:
-            raise ValueError(f"unknown Runge–Kutta method {method!r}; valid ones: {', '.join(TABLEAUS)}")
+            raise PdeconvError(f"unknown Runge–Kutta method {method!r}; valid ones: {', '.join(TABLEAUS)}")
 
     def forward(self, u: Tensor) -> Tensor:
         for n in range(self.steps):
@@ -258,7 +259,7 @@ class Verlet(_Stepper):
         self.fs_y, n_y = _as_steps(f_y, steps, "f_y")
         self.fs_z, n_z = _as_steps(f_z, steps, "f_z")
         if n_y != n_z:
-            raise ValueError(f"f_y gives {n_y} steps and f_z {n_z}; pass steps= or sequences of equal length")
+            raise PdeconvError(f"f_y gives {n_y} steps and f_z {n_z}; pass steps= or sequences of equal length")
         self.steps, self.split = n_y, split
         self.h = _step_size(h, learn_h)
 
@@ -266,7 +267,7 @@ class Verlet(_Stepper):
         c = u.shape[1]
         k = c // 2 if self.split is None else self.split
         if (self.split is None and c % 2) or not 0 < k < c:
-            raise ValueError(f"Verlet splits the {c} channels into (y, z); pass split= (1..{c - 1}) for odd counts")
+            raise PdeconvError(f"Verlet splits the {c} channels into (y, z); pass split= (1..{c - 1}) for odd counts")
         y, z = u[:, :k], u[:, k:]
         for n in range(self.steps):
             z = z - self.h * self.fs_z[n % len(self.fs_z)](y)
@@ -285,7 +286,7 @@ def conv_adjoint(v: Tensor, weight: Tensor, bc: str = "dirichlet", *, groups: in
     """
     bc = boundary_condition(bc)
     if bc not in _ADJOINT_BCS:
-        raise ValueError(
+        raise PdeconvError(
             f"conv_adjoint: bc={bc!r} (reflect/replicate padding) has no flipped-kernel adjoint; "
             "use 'dirichlet' or 'periodic'"
         )
@@ -295,7 +296,7 @@ def conv_adjoint(v: Tensor, weight: Tensor, bc: str = "dirichlet", *, groups: in
     weight = weight.to(dtype=v.dtype, device=v.device)
     c_out, c_in_g, kh, kw = weight.shape
     if kh % 2 == 0 or kw % 2 == 0:
-        raise ValueError(f"conv_adjoint needs odd kernel sizes (centred stencils); got {kh}×{kw}")
+        raise PdeconvError(f"conv_adjoint needs odd kernel sizes (centred stencils); got {kh}×{kw}")
     if bc == "dirichlet":
         return F.conv_transpose2d(v, weight, padding=(kh // 2, kw // 2), groups=groups)
     flipped = (
@@ -330,9 +331,10 @@ class SymmetricConv(nn.Module):
         super().__init__()
         bc = boundary_condition(bc)
         if bc not in _ADJOINT_BCS:
-            raise ValueError(f"SymmetricConv needs an exact adjoint: bc must be 'dirichlet' or 'periodic', got {bc!r}")
+            raise PdeconvError(f"SymmetricConv needs an exact adjoint: bc must be 'dirichlet' or 'periodic', "
+                               f"got {bc!r}")
         if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (a centred stencil); got {kernel_size}")
+            raise PdeconvError(f"kernel_size must be odd (a centred stencil); got {kernel_size}")
         self.conv = nn.Conv2d(
             channels,
             hidden_channels or channels,

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from pdeconv.autotune import is_channels_last
+from pdeconv.errors import PdeconvError
 from pdeconv.layers._input import batched
 from pdeconv.stencil import multi_indices
 
@@ -32,9 +33,9 @@ _INITS = ("identity", "default")
 
 def _check_degree(degree: int, seed_compatible: bool) -> None:
     if degree < 0:
-        raise ValueError(f"degree must be ≥ 0; got {degree}")
+        raise PdeconvError(f"degree must be ≥ 0; got {degree}")
     if seed_compatible and degree != 2:
-        raise ValueError(f"seed_compatible=True reproduces the essay's 6 monomials: use degree=2, not {degree}")
+        raise PdeconvError(f"seed_compatible=True reproduces the essay's 6 monomials: use degree=2, not {degree}")
 
 
 def _axis(n: int, seed_compatible: bool) -> Tensor:
@@ -130,7 +131,7 @@ class VariableCoefficients(nn.Module):
         super().__init__()
         _check_degree(degree, seed_compatible)
         if init not in _INITS:
-            raise ValueError(f"unknown init {init!r}; valid ones: {', '.join(_INITS)}")
+            raise PdeconvError(f"unknown init {init!r}; valid ones: {', '.join(_INITS)}")
         self.channels, self.degree, self.seed_compatible, self.init = channels, degree, seed_compatible, init
         self.weight = nn.Parameter(torch.empty(channels, len(multi_indices(degree)), 1, 1))
         self.register_buffer("grid", torch.empty(0), persistent=False)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import conv1x1, conv3x3
 
 from pdeconv.boundary import set_boundary
+from pdeconv.errors import PdeconvError
 from pdeconv.layers import DifferentialConv2d, Leapfrog, QuasiLinear, SymmetricConv, VariableCoefficients
 from pdeconv.models.variants import VariantOptions
 
@@ -59,7 +60,7 @@ def spatial_operator(
     if options.dw is None:
         return conv3x3(in_channels, out_channels, stride, groups, dilation), out_channels
     if dilation != 1:
-        raise ValueError("depthwise variants support no dilation; leave replace_stride_with_dilation unset")
+        raise PdeconvError("depthwise variants support no dilation; leave replace_stride_with_dilation unset")
     layer = QuasiLinear if options.quasilinear else DifferentialConv2d
     op = layer(
         in_channels,
@@ -101,9 +102,9 @@ class BasicBlock(nn.Module):
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
         if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock supports only groups=1 and width_per_group=64 (as torchvision's)")
+            raise PdeconvError("BasicBlock supports only groups=1 and width_per_group=64 (as torchvision's)")
         if dilation > 1:
-            raise ValueError("BasicBlock supports no dilation (as torchvision's)")
+            raise PdeconvError("BasicBlock supports no dilation (as torchvision's)")
         self.conv1, _ = spatial_operator(inplanes, planes, options, stride=stride)
         self.mix1 = coefficient_fields(planes, options)
         self.bn1 = norm_layer(planes)
@@ -165,7 +166,7 @@ def basic_block(
     (torchvision's block signature)."""
     if options.leapfrog and stride == 1 and downsample is None and inplanes == planes:
         if groups != 1 or base_width != 64 or dilation > 1:
-            raise ValueError("leapfrog blocks support only groups=1, width_per_group=64 and no dilation")
+            raise PdeconvError("leapfrog blocks support only groups=1, width_per_group=64 and no dilation")
         return LeapfrogBlock(planes, bc=options.bc, norm_layer=norm_layer)
     return BasicBlock(inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer, options=options)
 

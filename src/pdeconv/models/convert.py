@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from pdeconv.boundary import boundary_condition, boundary_of, set_boundary
+from pdeconv.errors import PdeconvError
 from pdeconv.layers import VariableCoefficients
 
 __all__ = ["ConvertReport", "ModulatedConv2d", "convert"]
@@ -107,14 +108,14 @@ def convert(
     unchanged until trained; a boundary condition changes it at once (near the border: other padding values).
     """
     if bc is None and variable_coefficients is None:
-        raise ValueError("convert: nothing to do; pass bc='neumann' (or another) and/or variable_coefficients=2")
+        raise PdeconvError("convert: nothing to do; pass bc='neumann' (or another) and/or variable_coefficients=2")
     if variable_coefficients is not None and variable_coefficients < 0:
-        raise ValueError(f"variable_coefficients is a polynomial degree ≥ 0; got {variable_coefficients}")
+        raise PdeconvError(f"variable_coefficients is a polynomial degree ≥ 0; got {variable_coefficients}")
     if only is not None and not callable(only):
         names = set(only)
         missing = names - {name for name, _ in model.named_modules()}
         if missing:
-            raise ValueError(f"convert(only=...): no modules named {sorted(missing)} in this model")
+            raise PdeconvError(f"convert(only=...): no modules named {sorted(missing)} in this model")
         only = lambda name, module, names=names: name in names  # noqa: E731
     selected: Callable[[str, nn.Module], bool] = only or (lambda name, module: True)
     if input_size is not None:  # try it on a copy first: a model that cannot take the size is left as it was
@@ -153,7 +154,7 @@ def convert(
 def _check_input_size(model: nn.Module, size: tuple[int, ...]) -> None:
     """One forward pass of zeros of ``size``; a layer whose input is too small for its padding is named."""
     if len(size) != 4:
-        raise ValueError(f"input_size must be (N, C, H, W); got {size}")
+        raise PdeconvError(f"input_size must be (N, C, H, W); got {size}")
     names = {m: name for name, m in model.named_modules()}
     current: list[str] = []
     hooks = [m.register_forward_pre_hook(lambda m, args: current.append(names[m])) for m in names]
@@ -166,7 +167,7 @@ def _check_input_size(model: nn.Module, size: tuple[int, ...]) -> None:
             model.eval()(x)
     except (ValueError, RuntimeError) as e:
         where = current[-1] if current else "the model"
-        raise ValueError(f"convert: inputs of size {'×'.join(map(str, size))} do not get through {where!r}: "
+        raise PdeconvError(f"convert: inputs of size {'×'.join(map(str, size))} do not get through {where!r}: "
                          f"{str(e).strip().splitlines()[0]}") from None
     finally:
         model.train(training)

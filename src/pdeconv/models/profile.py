@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from pdeconv.errors import PdeconvError
+
 __all__ = ["Profile", "profile", "saved_activation_bytes"]
 
 
@@ -83,7 +85,7 @@ def profile(model: nn.Module, input_size: tuple[int, ...]) -> Profile:
     if len(input_size) == 3:
         input_size = (1, *input_size)
     if len(input_size) != 4 or min(input_size) < 1:
-        raise ValueError(f"input_size must be (N, C, H, W) or (C, H, W) with positive sizes; got {input_size}")
+        raise PdeconvError(f"input_size must be (N, C, H, W) or (C, H, W) with positive sizes; got {input_size}")
     params = list(model.parameters())
     reference = params[0] if params else torch.empty(0)
     x = torch.randn(input_size, dtype=reference.dtype, device=reference.device)

@@ -19,6 +19,8 @@ from typing import Any
 
 from torch import nn
 
+from pdeconv.errors import PdeconvError
+
 __all__ = ["CONFIGS", "MODELS", "OLDEST_TIMM", "InputConfig", "create", "list_models", "register_model",
            "timm_too_old"]
 
@@ -54,7 +56,7 @@ def register_model(*, small_images: bool, feature_stride: int, feature_levels: i
 
     def register(builder: Builder) -> Builder:
         if builder.__name__ in MODELS:
-            raise ValueError(f"a model named {builder.__name__!r} is registered already")
+            raise PdeconvError(f"a model named {builder.__name__!r} is registered already")
         MODELS[builder.__name__], CONFIGS[builder.__name__] = builder, config
         return builder
 
@@ -71,7 +73,7 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     """Build model ``name`` (see :func:`list_models`) with keyword arguments for its builder."""
     builder = MODELS.get(name)
     if builder is None:
-        raise ValueError(f"unknown model {name!r}; valid ones: {', '.join(MODELS)}")
+        raise PdeconvError(f"unknown model {name!r}; valid ones: {', '.join(MODELS)}")
     return builder(**kwargs)
 
 

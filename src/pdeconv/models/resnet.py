@@ -9,7 +9,6 @@ torchvision weights load with :func:`pdeconv.models.load_torchvision_weights`.
 # No ``from __future__ import annotations`` here: ``forward``'s annotations must be the classes themselves, for
 # torch.fx writes the root's annotation into the traced code, and a string there ("Tensor") is a name
 # TorchScript cannot resolve when the traced graph is scripted (timm's test_model_forward_fx_torchscript).
-
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -21,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.models.resnet import ResNet
 
 from pdeconv.boundary import boundary_condition, set_boundary
+from pdeconv.errors import PdeconvError
 from pdeconv.models.blocks import BasicBlock, Bottleneck, init_weights, with_options
 from pdeconv.models.registry import register_model
 from pdeconv.models.variants import VariantOptions, get_variant
@@ -47,13 +47,13 @@ def take_indices(count: int, indices: int | Sequence[int] | None) -> tuple[list[
         chosen = list(range(count))
     elif isinstance(indices, int):
         if not 0 < indices <= count:
-            raise ValueError(f"indices={indices}: take the last n of {count} feature levels, 0 < n ≤ {count}")
+            raise PdeconvError(f"indices={indices}: take the last n of {count} feature levels, 0 < n ≤ {count}")
         chosen = list(range(count - indices, count))
     else:
         chosen = []
         for i in indices:
             if not -count <= i < count:
-                raise ValueError(f"feature index {i} out of range: this model has {count} levels (0…{count - 1})")
+                raise PdeconvError(f"feature index {i} out of range: this model has {count} levels (0…{count - 1})")
             chosen.append(i % count)
         chosen = sorted(set(chosen))
     return chosen, max(chosen)
@@ -109,7 +109,7 @@ class ClassifierMixin:
         stem's output; also the last feature map unless ``intermediates_only``. ``norm`` does nothing (no final
         norm layer); ``stop_early`` stops after the last level wanted."""
         if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW' for these convolutional models; got {output_fmt!r}")
+            raise PdeconvError(f"output_fmt must be 'NCHW' for these convolutional models; got {output_fmt!r}")
         wanted, last = take_indices(len(self.feature_info), indices)
         intermediates = []
         x = self._stem(x)
@@ -165,11 +165,11 @@ class ClassifierMixin:
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         if global_pool is not None:
             if global_pool and global_pool not in _POOLS:
-                raise ValueError(f"unknown global_pool {global_pool!r}; valid ones: avg, max, '' (none)")
+                raise PdeconvError(f"unknown global_pool {global_pool!r}; valid ones: avg, max, '' (none)")
             self.avgpool = _POOLS[global_pool](1) if global_pool else nn.Identity()
             self.global_pool = global_pool
         if not self.global_pool and num_classes > 0:
-            raise ValueError("global_pool='' (no pooling) needs num_classes=0: the classifier wants pooled features")
+            raise PdeconvError("global_pool='' (no pooling) needs num_classes=0: the classifier wants pooled features")
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 

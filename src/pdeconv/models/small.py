@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import conv1x1, conv3x3
 
 from pdeconv.boundary import set_boundary
+from pdeconv.errors import PdeconvError
 from pdeconv.models.blocks import BasicBlock, basic_block, init_weights
 from pdeconv.models.registry import register_model
 from pdeconv.models.resnet import ClassifierMixin, PDEResNet, resolve_options
@@ -59,9 +60,9 @@ class CifarResNet(ClassifierMixin, nn.Module):
     ) -> None:
         super().__init__()
         if shortcut not in _SHORTCUTS:
-            raise ValueError(f"unknown shortcut {shortcut!r}; valid ones: A (zero-pad), B (1×1 conv)")
+            raise PdeconvError(f"unknown shortcut {shortcut!r}; valid ones: A (zero-pad), B (1×1 conv)")
         if n < 1 or widen_factor < 1:
-            raise ValueError(f"blocks per stage n and widen_factor must be ≥ 1; got {n}, {widen_factor}")
+            raise PdeconvError(f"blocks per stage n and widen_factor must be ≥ 1; got {n}, {widen_factor}")
         self.variant = options = options or VariantOptions()
         widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = conv3x3(in_chans, widths[0])

@@ -27,6 +27,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 
 from pdeconv.boundary import BoundaryConv2d
+from pdeconv.errors import PdeconvError
 from pdeconv.layers import DifferentialConv2d, QuasiLinear, SymmetricConv, VariableCoefficients
 from pdeconv.models.registry import CONFIGS, MODELS
 from pdeconv.models.variants import VARIANTS
@@ -76,7 +77,7 @@ def _entrypoint(name: str) -> Any:
 
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         if pretrained:
-            raise ValueError(f"{name} has no pretrained weights; use pretrained=False (pdeconv trains its own: "
+            raise PdeconvError(f"{name} has no pretrained weights; use pretrained=False (pdeconv trains its own: "
                              "pdeconv train, or timm's train.py)")
         kwargs.pop("cache_dir", None)
         cfg = kwargs.pop("pretrained_cfg", None)
@@ -84,10 +85,10 @@ def _entrypoint(name: str) -> Any:
         tag = _tag(cfg)
         if tag is not None:
             if tag not in VARIANTS:
-                raise ValueError(f"unknown tag {tag!r} of {name}; the tags are the variants: {', '.join(VARIANTS)} "
+                raise PdeconvError(f"unknown tag {tag!r} of {name}; the tags are the variants: {', '.join(VARIANTS)} "
                                  "(others, like 'seed+neumann' or 'dw=2', go in variant=...)")
             if kwargs.get("variant", tag) != tag:
-                raise ValueError(f"{name}.{tag} and variant={kwargs['variant']!r} disagree; give one of them")
+                raise PdeconvError(f"{name}.{tag} and variant={kwargs['variant']!r} disagree; give one of them")
             kwargs["variant"] = tag
         variant = kwargs.setdefault("variant", "baseline")
         if cfg is None and isinstance(variant, str):
@@ -97,7 +98,7 @@ def _entrypoint(name: str) -> Any:
                 overlay.setdefault("tag", variant)
         for key in _REFUSED:
             if kwargs.pop(key, None):
-                raise ValueError(f"{name}: {key} is not implemented by pdeconv's models; leave it unset or 0")
+                raise PdeconvError(f"{name}: {key} is not implemented by pdeconv's models; leave it unset or 0")
         drop_rate = kwargs.pop("drop_rate", None) or 0.0
         global_pool = kwargs.pop("global_pool", None)
         device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)

@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass, field, fields
 
 from pdeconv.boundary import boundary_condition
+from pdeconv.errors import PdeconvError
 
 __all__ = ["PARAMETERS", "Variant", "VariantOptions", "VARIANTS", "variants", "get_variant", "variant_penalty_weight"]
 
@@ -55,18 +56,18 @@ class VariantOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "bc", boundary_condition(self.bc))  # any case; ValueError listing valid ones
         if self.dw is not None and self.dw < 1:
-            raise ValueError(f"depthwise multiplier dw must be ≥ 1; got {self.dw}")
+            raise PdeconvError(f"depthwise multiplier dw must be ≥ 1; got {self.dw}")
         if self.order is not None and self.dw is None:
-            raise ValueError("order parameterises depthwise kernels; set dw too (as variant 'order2' does)")
+            raise PdeconvError("order parameterises depthwise kernels; set dw too (as variant 'order2' does)")
         if self.seed_compatible and self.varcoef != 2:
-            raise ValueError("seed_compatible reproduces the essay's degree-2 fields; it needs varcoef=2")
+            raise PdeconvError("seed_compatible reproduces the essay's degree-2 fields; it needs varcoef=2")
         if self.quasilinear and self.dw is None:
-            raise ValueError("quasilinear feeds a depthwise step; set dw too (as variant 'quasilinear' does)")
+            raise PdeconvError("quasilinear feeds a depthwise step; set dw too (as variant 'quasilinear' does)")
         if self.leapfrog and (self.dw is not None or self.varcoef is not None):
-            raise ValueError("leapfrog blocks (variant 'wave') use full 3×3 convolutions and their adjoints; "
+            raise PdeconvError("leapfrog blocks (variant 'wave') use full 3×3 convolutions and their adjoints; "
                              "they combine with no dw or varcoef")
         if self.leapfrog and self.bc not in ("dirichlet", "periodic"):
-            raise ValueError(f"leapfrog blocks (variant 'wave') need the exact adjoint of their convolution, which "
+            raise PdeconvError(f"leapfrog blocks (variant 'wave') need the exact adjoint of their convolution, which "
                              f"bc={self.bc!r} does not have; use dirichlet or periodic")
 
 
@@ -143,7 +144,7 @@ PARAMETERS["penalty"] = float
 def _parts(spec: str) -> list[tuple[str, dict, float]]:
     """Each part of ``spec`` as (its text, the option fields it sets, its penalty weight)."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"variant must be a name like 'seed' or 'seed+neumann'; got {spec!r}")
+        raise PdeconvError(f"variant must be a name like 'seed' or 'seed+neumann'; got {spec!r}")
     parts = []
     defaults = VariantOptions()
     for part in (p.strip() for p in spec.split("+")):
@@ -151,16 +152,16 @@ def _parts(spec: str) -> list[tuple[str, dict, float]]:
             key, _, text = part.partition("=")
             key, text = key.strip(), text.strip()
             if key not in PARAMETERS:
-                raise ValueError(f"unknown variant option {key!r} in {spec!r}; options: "
+                raise PdeconvError(f"unknown variant option {key!r} in {spec!r}; options: "
                                  f"{', '.join(f'{k}=VALUE' for k in PARAMETERS)}")
             try:
                 value = PARAMETERS[key](text)
             except ValueError:
-                raise ValueError(f"variant option {key} takes a{'n integer' if PARAMETERS[key] is int else ' number'}"
+                raise PdeconvError(f"variant option {key} takes a{'n integer' if PARAMETERS[key] is int else ' number'}"
                                  f"; got {part!r} in {spec!r}") from None
             if key == "penalty":
                 if not value >= 0:
-                    raise ValueError(f"penalty must be ≥ 0; got {part!r}")
+                    raise PdeconvError(f"penalty must be ≥ 0; got {part!r}")
                 parts.append((part, {}, value))
             else:
                 parts.append((part, {key: value}, 0.0))
@@ -170,7 +171,7 @@ def _parts(spec: str) -> list[tuple[str, dict, float]]:
                           if f.name != "name" and getattr(v.options, f.name) != getattr(defaults, f.name)}
             parts.append((part, set_fields, v.penalty_weight))
         else:
-            raise ValueError(f"unknown variant {part!r} in {spec!r}; valid ones: {', '.join(VARIANTS)} "
+            raise PdeconvError(f"unknown variant {part!r} in {spec!r}; valid ones: {', '.join(VARIANTS)} "
                              f"(or FIELD=VALUE with FIELD one of {', '.join(PARAMETERS)})")
     return parts
 
@@ -185,7 +186,7 @@ def get_variant(spec: str | VariantOptions) -> VariantOptions:
     for part, set_fields, _ in _parts(spec):
         for key, value in set_fields.items():
             if key in merged and merged[key] != value:
-                raise ValueError(f"variants {owner[key]!r} and {part!r} conflict: {key}={merged[key]!r} vs "
+                raise PdeconvError(f"variants {owner[key]!r} and {part!r} conflict: {key}={merged[key]!r} vs "
                                  f"{key}={value!r}")
             merged[key], owner[key] = value, part
     return VariantOptions(**merged, name=spec.strip())
@@ -198,5 +199,5 @@ def variant_penalty_weight(spec: str | VariantOptions) -> float:
         return 0.0
     weights = {w for _, _, w in _parts(spec)} - {0.0}
     if len(weights) > 1:
-        raise ValueError(f"variant {spec!r} combines different penalty weights {sorted(weights)}")
+        raise PdeconvError(f"variant {spec!r} combines different penalty weights {sorted(weights)}")
     return weights.pop() if weights else 0.0

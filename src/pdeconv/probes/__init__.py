@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from pdeconv.errors import PdeconvError
 from pdeconv.probes.base import Probe, ProbeResult
 from pdeconv.probes.registry import PROBES, TRUNCATION_PREDICTION
 from pdeconv.probes.report import PLOT, plot_probe, probe_csv, write
@@ -47,15 +48,15 @@ def run_probe(name: str, *, seeds: int = 5, out: str | Path | None = None, quick
     ``runs/probe-NAME``): over seeds 0…seeds−1 (``quick``: fewer training steps, a smoke test, not a result), or,
     for a probe that ``needs_runs`` (truncation), over the trained ``runs`` given."""
     if name not in PROBES:
-        raise ValueError(f"unknown probe {name!r}; valid ones: {', '.join(PROBES)}")
+        raise PdeconvError(f"unknown probe {name!r}; valid ones: {', '.join(PROBES)}")
     if PROBES[name].needs_runs != (runs is not None):
-        raise ValueError(f"the {name} probe needs runs: the trained runs (run directories of pdeconv train) to read"
+        raise PdeconvError(f"the {name} probe needs runs: the trained runs (run directories of pdeconv train) to read"
                          if PROBES[name].needs_runs else
                          f"runs go only with a probe of trained runs; the {name} probe trains its own models")
     if runs is not None:
         return truncation(runs, out=out or f"runs/probe-{name}", progress=progress)
     if seeds < 2:
-        raise ValueError(f"--seeds must be at least 2 (the report pairs seeds); got {seeds}")
+        raise PdeconvError(f"--seeds must be at least 2 (the report pairs seeds); got {seeds}")
     probe = PROBES[name]
     out = Path(out or f"runs/probe-{name}")
     check_out_dir(out)
