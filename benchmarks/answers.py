@@ -319,7 +319,7 @@ def _fmt_p(p: float | None) -> str:
 
 def write_summary(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
     """``summary.csv`` (through the csv module) and ``summary.md`` (the table docs/results.md shows)."""
-    from pdeconv import _checkpoint
+    from pdeconv import storage
 
     text = io.StringIO()
     writer = csv.DictWriter(text, SUMMARY_COLUMNS, lineterminator="\n")
@@ -327,7 +327,7 @@ def write_summary(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
     for r in rows:
         writer.writerow({k: "" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
                          for k in SUMMARY_COLUMNS})
-    _checkpoint.write_text(out / "summary.csv", text.getvalue())
+    storage.write_text(out / "summary.csv", text.getvalue())
     lines = ["| setting | experiment | comparison | n | Δ | 95% CI | p | Holm (experiment) | BH (document) | "
              "Holm (document) | TOST ±0.2 (Holm, document) | answer |",
              "|:--|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|:--|"]
@@ -346,7 +346,7 @@ def write_summary(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
             f"against plain); Holm (experiment) adjusts over the comparisons of one experiment, BH "
             f"(Benjamini–Hochberg) and Holm (document) over all {m}; TOST ±0.2 is the p of the two one-sided tests "
             f"of equivalence within ±0.2 points, Holm-adjusted over the document.\n\n")
-    _checkpoint.write_text(out / "summary.md", head + "\n".join(lines) + "\n")
+    storage.write_text(out / "summary.md", head + "\n".join(lines) + "\n")
     return out / "summary.csv", out / "summary.md"
 
 

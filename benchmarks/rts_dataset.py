@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pdeconv import data  # noqa: E402
-from pdeconv._checkpoint import write_figure  # noqa: E402
+from pdeconv.storage import write_figure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

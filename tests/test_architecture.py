@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pdeconv"
 
 #: floor → the top-level modules and packages on it (docs/architecture.md)
 FLOORS = {
-    0: {"errors", "stencil", "boundary", "autotune", "layers", "regularize", "normalization", "warp", "_checkpoint"},
+    0: {"errors", "stencil", "boundary", "autotune", "layers", "regularize", "normalization", "warp", "storage"},
     1: {"models"},
     2: {"data", "runtime", "distributed", "eta", "engine", "run", "analysis", "experiment", "discover"},
     3: {"cli", "demos", "probes", "doctor", "timm_script", "__main__"},

@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from pdeconv import _checkpoint, data, engine
+from pdeconv import data, engine, storage
 from pdeconv.data import dataset_info
 from pdeconv.engine import TrainConfig
 
@@ -385,7 +385,7 @@ def test_failed_save_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path, 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     def fill_disk(record):
-        monkeypatch.setattr(_checkpoint.torch, "save", disk_full)
+        monkeypatch.setattr(storage.torch, "save", disk_full)
 
     with pytest.raises(OSError, match=f"could not write {ckpt}: No space left on device"):
         engine.train(config(tmp_path, fmnist), tiny_model, on_epoch_end=fill_disk)
@@ -401,8 +401,8 @@ def test_crafted_checkpoint_runs_no_code(tmp_path):
 
     for i, write in enumerate(
         [
-            lambda p: torch.save({"format": _checkpoint.FORMAT, "model": Payload()}, p),
-            lambda p: p.write_bytes(pickle.dumps({"format": _checkpoint.FORMAT, "x": Payload()}, protocol=2)),
+            lambda p: torch.save({"format": storage.FORMAT, "model": Payload()}, p),
+            lambda p: p.write_bytes(pickle.dumps({"format": storage.FORMAT, "x": Payload()}, protocol=2)),
         ]
     ):
         marker, path = tmp_path / f"pwned{i}", tmp_path / f"evil{i}.pt"
@@ -442,10 +442,10 @@ def test_checkpoint_rng_state_roundtrip():
     import numpy as np
 
     torch.manual_seed(3), np.random.seed(3), random.seed(3)
-    state = _checkpoint.rng_state()
+    state = storage.rng_state()
     expected = (torch.rand(3), np.random.rand(3), random.random())
     torch.manual_seed(9), np.random.seed(9), random.seed(9)
-    _checkpoint.set_rng_state(state)
+    storage.set_rng_state(state)
     assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
     assert random.random() == expected[2]
 
@@ -508,7 +508,7 @@ def test_a_figure_is_written_whole_or_not_at_all(tmp_path):
     fig = Figure()
     fig.subplots().plot([0, 1], [1, 0])
     path = tmp_path / "plot.png"
-    _checkpoint.write_figure(path, fig)
+    storage.write_figure(path, fig)
     first = path.read_bytes()
     assert first.startswith(b"\x89PNG")
 
@@ -518,9 +518,9 @@ def test_a_figure_is_written_whole_or_not_at_all(tmp_path):
             raise RuntimeError("the drawing failed")
 
     with pytest.raises(RuntimeError, match="the drawing failed"):
-        _checkpoint.write_figure(path, Broken())
+        storage.write_figure(path, Broken())
     assert path.read_bytes() == first and [p.name for p in tmp_path.iterdir()] == ["plot.png"]  # no temp left
-    _checkpoint.write_figure(tmp_path / "plot.svg", fig)
+    storage.write_figure(tmp_path / "plot.svg", fig)
     assert (tmp_path / "plot.svg").read_text().lstrip().startswith("<?xml")  # the format the suffix names
 
 

@@ -10,8 +10,8 @@ from pdeconv.errors import PdeconvError
 
 
 def test_the_user_error_family():
-    from pdeconv._checkpoint import CheckpointError
     from pdeconv.distributed import DistributedError
+    from pdeconv.storage import CheckpointError
 
     for cls in (UsageError, CheckpointError, DistributedError, engine.NonFiniteLossError):
         assert issubclass(cls, PdeconvError)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pdeconv import _checkpoint, stencil
+from pdeconv import stencil, storage
 from pdeconv.boundary import convolve
 from pdeconv.errors import PdeconvError
 from pdeconv.layers.steppers import runge_kutta_step
@@ -120,7 +120,7 @@ def _strip(path: Path, rows: dict[str, list[Tensor]], titles: list[str], cmap: s
                 ax.set_title(titles[j], fontsize=8)
         axes[i, 0].set_ylabel(label, fontsize=8)
     fig.tight_layout()
-    _checkpoint.write_figure(path, fig)
+    storage.write_figure(path, fig)
     plt.close(fig)
     return path
 

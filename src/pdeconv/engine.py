@@ -44,12 +44,12 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from pdeconv import __version__, _checkpoint, autotune
-from pdeconv._checkpoint import CheckpointError
+from pdeconv import __version__, autotune, storage
 from pdeconv.data import DATASETS, DatasetInfo, build_loaders, dataset_info
 from pdeconv.distributed import Processes, agree, broadcast, on_main, start, stop
 from pdeconv.errors import PdeconvError
 from pdeconv.runtime import check_out_dir, cpu_description, set_threads, usable_cpus
+from pdeconv.storage import CheckpointError
 
 CHECKPOINT, METRICS, CONFIG = "checkpoint.pt", "metrics.jsonl", "config.json"
 LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check); syncing every step slows GPUs
@@ -521,11 +521,11 @@ def run_summary(out: str | os.PathLike) -> dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A checkpoint's contents (``model`` state dict, ``epoch``, ``metrics``, ``config``, ...); runs no code."""
-    return _checkpoint.load(path)
+    return storage.load(path)
 
 
 def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
-    _checkpoint.write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+    storage.write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in history))
 
 
 def _prepare_out_dir(config: TrainConfig, out: Path) -> None:
@@ -768,11 +768,11 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
             if procs.main:
                 state = {"epoch": epoch, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                         "rng": _checkpoint.rng_state(), "metrics": history, "config": asdict(config),
+                         "rng": storage.rng_state(), "metrics": history, "config": asdict(config),
                          "paths": autotune.chosen()}
-                _checkpoint.save(ckpt_path, state)  # first: the other files are never ahead of it
+                storage.save(ckpt_path, state)  # first: the other files are never ahead of it
                 meta["paths"] = state["paths"]
-                _checkpoint.write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")
+                storage.write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")
                 _log_epoch(out, writer, record, history, config.epochs)
             if on_epoch_end is not None:
                 on_epoch_end(record)
@@ -830,7 +830,7 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, scheduler, scale
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        _checkpoint.set_rng_state(state["rng"])
+        storage.set_rng_state(state["rng"])
         autotune.restore(state.get("paths", {}))  # the same layer paths as before the stop: an exact continuation
         history = list(state["metrics"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
@@ -842,7 +842,7 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, scheduler, scale
 
 
 def _checked_state(path: Path, config: TrainConfig) -> dict[str, Any]:
-    state = _checkpoint.load(path)
+    state = storage.load(path)
     _check_same_run(state.get("config", {}), config, path)
     return state
 
@@ -870,7 +870,7 @@ def _open_run(out: Path, config: TrainConfig, procs: Processes, info, params: in
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "paths": autotune.chosen(),
     }
-    _checkpoint.write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")
+    storage.write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")
     _write_metrics(out, history)  # drops any epoch logged after the checkpoint we resume from
     return SummaryWriter(str(out), purge_step=len(history) + 1 if history else None), meta
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from torch import nn
 
-from pdeconv import _checkpoint, models, run
-from pdeconv._checkpoint import CheckpointError
+from pdeconv import models, run, storage
 from pdeconv.errors import PdeconvError
+from pdeconv.storage import CheckpointError
 
 __all__ = ["load_model"]
 
@@ -89,7 +89,7 @@ _HINTS = {
 def _with_weights(model: nn.Module, weights: str | Path | None, name: str) -> nn.Module:
     if weights is None:
         return model
-    state = _checkpoint.read_tensors(weights)
+    state = storage.read_tensors(weights)
     if isinstance(state, dict) and isinstance(state.get("model"), dict) and "format" in state:
         state = state["model"]  # a pdeconv run checkpoint's weights
     if not isinstance(state, dict):

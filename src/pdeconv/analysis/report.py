@@ -19,7 +19,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from pdeconv import _checkpoint
+from pdeconv import storage
 from pdeconv.analysis.operators import (
     ORDERS,
     Analysis,
@@ -71,7 +71,7 @@ def plot_order_spectrum(analysis: Analysis, path: Path) -> None:
     ax.set_ylabel(f"share of kernel energy (moments at h = {analysis.h:g})")
     ax.set_title(f"{analysis.model}: order spectrum of the spatial convolutions")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    _checkpoint.write_figure(path, fig, dpi=120)
+    storage.write_figure(path, fig, dpi=120)
 
 
 def plot_first_order(matrices: dict[str, Tensor], layer: str, path: Path) -> None:
@@ -87,7 +87,7 @@ def plot_first_order(matrices: dict[str, Tensor], layer: str, path: Path) -> Non
         ax.set_xlabel("input channel")
         ax.set_ylabel("output channel")
     fig.colorbar(im, ax=list(axes), shrink=0.9, label="coefficient")
-    _checkpoint.write_figure(path, fig, dpi=120)
+    storage.write_figure(path, fig, dpi=120)
 
 
 def _montage(fields: Tensor, n: int) -> Tensor:
@@ -127,7 +127,7 @@ def plot_coefficient_fields(layers: list[CoefficientFields], path: Path) -> None
     fig.colorbar(im, ax=list(axes), shrink=0.8, label="a(x, y)")
     H, W = layers[0].resolution
     fig.suptitle(f"coefficient fields on {H}×{W} grids; each tile: x → right, y ↓ down over [−1, 1]²")
-    _checkpoint.write_figure(path, fig, dpi=120)
+    storage.write_figure(path, fig, dpi=120)
 
 
 def _summary_markdown(analysis: Analysis, figures: list[Path]) -> str:

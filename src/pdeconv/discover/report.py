@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pdeconv import _checkpoint
+from pdeconv import storage
 from pdeconv.discover.fit import Fit
 from pdeconv.stencil import AXES
 
@@ -148,7 +148,7 @@ def _snapshots(fit: Fit, path: str) -> None:
                 ax.set_yticks([])
                 where = ", middle z" if fit.data.space_dims == 3 else ""
                 ax.set_title(f"{fit.data.components[c]} {label}, t = {t * fit.data.dt:.3g}{where}", fontsize=8)
-    _checkpoint.write_figure(path, fig)
+    storage.write_figure(path, fig)
 
 
 def _space_time(fit: Fit, path: str) -> None:
@@ -172,7 +172,7 @@ def _space_time(fit: Fit, path: str) -> None:
             ax.set_xlabel("x")
             ax.set_ylabel("t")
             ax.set_title(f"{d.components[c]} {label}", fontsize=9)
-    _checkpoint.write_figure(path, fig)
+    storage.write_figure(path, fig)
 
 
 def _error_plot(fit: Fit, path: str) -> None:
@@ -185,7 +185,7 @@ def _error_plot(fit: Fit, path: str) -> None:
     ax.set_ylabel("relative L2 error")
     ax.set_title(f"prediction error ({fit.error_source} trajectories)")
     ax.grid(True, which="both", alpha=0.3)
-    _checkpoint.write_figure(path, fig)
+    storage.write_figure(path, fig)
 
 
 def _error_table(fit: Fit) -> list[str]:
@@ -204,7 +204,7 @@ def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None)
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
     paths = {"pde.json": os.path.join(out, "pde.json"), "report.md": os.path.join(out, "report.md")}
-    _checkpoint.write_text(paths["pde.json"], strict_json(pde_json(fit), indent=2) + "\n")
+    storage.write_text(paths["pde.json"], strict_json(pde_json(fit), indent=2) + "\n")
     m, d = fit.model, fit.data
     if fit.settings.coefficients == "variable":
         paths["fields.npz"] = os.path.join(out, "fields.npz")

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from pdeconv import _checkpoint, engine, run
+from pdeconv import engine, run, storage
 from pdeconv.distributed import agree, on_main, start, stop
 from pdeconv.errors import PdeconvError
 from pdeconv.eta import Progress
@@ -158,7 +158,7 @@ def _claim_directory(out: Path, config: engine.TrainConfig, force: bool, meta_na
     kept = {}
     if meta.exists() and not force:  # what earlier runs recorded (the thread count) stays with the experiment
         kept = {k: v for k, v in json.loads(meta.read_text()).items() if k in _RECORDED}
-    _checkpoint.write_text(meta, json.dumps(settings | kept, indent=2) + "\n")
+    storage.write_text(meta, json.dumps(settings | kept, indent=2) + "\n")
 
 
 #: placement settings an experiment records once and reuses (experiment.json), beside its identity settings
@@ -179,7 +179,7 @@ def _recorded_threads(out: Path, todo: Sequence[Path]) -> str | None:
 
 def _record_threads(out: Path, threads: str) -> None:
     meta = out / "experiment.json"
-    _checkpoint.write_text(meta, json.dumps(json.loads(meta.read_text()) | {"threads": threads}, indent=2) + "\n")
+    storage.write_text(meta, json.dumps(json.loads(meta.read_text()) | {"threads": threads}, indent=2) + "\n")
 
 
 def _ran_on_cpu_with(directory: Path) -> str | None:

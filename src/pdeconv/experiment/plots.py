@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Mapping
 from pathlib import Path
 
-from pdeconv import _checkpoint, engine
+from pdeconv import engine, storage
 from pdeconv.experiment.stats import Paired
 
 __all__ = ["plot_experiment"]
@@ -28,7 +28,7 @@ def _write(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    _checkpoint.write_figure(path, fig)
+    storage.write_figure(path, fig)
     plt.close(fig)
     return path
 

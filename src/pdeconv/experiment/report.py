@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pdeconv import _checkpoint, engine
+from pdeconv import engine, storage
 from pdeconv.experiment.plots import plot_experiment
 from pdeconv.experiment.results import LEARNED_PDE, learned_pde_summary
 from pdeconv.experiment.stats import Paired, equivalence, holm, paired, summarize, welch_p
@@ -263,5 +263,5 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
         f"Every run's files (config.json, metrics.jsonl, TensorBoard events, checkpoint) are under {_run_home(rows)}.",
         "",
     ]
-    _checkpoint.write_text(out / "report.md", "\n".join(text))
+    storage.write_text(out / "report.md", "\n".join(text))
     return Report(table, reference, paired_, adjusted, reached, verdicts)

@@ -56,7 +56,7 @@ def learned_pde_summary(run: Path) -> dict[str, Any] | None:
     when that file belongs to this training of the run (its start time and epoch count) and holds every
     quantity of ``results.csv`` (or the checkpoint is gone), else computed from the checkpoint and saved there;
     ``None`` with neither."""
-    from pdeconv import _checkpoint
+    from pdeconv import storage
     from pdeconv.analysis import analyze_model, variant_summary
     from pdeconv.run import model_from_run
 
@@ -73,7 +73,7 @@ def learned_pde_summary(run: Path) -> dict[str, Any] | None:
         return None
     learned = variant_summary(analyze_model(model_from_run(run)))
     learned = {k: (float(v) if isinstance(v, float) else v) for k, v in learned.items()}
-    _checkpoint.write_text(cached, json.dumps({"run": which, "summary": learned}, indent=2) + "\n")
+    storage.write_text(cached, json.dumps({"run": which, "summary": learned}, indent=2) + "\n")
     return learned
 
 
@@ -105,7 +105,7 @@ def collect(out: Path, variants: Sequence[str], seeds: Sequence[int] | Mapping[s
     """One row per run (``RESULT_COLUMNS``), variant by variant in seed order, written to ``out/results.csv``
     (atomically). ``seeds``: the same for every variant, or ``{variant: seeds}``; ``runs``: the run store
     (:func:`run_dir`). The ``run`` column is the run's directory relative to ``out``."""
-    from pdeconv import _checkpoint
+    from pdeconv import storage
 
     rows: list[dict[str, Any]] = []
     cost: dict[str, tuple[int, int]] = {}
@@ -135,5 +135,5 @@ def collect(out: Path, variants: Sequence[str], seeds: Sequence[int] | Mapping[s
                     "run": os.path.relpath(run, out),
                 }
             )
-    _checkpoint.write_csv(Path(out) / "results.csv", RESULT_COLUMNS, rows)
+    storage.write_csv(Path(out) / "results.csv", RESULT_COLUMNS, rows)
     return rows

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from pdeconv import _checkpoint
+from pdeconv import storage
 from pdeconv.experiment.stats import paired, summarize
 from pdeconv.probes.base import Probe
 from pdeconv.probes.registry import PROBES
@@ -68,10 +68,10 @@ def save(out: Path, probe: Probe, record: dict[str, Any], csv: tuple[list[str], 
     ]
     paths = [out / "probe.json", out / "results.csv", out / "report.md", out / PLOT]
     report += [f"![{probe.name}]({PLOT})", ""]
-    _checkpoint.write_text(paths[0], json.dumps(record, indent=2) + "\n")
-    _checkpoint.write_csv(paths[1], *csv)
+    storage.write_text(paths[0], json.dumps(record, indent=2) + "\n")
+    storage.write_csv(paths[1], *csv)
     plot_probe(out)  # drawn from probe.json, before the report that shows it
-    _checkpoint.write_text(paths[2], "\n".join(report))
+    storage.write_text(paths[2], "\n".join(report))
     return paths
 
 
@@ -151,6 +151,6 @@ def plot_probe(out: str | Path) -> Path:
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     path = out / PLOT
-    _checkpoint.write_figure(path, fig)
+    storage.write_figure(path, fig)
     plt.close(fig)
     return path

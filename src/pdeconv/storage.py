@@ -1,7 +1,10 @@
-"""Atomic, code-free checkpoints: write to a temp file in the same folder, fsync, rename; load weights_only.
+"""Every file pdeconv writes, written atomically, and the checkpoints it reads back (floor 0).
 
-Everything stored is a tensor, dict, list, tuple, str, int, float, bool or None, so
-``torch.load(..., weights_only=True)`` can read it and a file can never run code when loaded.
+Writes go to a temp file in the same folder, are flushed to disk and renamed into place, so a reader never finds
+half a file: text (:func:`write_text`), CSV through the csv module (:func:`write_csv`), figures
+(:func:`write_figure`) and checkpoints (:func:`save`). Everything a checkpoint stores is a tensor, dict, list,
+tuple, str, int, float, bool or None, so :func:`load` reads it with ``torch.load(..., weights_only=True)`` and a
+file can never run code when loaded.
 """
 
 from __future__ import annotations
