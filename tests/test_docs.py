@@ -162,3 +162,17 @@ def test_results_tables_quote_the_page_wide_p_values_of_the_committed_summary():
         elif not line.startswith("|"):
             columns = None
     assert checked >= 17
+
+
+def test_the_training_loop_snippet_is_right_for_any_fashion_mnist_folder(tmp_path, monkeypatch, capsys):
+    """docs/python.md invites pointing its loop at one's own Fashion-MNIST folder: with the real layout (torchvision's
+    FashionMNIST/raw, gzipped IDX files) and a test set of another size, every printed accuracy is a share of the
+    test images actually seen (it once divided by a hard-coded 128 and printed 777%)."""
+    snippet = next(s for s in _snippets(ROOT / "docs" / "python.md") if "for epoch in range" in s)
+    mine = data.write_synthetic_fashion_mnist(tmp_path / "mine" / "FashionMNIST" / "raw", 256, 300, gz=True)
+    call = 'data.write_synthetic_fashion_mnist("runs/toy-fmnist", n_train=512, n_test=128)'
+    assert call in snippet
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet.replace(call, repr(str(mine))), "python.md loop", "exec"), {"__name__": "__docs__"})  # noqa: S102
+    printed = re.findall(r"test accuracy ([\d.]+)% of (\S+) images", capsys.readouterr().out)
+    assert len(printed) == 2 and all(seen == "300" and 0 <= float(acc) <= 100 for acc, seen in printed)
