@@ -193,14 +193,19 @@ def test_cli_refuses_an_explicit_gpu_under_torchrun(monkeypatch, capsys):
     assert not Path("never").exists()
 
 
-def test_amp_auto_is_float32_on_gpus_that_only_emulate_bf16(monkeypatch):
+def test_amp_auto_on_gpus_that_only_emulate_bf16_is_fp16_with_tensor_cores_else_float32(monkeypatch):
     asked = {}
 
     def supported(including_emulation=True):
         asked["including_emulation"] = including_emulation
-        return including_emulation  # a V100/T4: bf16 only by emulation
+        return including_emulation  # a V100/T4 (or older): bf16 only by emulation
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
-    assert engine.resolve_amp("auto", torch.device("cuda", 0)) == "none" and asked == {"including_emulation": False}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))  # V100: fp16 tensor cores
+    assert engine.resolve_amp("auto", torch.device("cuda", 0)) == "fp16" and asked == {"including_emulation": False}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 0))  # P100: none
+    assert engine.resolve_amp("auto", torch.device("cuda", 0)) == "none"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # A100, H100
+    assert engine.resolve_amp("auto", torch.device("cuda", 0)) == "bf16"
 
 
 def test_sync_bn_on_cpus_is_refused_with_what_to_do(tmp_path, fmnist, monkeypatch):

@@ -136,8 +136,9 @@ class TrainConfig:
     seed: int = _opt(0, "random seed (initialisation, data order, augmentation)", role="run")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N", role="placement")
     amp: str = _opt("none", "mixed precision (auto: on a CPU, bf16 where a few timed train steps of the model run "
-                    f"{BF16_MARGIN:.0%} faster in it, else float32; on a GPU, bf16 from Ampere on; a resumed run "
-                    "keeps its choice)", ("none", "bf16", "fp16", "auto"))
+                    f"{BF16_MARGIN:.0%} faster in it, else float32; on a GPU, bf16 from Ampere on, fp16 with a "
+                    "gradient scaler on Volta and Turing; a resumed run keeps its choice)",
+                    ("none", "bf16", "fp16", "auto"))
     channels_last: bool = _opt(False, "channels-last memory format (faster convolutions on GPUs)")
     compile: bool = _opt(False, "torch.compile the model", role="placement")
     deterministic: bool = _opt(False, "CUDA: deterministic kernels, no cuDNN autotuning, no TF32 (slower; a resumed "
@@ -216,9 +217,10 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
-    """``amp`` with ``"auto"`` replaced by the rule: ``"bf16"`` where ``device`` has native bfloat16 arithmetic, else
-    ``"none"``. What ``auto`` means on a GPU, and on a CPU before any measurement; :func:`train` measures on CPUs
-    (:func:`choose_amp`), because native is not always faster.
+    """``amp`` with ``"auto"`` replaced by the rule: ``"bf16"`` where ``device`` has native bfloat16 arithmetic; on
+    an older GPU with float16 tensor cores (Volta and Turing: V100, T4; compute capability 7.x) ``"fp16"``, which
+    trains with a gradient scaler; else ``"none"``. What ``auto`` means on a GPU, and on a CPU before any
+    measurement; :func:`train` measures on CPUs (:func:`choose_amp`), because native is not always faster.
 
     Native means a CUDA GPU that reports bf16 support (Ampere and later), or a CPU with AVX-512 BF16 or AMX
     instructions (oneDNN then runs convolutions and matrix products in bf16; elsewhere it has no bf16
@@ -226,8 +228,10 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     """
     if amp != "auto":
         return amp
-    if device.type == "cuda":  # emulated bf16 (V100, T4) would be slower than float32
-        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "none"
+    if device.type == "cuda":  # emulated bf16 (V100, T4) would be slower than float32; their fp16 is fast
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return "bf16"
+        return "fp16" if torch.cuda.get_device_capability(device)[0] >= 7 else "none"
     if device.type == "cpu":
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
         return "bf16" if native else "none"
@@ -267,12 +271,12 @@ def choose_amp(
 ) -> AmpChoice:
     """What ``config.amp`` runs as on ``device`` for ``model`` and a batch of ``input_shape`` (N, C, H, W).
 
-    Explicit precisions run as asked. ``auto`` on a GPU: :func:`resolve_amp`'s rule (bf16 on Ampere and later,
-    float32 before; no measurement). ``auto`` on a CPU is measured, as :mod:`pdeconv.autotune`
-    chooses kernels: :data:`AMP_STEPS` train steps (forward, backward, optimizer step) of a copy of ``model`` on
-    random data of ``input_shape``, in float32 and under bf16 autocast, interleaved; bf16 wins only when its median
-    step is :data:`BF16_MARGIN` faster. The choice is cached for the process per (model, variant, class and size,
-    shape, memory format, threads, device): later runs of the same model and shape reuse it. The copy, its
+    Explicit precisions run as asked. ``auto`` on a GPU: :func:`resolve_amp`'s rule (bf16 on Ampere and later, fp16 with
+    a gradient scaler on Volta and Turing, float32 before; no measurement). ``auto`` on a CPU is measured, as
+    :mod:`pdeconv.autotune` chooses kernels: :data:`AMP_STEPS` train steps (forward, backward, optimizer step) of a copy
+    of ``model`` on random data of ``input_shape``, in float32 and under bf16 autocast, interleaved; bf16 wins only when
+    its median step is :data:`BF16_MARGIN` faster. The choice is cached for the process per (model, variant, class and
+    size, shape, memory format, threads, device): later runs of the same model and shape reuse it. The copy, its
     optimizer and a forked RNG keep the run itself untouched (its weights, statistics and random stream).
     """
     if config.amp != "auto":
@@ -280,6 +284,8 @@ def choose_amp(
     if device.type != "cpu":
         rule = resolve_amp("auto", device)
         why = {"bf16": "the GPU computes bf16 natively (Ampere or later)",
+               "fp16": "this GPU would emulate bf16 (before Ampere) but has float16 tensor cores (Volta, Turing): "
+                       "fp16 with a gradient scaler",
                "none": "this GPU would emulate bf16 (before Ampere), slower than float32"}[rule]
         return AmpChoice("auto", rule, why if device.type == "cuda" else f"no bf16 rule for {device.type}")
     params = sum(p.numel() for p in model.parameters())
