@@ -223,3 +223,24 @@ def test_convolve_along_one_axis_is_the_column_or_row_kernel(bc):
     torch.testing.assert_close(valid, manual)
     with pytest.raises(ValueError, match="odd length"):
         B.convolve_along(u, taps[:4], 0)
+
+
+def test_set_boundary_changes_pdeconvs_own_layers_through_set_bc_and_nothing_else():
+    """Only PyTorch's padded convolutions and pdeconv's BoundaryConditioned layers change; a layer that cannot take
+    the condition refuses it (SymmetricHyperbolic2d would silently lose its skew-adjointness under reflection), and
+    a foreign module that merely has a string attribute ``bc`` is left alone."""
+    from torch import nn
+
+    from pdeconv.errors import PdeconvError
+    from pdeconv.layers import DifferentialConv2d, SymmetricHyperbolic2d
+
+    class Foreign(nn.Module):
+        bc = "dirichlet"  # not pdeconv's: no set_bc, not a convolution
+
+    model = nn.Sequential(DifferentialConv2d(2, 2), Foreign(), nn.Conv2d(2, 2, 3, padding=1))
+    assert B.set_boundary(model, "Periodic") == 2
+    assert model[0].bc == "periodic" and model[1].bc == "dirichlet" and model[2].padding_mode == "circular"
+    hyper = nn.Sequential(SymmetricHyperbolic2d(2, bc="dirichlet"))
+    assert B.set_boundary(hyper, "periodic") == 1 and hyper[0].bc == "periodic"
+    with pytest.raises(PdeconvError, match="skew-adjoint"):
+        B.set_boundary(hyper, "neumann")

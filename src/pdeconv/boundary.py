@@ -43,7 +43,8 @@ from pdeconv import autotune
 from pdeconv.errors import PdeconvError
 
 __all__ = [
-    "BOUNDARY_CONDITIONS", "BoundaryConv2d", "boundary_condition", "padding_mode", "pad", "convolve",
+    "BOUNDARY_CONDITIONS", "BoundaryConditioned", "BoundaryConv2d", "boundary_condition", "padding_mode", "pad",
+    "convolve",
     "convolve_along", "set_boundary", "boundary_of",
 ]
 
@@ -238,6 +239,18 @@ def convolve_along(x: Tensor, taps: Tensor, axis: int, bc: str | None = None, *,
     return out.reshape(*moved.shape[:-1], out.shape[-1]).movedim(-1, axis)
 
 
+class BoundaryConditioned:
+    """Mixin of pdeconv's layers that impose a boundary condition by name (``self.bc``) rather than by an
+    ``nn.Conv2d``'s padding: :func:`set_boundary` changes them through :meth:`set_bc`, and only them (with
+    PyTorch's convolutions), so a layer that cannot take a condition refuses it instead of being changed blindly."""
+
+    bc: str
+
+    def set_bc(self, bc: str) -> None:
+        """Impose ``bc`` (any name :func:`boundary_condition` takes); a layer that cannot takes some refuses them."""
+        self.bc = boundary_condition(bc)
+
+
 class BoundaryConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` whose non-zero padding goes through :func:`pad` (the boundary condition's fast ways, and a
     clear error for inputs too small to reflect). :func:`set_boundary` gives convolutions this class (a subclass
@@ -339,8 +352,9 @@ def set_boundary(
 ) -> int:
     """Switch every ``nn.Conv2d`` with non-zero padding in ``model`` to boundary condition ``bc``.
 
-    Works on any model (torchvision, timm, pdeconv). Modules that carry their boundary condition by name in
-    a string attribute ``bc`` (pdeconv's ``DifferentialConv2d``, ...) get ``bc`` set instead. ``only``
+    Works on any model (torchvision, timm, pdeconv). pdeconv's layers that impose their condition by name
+    (:class:`BoundaryConditioned`: ``DifferentialConv2d``, ``SymmetricHyperbolic2d``) get it through their
+    ``set_bc``, which refuses a condition the layer cannot take; no other module is touched. ``only``
     restricts the change to the named modules (an iterable of names from ``model.named_modules()``) or to
     those for which ``only(name, module)`` is true. Returns how many modules were changed. Weights are
     untouched.
@@ -356,12 +370,12 @@ def set_boundary(
         only = lambda name, m, names=names: name in names  # noqa: E731
     changed = 0
     for name, m in model.named_modules():
-        named_bc = isinstance(getattr(m, "bc", None), str) and m.bc in BOUNDARY_CONDITIONS
+        named_bc = isinstance(m, BoundaryConditioned)
         padded_conv = isinstance(m, nn.Conv2d) and any(m._reversed_padding_repeated_twice)
         if not (named_bc or padded_conv) or (only is not None and not only(name, m)):
             continue
         if named_bc:
-            m.bc = bc  # pdeconv's own layers (DifferentialConv2d, ...) pad through pad() by name
+            m.set_bc(bc)  # pdeconv's own layers (DifferentialConv2d, ...) pad through pad() by name
             changed += 1
             continue
         m.padding_mode = mode

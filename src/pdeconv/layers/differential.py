@@ -126,7 +126,7 @@ def fold(kernel: Tensor, pointwise: Tensor, channels: int) -> Tensor:
     return torch.einsum("ocj,cjpq->ocpq", P, kernel.reshape(channels, m, kh, kw))
 
 
-class DifferentialConv2d(nn.Module):
+class DifferentialConv2d(boundary.BoundaryConditioned, nn.Module):
     """Depthwise 3×3 differential operators (``multiplier`` per channel), then an optional 1×1 mix.
 
     ``order=None``: free kernels, the parameter ``weight`` of shape ``(C·m, 1, 3, 3)`` with ``nn.Conv2d``'s

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from pdeconv import stencil
-from pdeconv.boundary import boundary_condition, convolve
+from pdeconv.boundary import BoundaryConditioned, boundary_condition, convolve
 from pdeconv.errors import PdeconvError
 from pdeconv.layers._input import batched
 
@@ -69,7 +69,7 @@ def _check_bc(bc: str) -> str:
     return bc
 
 
-class SymmetricHyperbolic2d(nn.Module):
+class SymmetricHyperbolic2d(BoundaryConditioned, nn.Module):
     """``steps`` implicit-midpoint steps of size ``h`` of ``u_t = A·∂x u + B·∂y u + C·u − γ·u`` on (N, C, H, W).
 
     Parameters (buffers when ``learnable=False``): ``P, Q, R`` with ``A = (P + Pᵀ)/2``, ``B = (Q + Qᵀ)/2``,
@@ -101,6 +101,10 @@ class SymmetricHyperbolic2d(nn.Module):
             self._add(name, value, learnable)
         log_gamma = torch.tensor(math.log(dissipation) if dissipation > 0 else -math.inf)
         self._add("log_gamma", log_gamma, learnable and dissipation > 0)
+
+    def set_bc(self, bc: str) -> None:
+        """Impose ``bc``: only ``periodic`` and ``dirichlet`` keep the central differences skew-adjoint."""
+        self.bc = _check_bc(bc)
 
     def _add(self, name: str, value: Tensor, learnable: bool) -> None:
         if learnable:
