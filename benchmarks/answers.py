@@ -367,7 +367,7 @@ def status(names: list[str], seeds: int, store: Path | None = None, *, root: Pat
     from the checkpoint, or started again without one) and not started (no config.json yet). ``store``: one run
     store for all of them; ``root``: a results folder of one's own (``--results``)."""
     from pdeconv import engine
-    from pdeconv.experiment.compare import in_training
+    from pdeconv.experiment.store import in_training
 
     lines = []
     for name in names:

@@ -192,7 +192,7 @@ def _answers(monkeypatch):
 
 def test_answers_status_tells_finished_training_interrupted_and_not_started_runs(tmp_path, monkeypatch):
     from pdeconv import engine
-    from pdeconv.experiment.compare import _lock_run, _unlock_run
+    from pdeconv.experiment.store import lock_run, unlock_run
 
     answers = _answers(monkeypatch)
 
@@ -211,11 +211,11 @@ def test_answers_status_tells_finished_training_interrupted_and_not_started_runs
     run("baseline", 0, 3)
     run("baseline", 1, 3)
     run("wave", 0, 1, checkpoint=True)
-    held = _lock_run(run("wave", 1, 2))  # as a compare command training it would
+    held = lock_run(run("wave", 1, 2))  # as a compare command training it would
     try:
         (line,) = answers.status(["wave"], 3, tmp_path)
     finally:
-        _unlock_run(held)
+        unlock_run(held)
     assert line == ("wave: 2/6 finished; training now: wave seed 1 (epoch 2/3); interrupted: wave seed 0 "
                     "(epoch 1/3, resumes from its checkpoint); 2 not started")
     (line,) = answers.status(["wave"], 3, tmp_path)

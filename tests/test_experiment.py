@@ -325,23 +325,23 @@ def test_a_run_another_process_is_training_is_left_for_last_then_waited_for(tmp_
 
     from pdeconv import run
 
-    compare_module = importlib.import_module("pdeconv.experiment.compare")  # the package exports the function
+    store_module = importlib.import_module("pdeconv.experiment.store")
 
     store, base = tmp_path / "store", _base(data_dir, epochs=2)
     busy = store / "baseline" / "seed0"
-    compare_module._claim_directory(store, base, False, meta_name="runs.json")  # "the other process" made the
-    other = compare_module._lock_run(busy)  # store and trains that run
-    assert other is not None and other >= 0 and compare_module._lock_run(busy) is None
+    store_module.claim_directory(store, base, False, meta_name="runs.json")  # "the other process" made the
+    other = store_module.lock_run(busy)  # store and trains that run
+    assert other is not None and other >= 0 and store_module.lock_run(busy) is None
     train = run.train
     # should the release below never come, let go after a while: the test then fails instead of hanging
-    safety = threading.Timer(300, compare_module._unlock_run, args=(other,))
+    safety = threading.Timer(300, store_module.unlock_run, args=(other,))
     safety.start()
 
     def train_while_the_other_finishes(config, **kwargs):
         result = train(config, **kwargs)
         if config.variant == "neumann":  # meanwhile the other process finishes its run and lets go of it
             train(run.variant_config(base, "baseline", 0, busy))
-            compare_module._unlock_run(other)
+            store_module.unlock_run(other)
         return result
 
     monkeypatch.setattr(run, "train", train_while_the_other_finishes)
@@ -359,9 +359,9 @@ def test_a_run_another_process_is_training_is_left_for_last_then_waited_for(tmp_
     estimates = [line for line in printed.splitlines() if " left at " in line]
     assert len(estimates) == 1 and estimates[0].startswith("1 run, about ")
     # released after each run: a later command takes the lock at once
-    fd = compare_module._lock_run(busy)
-    assert fd is not None and fd >= 0 and not compare_module._HELD - {fd}
-    compare_module._unlock_run(fd)
+    fd = store_module.lock_run(busy)
+    assert fd is not None and fd >= 0 and not store_module._HELD - {fd}
+    store_module.unlock_run(fd)
 
 
 def test_a_forked_worker_does_not_keep_a_run_locked(tmp_path):
@@ -370,8 +370,8 @@ def test_a_forked_worker_does_not_keep_a_run_locked(tmp_path):
     import multiprocessing
     import time
 
-    compare_module = importlib.import_module("pdeconv.experiment.compare")
-    fd = compare_module._lock_run(tmp_path / "run")
+    store_module = importlib.import_module("pdeconv.experiment.store")
+    fd = store_module.lock_run(tmp_path / "run")
     assert fd is not None and fd >= 0
     context = multiprocessing.get_context("fork")
     started = context.Event()
@@ -384,10 +384,10 @@ def test_a_forked_worker_does_not_keep_a_run_locked(tmp_path):
     worker.start()
     try:
         assert started.wait(60)  # the fork is done (and its handlers have run in the worker)
-        compare_module._unlock_run(fd)
-        again = compare_module._lock_run(tmp_path / "run")  # the worker, still alive, dropped its copy at the fork
+        store_module.unlock_run(fd)
+        again = store_module.lock_run(tmp_path / "run")  # the worker, still alive, dropped its copy at the fork
         assert again is not None and again >= 0
-        compare_module._unlock_run(again)
+        store_module.unlock_run(again)
     finally:
         worker.terminate()
         worker.join()

@@ -4,11 +4,9 @@ A directory holding an experiment with other settings is refused unless ``force`
 process runs the same loop (each run is DDP); rank 0 decides (which runs are finished, which need more seeds)
 and writes the tables.
 
-Several ``compare`` commands may share a run store (``runs``) at once: each run is trained under an exclusive
-lock on its directory (``flock``; rank 0 holds it), and a run another process is training is left for last,
-then waited for (polling, so that under ``torchrun`` no collective outlasts its timeout) — and skipped if that
-process finished it (unless ``force``). Without ``fcntl`` (Windows), or on a file system that refuses ``flock``,
-nothing is locked (with a warning).
+Several ``compare`` commands may share a run store (``runs``, :mod:`pdeconv.experiment.store`): a run another
+process is training (its lock is held) is left for last, then waited for (polling, so that under ``torchrun`` no
+collective outlasts its timeout) — and skipped if that process finished it (unless ``force``).
 
 What a rerun must reproduce is kept with the experiment: the thread count of its first run on a CPU (results on a
 CPU depend on it; recorded in ``experiment.json`` and taken by every later run unless ``threads`` is given), and
@@ -19,11 +17,8 @@ runs finish; on a terminal one progress bar carries it.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,16 +26,26 @@ from typing import Any
 
 import torch
 
-from pdeconv import engine, run, storage
+from pdeconv import engine, run
 from pdeconv.distributed import agree, on_main, start, stop
 from pdeconv.errors import PdeconvError
 from pdeconv.eta import Progress
-from pdeconv.experiment.report import shared_settings, write_report
+from pdeconv.experiment import store
+from pdeconv.experiment.report import write_report
 from pdeconv.experiment.results import collect, run_dir
 from pdeconv.experiment.stats import Paired, paired
-from pdeconv.runtime import check_out_dir
+from pdeconv.experiment.store import (
+    claim_directory,
+    in_training,
+    lock_run,
+    ran_on_cpu_with,
+    record_threads,
+    recorded_threads,
+    run_state,
+    unlock_run,
+)
 
-__all__ = ["CompareResult", "check_seed_options", "compare", "in_training"]
+__all__ = ["CompareResult", "check_seed_options", "compare"]
 
 
 @dataclass
@@ -56,139 +61,6 @@ class CompareResult:
     comparisons: dict[str, Paired] = field(default_factory=dict)
     reached: dict[str, bool] | None = None
     verdicts: list[str] = field(default_factory=list)
-
-
-def _state(run: Path) -> str:
-    """``finished``, ``partial`` (a checkpoint to resume from), ``stale`` (files of an unfinished run but no
-    checkpoint, as a run interrupted in another session leaves them: trained again) or ``new``."""
-    if (run / engine.CONFIG).exists() and (run / engine.METRICS).exists():
-        try:
-            if engine.run_summary(run)["finished"]:
-                return "finished"
-        except (ValueError, FileNotFoundError, KeyError):
-            pass
-    if (run / engine.CHECKPOINT).exists():
-        return "partial"
-    return "stale" if (run / engine.METRICS).exists() or (run / engine.CONFIG).exists() else "new"
-
-
-#: seconds between two tries at a run another process holds
-LOCK_POLL = 5.0
-_HELD: set[int] = set()  # descriptors holding run locks in this process
-
-
-def _close_held_in_child() -> None:
-    """After a fork (DataLoader workers), the child drops its copies of the lock descriptors: a ``flock`` lasts
-    while any copy is open, and a worker outliving its run must not keep the run locked."""
-    for fd in _HELD:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _HELD.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_held_in_child)
-
-
-def _lock_run(directory: Path) -> int | None:
-    """Try to lock the run ``directory`` (created if missing) exclusively, without waiting: the open descriptor
-    that holds the lock (:func:`_unlock_run` releases it), ``None`` when another process holds it, or ``-1`` where
-    nothing can be locked (no ``fcntl``, or a file system that refuses ``flock``: a warning says so)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        return -1
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return None
-        warnings.warn(f"this file system refuses flock ({e.strerror}): runs are not protected from two compare "
-                      "commands training the same run at once", stacklevel=2)
-        return -1
-    except BaseException:
-        os.close(fd)
-        raise
-    _HELD.add(fd)
-    return fd
-
-
-def _unlock_run(fd: int | None) -> None:
-    if fd is not None and fd >= 0:
-        _HELD.discard(fd)
-        os.close(fd)
-
-
-def in_training(directory: Path) -> bool:
-    """Whether a ``compare`` command holds the lock of the run ``directory`` (is training it) right now.
-
-    Takes the lock for an instant to find out (a ``compare`` starting at that moment leaves the run for last
-    and takes it then); ``False`` where nothing can be locked (no ``flock``).
-    """
-    fd = _lock_run(Path(directory))
-    _unlock_run(fd)
-    return fd is None
-
-
-def _claim_directory(out: Path, config: engine.TrainConfig, force: bool, meta_name: str = "experiment.json") -> None:
-    """Make ``out`` this experiment's (or, with ``meta_name="runs.json"``, this run store's): record the shared
-    settings, or refuse a directory that holds other settings or other files."""
-    check_out_dir(out)
-    meta = out / meta_name
-    settings = shared_settings(config)
-    if meta.exists() and not force:
-        try:
-            old = json.loads(meta.read_text())
-        except json.JSONDecodeError:
-            raise PdeconvError(f"{meta} is unreadable; use another --out or --force") from None
-        diffs = [f"{k}: {old.get(k)!r} → {v!r}" for k, v in settings.items() if old.get(k) != v]
-        if diffs:
-            raise PdeconvError(
-                f"{out} holds an experiment with other settings ({'; '.join(diffs)}); "
-                "use another --out, the same settings, or --force to retrain it"
-            )
-    elif not meta.exists() and out.is_dir() and any(out.iterdir()) and not force:
-        raise PdeconvError(f"{out} is not empty and holds no pdeconv experiment; use another --out or --force")
-    out.mkdir(parents=True, exist_ok=True)
-    kept = {}
-    if meta.exists() and not force:  # what earlier runs recorded (the thread count) stays with the experiment
-        kept = {k: v for k, v in json.loads(meta.read_text()).items() if k in _RECORDED}
-    storage.write_text(meta, json.dumps(settings | kept, indent=2) + "\n")
-
-
-#: placement settings an experiment records once and reuses (experiment.json), beside its identity settings
-_RECORDED = ("threads",)
-
-
-def _recorded_threads(out: Path, todo: Sequence[Path]) -> str | None:
-    """The thread count this experiment's runs use: the one recorded in experiment.json, else the count of the
-    first of its runs that ran on a CPU (an experiment from before the record), else ``None`` (no run yet)."""
-    try:
-        recorded = json.loads((out / "experiment.json").read_text()).get("threads")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
-    if recorded is not None:
-        return str(recorded)
-    return next((t for t in map(_ran_on_cpu_with, todo) if t is not None), None)
-
-
-def _record_threads(out: Path, threads: str) -> None:
-    meta = out / "experiment.json"
-    storage.write_text(meta, json.dumps(json.loads(meta.read_text()) | {"threads": threads}, indent=2) + "\n")
-
-
-def _ran_on_cpu_with(directory: Path) -> str | None:
-    """The thread count of the run in ``directory`` when it ran on a CPU, else ``None``."""
-    try:
-        meta = json.loads((directory / engine.CONFIG).read_text())
-        return str(int(meta["config"]["threads"])) if str(meta["device"]).startswith("cpu") else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _recorded_amp_choices(directories: Sequence[Path]) -> list[dict[str, Any]]:
@@ -300,9 +172,9 @@ def compare(
     procs = start(base.device, deterministic=base.deterministic)
 
     def claim() -> None:
-        _claim_directory(out, base, force)
+        claim_directory(out, base, force)
         if runs is not None:
-            _claim_directory(runs, base, force, meta_name="runs.json")
+            claim_directory(runs, base, force, meta_name="runs.json")
 
     on_main(claim, main=procs.main)
     say = print if procs.main else (lambda *args, **kwargs: None)
@@ -310,7 +182,7 @@ def compare(
     trained: set[tuple[str, int]] = set()  # this call's runs: with force, each is retrained once, not per round
     # one thread count for every run and rerun of the experiment (results on a CPU depend on it): the first run's
     every = [run_dir(out, v, s, runs) for v in variants for s in seeds]
-    recorded = None if force else on_main(lambda: _recorded_threads(out, every), main=procs.main)
+    recorded = None if force else on_main(lambda: recorded_threads(out, every), main=procs.main)
     if base.threads == "auto" and recorded is not None:
         base = replace(base, threads=recorded)
         say(f"threads: {recorded}, the count this experiment's first run used (experiment.json; --threads N "
@@ -327,9 +199,9 @@ def compare(
         nonlocal base
         if base.threads != "auto":
             return
-        threads = on_main(lambda: _ran_on_cpu_with(directory), main=procs.main)
+        threads = on_main(lambda: ran_on_cpu_with(directory), main=procs.main)
         if threads is not None:
-            on_main(lambda: _record_threads(out, threads), main=procs.main)
+            on_main(lambda: record_threads(out, threads), main=procs.main)
             base = replace(base, threads=threads)
             say(f"threads: {threads}, chosen from the idle cores by this first run; every later run and rerun of "
                 "this experiment uses it (experiment.json; --threads N to change it)", flush=True)
@@ -339,12 +211,12 @@ def compare(
         directory = run_dir(out, variant, seed, runs)
         # every try is one short collective under torchrun: a blocking wait on rank 0 would outlast the others'
         # (the other ranks get rank 0's descriptor number: only whether it is None matters to them)
-        while (fd := on_main(lambda: _lock_run(directory), main=procs.main)) is None:
+        while (fd := on_main(lambda: lock_run(directory), main=procs.main)) is None:
             if not wait:
                 return False
-            time.sleep(LOCK_POLL)
+            time.sleep(store.LOCK_POLL)
         try:
-            state = on_main(lambda: _state(directory), main=procs.main)
+            state = on_main(lambda: run_state(directory), main=procs.main)
             if state == "finished" and not force:
                 say(f"{head} {variant} seed {seed}: finished {'meanwhile' if wait else 'earlier'}, skipped",
                     flush=True)
@@ -369,13 +241,13 @@ def compare(
             return True
         finally:
             if procs.main:
-                _unlock_run(fd)
+                unlock_run(fd)
 
     def expect(todo: list[tuple[str, int]]) -> None:
         """What the estimate counts: the runs to train, less those finished and those another process holds."""
         for variant, seed in todo:
             directory = run_dir(out, variant, seed, runs)
-            state = _state(directory)
+            state = run_state(directory)
             if (state == "finished" and not force) or (directory.is_dir() and in_training(directory)):
                 continue
             progress.add((variant, seed), variant, base.epochs, 0 if force else _epochs_done(directory))
