@@ -152,12 +152,12 @@ def convert(
 
 
 def _check_input_size(model: nn.Module, size: tuple[int, ...]) -> None:
-    """One forward pass of zeros of ``size``; a layer whose input is too small for its padding is named."""
+    """One forward pass of zeros of ``size``; a layer whose input is too small for its padding is named: the
+    innermost module on the failing call's traceback (not a hook's record, which a nested forward pass — as the
+    boundary error's search for the smallest input makes — would overwrite)."""
     if len(size) != 4:
         raise PdeconvError(f"input_size must be (N, C, H, W); got {size}")
     names = {m: name for name, m in model.named_modules()}
-    current: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda m, args: current.append(names[m])) for m in names]
     parameter = next(model.parameters(), None)
     x = torch.zeros(size, device=parameter.device if parameter is not None else None,
                     dtype=parameter.dtype if parameter is not None else None)
@@ -166,10 +166,13 @@ def _check_input_size(model: nn.Module, size: tuple[int, ...]) -> None:
         with torch.no_grad():
             model.eval()(x)
     except (ValueError, RuntimeError) as e:
-        where = current[-1] if current else "the model"
+        where, tb = "the model", e.__traceback__
+        while tb is not None:
+            module = tb.tb_frame.f_locals.get("self")
+            if isinstance(module, nn.Module) and module in names:
+                where = names[module] or "the model"
+            tb = tb.tb_next
         raise PdeconvError(f"convert: inputs of size {'×'.join(map(str, size))} do not get through {where!r}: "
-                         f"{str(e).strip().splitlines()[0]}") from None
+                           f"{str(e).strip().splitlines()[0]}") from None
     finally:
         model.train(training)
-        for hook in hooks:
-            hook.remove()
