@@ -14,9 +14,9 @@ from pdeconv import cli
 from pdeconv import stencil as S
 from pdeconv.boundary import pad
 from pdeconv.discover import Dataset, fit, load, save, simulate, solve
-from pdeconv.discover.fit import time_derivative
 from pdeconv.discover.library import build_library
 from pdeconv.discover.model import Derivatives
+from pdeconv.discover.regression import time_derivative
 from pdeconv.discover.report import format_equations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -364,7 +364,7 @@ def _least_squares(model, A, b, counter, scale=1.0):
 
 
 def test_refit_solves_a_least_squares_problem_to_the_floor():
-    from pdeconv.discover.fit import REFIT_FLOOR, _lbfgs
+    from pdeconv.discover.refit import REFIT_FLOOR, _lbfgs
 
     gen = torch.Generator().manual_seed(0)
     A = torch.randn(40, 5, generator=gen, dtype=torch.float64)
@@ -380,7 +380,7 @@ def test_refit_solves_a_least_squares_problem_to_the_floor():
 def test_refit_stops_once_gains_stall_at_any_loss_scale(scale):
     """An inconsistent system whose start is already at its minimum but for 1e-4 of the loss: the refit stops
     after a few iterations, whether the loss is of order 1e-2 or 1e-9 (a relative rule), far below its budget."""
-    from pdeconv.discover.fit import REFIT_PATIENCE, _lbfgs
+    from pdeconv.discover.refit import REFIT_PATIENCE, _lbfgs
 
     gen = torch.Generator().manual_seed(1)
     A = torch.randn(40, 4, generator=gen, dtype=torch.float64)
@@ -394,7 +394,7 @@ def test_refit_stops_once_gains_stall_at_any_loss_scale(scale):
 
 
 def test_refit_restores_the_start_unless_it_gains_enough():
-    from pdeconv.discover.fit import REFIT_STALL, _lbfgs
+    from pdeconv.discover.refit import REFIT_STALL, _lbfgs
 
     gen = torch.Generator().manual_seed(2)
     A = torch.randn(40, 4, generator=gen, dtype=torch.float64)
@@ -414,7 +414,7 @@ def test_refit_restores_the_start_unless_it_gains_enough():
 
 def test_refit_steps_back_from_a_blow_up():
     """Trial steps whose loss is not finite (a rollout that blew up) are refused; the fit still converges."""
-    from pdeconv.discover.fit import _lbfgs
+    from pdeconv.discover.refit import _lbfgs
 
     model = _Vector([0.5])
 
@@ -427,7 +427,7 @@ def test_refit_steps_back_from_a_blow_up():
 
 
 def test_refit_of_a_perfect_fit_changes_nothing():
-    from pdeconv.discover.fit import _lbfgs
+    from pdeconv.discover.refit import _lbfgs
 
     model = _Vector([1.0, 2.0])
     assert _lbfgs(model, lambda: (model.p - torch.tensor([1.0, 2.0], dtype=torch.float64)).square().sum(),

@@ -458,17 +458,18 @@ def test_test_function_count_and_cli_weak_options(tmp_path, capsys):
 def test_auto_form_choice_rule():
     from types import SimpleNamespace
 
-    from pdeconv.discover.fit import _choose_form
+    from pdeconv.discover.fit import Candidate, _choose_form
 
     def fake(loss, terms):  # what _choose_form reads: the loss and which terms the mask keeps
         mask = torch.zeros(1, 4, 1)
         mask[0, :terms] = 1
-        return (loss, SimpleNamespace(mask=mask), 1, None)
+        return Candidate(loss, SimpleNamespace(mask=mask), 1, None)
 
     assert _choose_form({"strong": fake(1.00, 3), "weak": fake(1.03, 2)}) == "weak"  # a tie: fewer terms
     assert _choose_form({"strong": fake(1.00, 2), "weak": fake(1.20, 2)}) == "strong"  # 20% apart: the lower loss
     assert _choose_form({"strong": fake(1.00, 2), "weak": fake(1.04, 2)}) == "weak"  # a tie, same terms: weak
     assert _choose_form({"strong": fake(1.00, 2), "weak": fake(0.90, 3)}) == "weak"  # 10% better beats parsimony
+    assert _choose_form({"strong": fake(float("nan"), 1), "weak": fake(5.0, 3)}) == "weak"  # a blown-up rollout
 
 
 def test_noise_variance_reads_white_noise_and_not_a_resolved_field():
@@ -497,16 +498,18 @@ def test_no_fit_gets_below_the_noise_floor_and_a_noisy_weak_refit_is_not_run():
     import importlib
 
     fit_module = importlib.import_module("pdeconv.discover.fit")  # the package exports the function
+    from pdeconv.discover import refit
+
     data = simulate("burgers-1d", noise=0.05, progress=False)
     strong = fit(data, library="nonlinear", form="strong", progress=False)  # refit to the bottom of its loss
     weak = fit(data, library="nonlinear", form="weak", progress=False)
     u = torch.from_numpy(data.u[strong.train])
     trust = torch.ones(u.shape[0], u.shape[1], *u.shape[3:], dtype=u.dtype)  # every sample weighs the same
-    windows = fit_module._windows(u, trust, strong.settings.rollout, strong.settings.max_windows,
+    windows = refit._windows(u, trust, strong.settings.rollout, strong.settings.max_windows,
                                   np.random.default_rng(0))
-    floor = fit_module._noise_floor(u, *windows, strong.settings.smooth)
+    floor = refit._noise_floor(u, *windows, strong.settings.smooth)
     with torch.no_grad():
-        losses = [float(fit_module._rollout_loss(r.model, *windows, data.dt, r.substeps, r.settings.smooth))
+        losses = [float(refit._rollout_loss(r.model, *windows, data.dt, r.substeps, r.settings.smooth))
                   for r in (strong, weak)]
     # the targets' noise is unpredictable: minimising the loss does not pass the floor; the weak regression,
     # which averaged the noise, sits near it (the start frames' noise, carried along, adds the rest)

@@ -11,7 +11,9 @@ filters) and :mod:`pdeconv.boundary` (padding as boundary condition):
 * :mod:`~pdeconv.discover.simulate`: pseudo-spectral reference solvers (heat, convection–diffusion with constant
   and PDE-Net's variable coefficients, 2-D Burgers, λ–ω reaction–diffusion);
 * :mod:`~pdeconv.discover.library`, :mod:`~pdeconv.discover.model`: candidate terms and the learnable PDE;
-* :mod:`~pdeconv.discover.fit`: sparse regression, then multi-step rollout refit;
+* :mod:`~pdeconv.discover.fit`: a fit's settings, its stages and the choice of form, built from
+  :mod:`~pdeconv.discover.regression` (u_t, trust weights, sparse regression) and :mod:`~pdeconv.discover.refit`
+  (the rollout loss, the noise floor, L-BFGS, prediction error);
 * :mod:`~pdeconv.discover.report`: ``pde.json``, ``fields.npz``, ``report.md`` and plots.
 """
 

@@ -30,15 +30,26 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from pdeconv.boundary import convolve_along
 from pdeconv.discover.dataset import Dataset
 from pdeconv.discover.library import build_library
-from pdeconv.discover.model import Derivatives, PolynomialPDE
+from pdeconv.discover.model import PolynomialPDE
+from pdeconv.discover.refit import (
+    _lbfgs,
+    _noise_floor,
+    _rollout_loss,
+    _windows,
+    prediction_error,
+)
+from pdeconv.discover.regression import (
+    explained_share,
+    resolution_weights,
+    solve_sparse,
+    sparse_regression,
+    time_derivative,
+)
 from pdeconv.discover.weak import TestFunctions, noise_variance, weak_system
 from pdeconv.errors import PdeconvError
-from pdeconv.stencil import binomial, finite_difference
 
 __all__ = [
     "COEFFICIENTS",
@@ -253,351 +264,6 @@ def causes(result: Fit) -> str:
 # -------------------------------------------------------------------------------------------------- regression
 
 
-def time_derivative(u: torch.Tensor, dt: float) -> tuple[torch.Tensor, slice]:
-    """``u_t`` of ``u (N, T, ...)`` by central differences along T: 7, 5 or 3 points, the most that T allows.
-
-    Returns the derivative at frames ``r .. T − 1 − r`` and that slice (r = 3, 2 or 1).
-    """
-    T = u.shape[1]
-    size = 7 if T >= 7 else 5 if T >= 5 else 3
-    r = size // 2
-    weights = finite_difference((0, 1), size=size, accuracy=size - 1, dtype=torch.float64)[r]
-    ut = sum(float(weights[i]) * u[:, i:T - 2 * r + i] for i in range(size) if weights[i] != 0) / dt
-    return ut, slice(r, T - r)
-
-
-def _normal_equations(
-    model: PolynomialPDE, u: torch.Tensor, dt: float, weights: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-point weighted sums ``G = Σ w θθᵀ (P, J, J)``, ``b = Σ w θ u_t (C, P, J)`` and ``Σ w u_t² (C,)``, over
-    time and trajectories at each of the P grid points."""
-    ut, frames = time_derivative(u, dt)
-    N, J, C = u.shape[0], len(model.terms), u.shape[2]
-    points = math.prod(u.shape[3:])
-    G = u.new_zeros(points, J, J)
-    b = u.new_zeros(C, points, J)
-    yy = u.new_zeros(C)
-    with torch.no_grad():
-        for n in range(N):
-            theta = model.features(u[n, frames]).flatten(2).permute(2, 0, 1)  # (P, T', J)
-            w = weights[n, frames].flatten(1).T  # (P, T')
-            G += (theta * w.unsqueeze(-1)).transpose(1, 2) @ theta
-            y = ut[n].flatten(2)  # (T', C, HW)
-            b += torch.einsum("ptj,pt,tcp->cpj", theta, w, y)
-            yy += torch.einsum("pt,tcp->c", w, y * y)
-    return G, b, yy
-
-
-def resolution_weights(model: PolynomialPDE, u: torch.Tensor, quantile: float | None) -> torch.Tensor:
-    """Trust in each sample ``(N, T, *space)``: ``w = 1 / (1 + (d / q)²)``, small where the data are under-resolved.
-
-    ``d`` is the disagreement of the model's filters with lower-order ones (size − 4, at least 3), summed over
-    derivatives and fields, each relative to its RMS: a local estimate of truncation error (and noise), large at
-    fronts the grid cannot resolve. ``q`` is the ``quantile`` of ``d``; ``None`` gives uniform weights. Within a
-    filter radius of a non-periodic boundary, where padding stands in for the unknown outside, ``w = 0``.
-    """
-    N, T, C, *space = u.shape
-    w = u.new_ones(N, T, *space)
-    hi = model.derivatives
-    spatial = tuple(range(4, 4 + len(space)))  # the space axes of (N, T, C, P, *space)
-    if quantile is not None and hi.orders:
-        if not 0 < quantile <= 1:
-            raise PdeconvError(f"weighting must be a quantile in (0, 1] or none (uniform weights); got {quantile}")
-        lo_size = max(3, hi.size - 4)
-        orders = [ab for ab in hi.orders if sum(ab) < lo_size]
-        lo = Derivatives(orders, size=lo_size, spacing=model.spacing, bc=model.bc, learn_moments=False)
-        pick = [hi.orders.index(ab) for ab in orders]
-        with torch.no_grad():
-            a = torch.stack([hi(u[n])[:, :, pick] for n in range(N)])  # (N, T, C, P, *space)
-            d = (a - torch.stack([lo(u[n]) for n in range(N)])).abs()
-            d = (d / a.pow(2).mean(dim=(0, 1, *spatial), keepdim=True).sqrt().clamp_min(1e-300)).sum(dim=(2, 3))
-            flat = d.flatten()
-            q = torch.quantile(flat[:: max(1, flat.numel() // 500_000)], quantile).clamp_min(1e-300)
-            w = 1 / (1 + (d / q) ** 2)
-    if model.bc != "periodic":
-        r = hi.size // 2
-        for axis, n in enumerate(space, start=2):
-            w.narrow(axis, 0, r).zero_()
-            w.narrow(axis, n - r, r).zero_()
-    return w
-
-
-def _design(model: PolynomialPDE, G: torch.Tensor, b: torch.Tensor, yy: torch.Tensor, e: int):
-    """Normal equations ``A x = r`` of equation ``e`` in the normalised unknowns ``x = ĉ (J, M)`` (flattened).
-
-    Divided by ``Σ w u_t²``, so ``xᵀAx − 2rᵀx + 1`` is the weighted residual share of ``u_t``. ``G`` holds one
-    Gram matrix per grid point (P of them), or a single one (the weak form: constant coefficients).
-    """
-    Phi = model.basis.flatten(1) if G.shape[0] > 1 else G.new_ones(1, 1)  # (M, P)
-    M, J = Phi.shape[0], G.shape[-1]
-    s = model.scale[e]
-    Gs = (G * (s[None, :, None] * s[None, None, :])).permute(1, 2, 0)  # (J, J, P)
-    A = torch.stack([torch.stack([(Phi * Gs[j, k]) @ Phi.T for k in range(J)], 1) for j in range(J)])
-    A = A.reshape(J * M, J * M)  # (j, m, k, n): rows (j, m), columns (k, n)
-    r = ((b[e] * s).T @ Phi.T).reshape(-1)
-    norm = yy[e].clamp_min(1e-300)
-    return A / norm, r / norm
-
-
-def _solve(A: torch.Tensor, r: torch.Tensor, ridge: float = 1e-12) -> torch.Tensor:
-    return torch.linalg.solve(A + ridge * torch.diagonal(A).mean() * torch.eye(len(r), dtype=A.dtype), r)
-
-
-def _group_norms(x: torch.Tensor, groups: torch.Tensor, n: int) -> torch.Tensor:
-    return torch.zeros(n, dtype=x.dtype).index_add_(0, groups, x * x).sqrt()
-
-
-def _group_lasso(
-    A: torch.Tensor, r: torch.Tensor, groups: torch.Tensor, lam: float, x: torch.Tensor, iters: int = 5000
-) -> torch.Tensor:
-    """``argmin ½ xᵀAx − rᵀx + lam Σ_g ‖x_g‖₂`` (``groups[i]``: group of unknown i), accelerated proximal gradient."""
-    n = int(groups.max()) + 1
-    v = torch.ones_like(r)
-    for _ in range(50):  # power iteration: the largest eigenvalue of A sets the step
-        v = A @ v
-        v = v / v.norm().clamp_min(1e-300)
-    step = 1.0 / (1.05 * float(v @ (A @ v)) + 1e-300)
-    y, t = x.clone(), 1.0
-    for i in range(iters):
-        z = y - step * (A @ y - r)
-        shrink = (1 - step * lam / _group_norms(z, groups, n).clamp_min(1e-300)).clamp_min(0)
-        x_new = z * shrink[groups]
-        t_new = (1 + (1 + 4 * t * t) ** 0.5) / 2
-        y = x_new + ((t - 1) / t_new) * (x_new - x)
-        if i % 20 == 0 and float((x_new - x).abs().max()) <= 1e-10 * float(x_new.abs().max()):
-            return x_new
-        x, t = x_new, t_new
-    return x
-
-
-def sparse_regression(
-    model: PolynomialPDE, u: torch.Tensor, dt: float, weights: torch.Tensor, *, l1: float, threshold: float
-) -> None:
-    """Set ``model.normalised`` and ``model.mask`` by L1-penalised least squares and sequential pruning.
-
-    The groups are the constant part of each coefficient and, for variable coefficients, the rest of its field:
-    a field whose variation explains less than ``threshold`` of ``u_t`` becomes a constant; a term whose whole
-    coefficient does, goes.
-    """
-    solve_sparse(model, *_normal_equations(model, u, dt, weights), l1=l1, threshold=threshold)
-
-
-def solve_sparse(
-    model: PolynomialPDE, G: torch.Tensor, b: torch.Tensor, yy: torch.Tensor, *, l1: float, threshold: float
-) -> None:
-    """:func:`sparse_regression` on given normal equations: ``G (P, J, J)``, ``b (C, P, J)``, ``yy (C,)`` (P = 1
-    with constant coefficients and a single system, as the weak form has)."""
-    J, M = len(model.terms), model.basis.shape[0]
-    groups = (2 * torch.arange(J)[:, None] + (torch.arange(M) > 0)[None, :]).flatten()  # constant / variable part
-    term = torch.arange(J).repeat_interleave(M)
-    with torch.no_grad():
-        for e in range(len(model.components)):
-            A_all, r_all = _design(model, G, b, yy, e)
-            keep = torch.arange(J * M)
-            x = _solve(A_all, r_all)
-            if l1 > 0:
-                x = _group_lasso(A_all, r_all, groups, l1, x)
-            refit = l1 == 0  # a penalised solution is always refit (debiased) on its support
-            while True:  # prune the groups below threshold and refit, until every survivor is above it
-                survive = (_group_norms(x, groups[keep], 2 * J)[groups[keep]] >= threshold) & (
-                    _group_norms(x, term[keep], J)[term[keep]] >= threshold
-                )
-                if not bool(survive.any()):
-                    keep = keep[survive]
-                    break
-                if bool(survive.all()) and refit:
-                    break
-                keep = keep[survive]
-                x = _solve(A_all[keep][:, keep], r_all[keep])
-                refit = True
-            model.mask[e].zero_()
-            model.normalised[e].zero_()
-            if len(keep):
-                model.mask[e].view(-1)[keep] = 1.0
-                model.normalised[e].view(-1)[keep] = x
-
-
-# -------------------------------------------------------------------------------------------------- rollout
-
-
-def _windows(
-    u: torch.Tensor, weights: torch.Tensor, steps: int, max_windows: int, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Start frames ``(B, C, *space)``, targets ``(B, steps, C, *space)``, their weights ``(B, steps, 1, *space)``."""
-    N, T = u.shape[:2]
-    starts = [(n, t) for n in range(N) for t in range(0, T - steps)]
-    if len(starts) > max_windows:
-        pick = np.sort(rng.choice(len(starts), size=max_windows, replace=False))
-        starts = [starts[i] for i in pick]
-    u0 = torch.stack([u[n, t] for n, t in starts])
-    target = torch.stack([u[n, t + 1:t + 1 + steps] for n, t in starts])
-    w = torch.stack([weights[n, t + 1:t + 1 + steps] for n, t in starts]).unsqueeze(2)
-    return u0, target, w
-
-
-def _rollout_loss(model: PolynomialPDE, u0, target, w, dt: float, substeps: int, smooth: int = 0) -> torch.Tensor:
-    """Weighted squared rollout error over weighted squared motion ``‖u(t0 + k) − u(t0)‖²``, per field, averaged.
-
-    With ``smooth`` > 1 the error is first blurred by the ``smooth``-point binomial filter along every space axis:
-    noise in the start frames lives at grid scale, and matching it there would reward extra diffusion (biasing ν
-    upwards).
-    """
-    pred = model.rollout(u0, target.shape[1], dt, substeps)[:, 1:]
-    diff = pred - target
-    if smooth > 1:  # the binomial filter along each space axis (in 2-D: stencil.gaussian, separably)
-        taps = binomial(smooth, diff.dtype)
-        for axis in range(3, diff.dim()):
-            diff = convolve_along(diff, taps, axis, model.bc)
-    err = (diff.pow(2) * w).sum(dim=_all_but_fields(diff))
-    return (err / _motion(u0, target, w)).mean()
-
-
-def _all_but_fields(t: torch.Tensor) -> tuple[int, ...]:  # (window, step, field, *space)
-    return (0, 1, *range(3, t.dim()))
-
-
-def _motion(u0: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Per field, the weighted squared motion ``Σ w·(u(t0 + k) − u(t0))²`` the rollout loss is relative to."""
-    return ((target - u0.unsqueeze(1)).pow(2) * w).sum(dim=_all_but_fields(target)).clamp_min(1e-300)
-
-
-def _noise_floor(u: torch.Tensor, u0, target, w, smooth: int) -> float:
-    """The rollout loss (:func:`_rollout_loss`) that the noise of the targets alone sets, whatever the coefficients:
-    the loss compares a prediction with noisy target frames whose noise it cannot predict, which adds
-    ``σ² · (Σ taps²)^d`` per weighted sample after the ``smooth`` blur along the d space axes (σ² from
-    :func:`noise_variance` of the training data ``u``), over the same weighted motion, averaged over fields. A
-    lower bound (in expectation, up to the few coefficients a refit fits): noise carried from the start frames
-    adds to it."""
-    gain = float(binomial(smooth, u.dtype).pow(2).sum()) ** (target.dim() - 3) if smooth > 1 else 1.0
-    weight = w.expand_as(target).sum(dim=_all_but_fields(target))
-    return float((noise_variance(u) * gain * weight / _motion(u0, target, w)).mean())
-
-
-#: the rollout refit stops once its last REFIT_PATIENCE L-BFGS iterations together lowered the loss by less than
-#: REFIT_STALL of it, with the loss below REFIT_STALL_BELOW (the rollouts reproduce the motion to about 30%). On
-#: noisy data the weak form's regression already sits at the noise's floor and the refit creeps (0.1% per
-#: iteration on 1% noisy Kuramoto–Sivashinsky); a strong-form refit from a poor start crosses plateaus on its
-#: way down — of an iteration or two below 0.1 (5% noisy PDE-FIND Burgers: 0.059, then 0.013), of many above it
-#: (5% noisy Kuramoto–Sivashinsky: 0.46 for some twenty evaluations, then 0.013 with every coefficient within
-#: 0.6%); on clean data an iteration removes a fifth or more of the truncation error
-REFIT_STALL = 1e-2
-REFIT_PATIENCE = 3
-REFIT_STALL_BELOW = 0.1
-#: ... or once the loss is below this: rollouts then match the data to a millionth of how far they move
-#: (relative RMS 1e-6), past any accuracy a discovered PDE is read at; further digits cost time, not meaning
-REFIT_FLOOR = 1e-12
-
-
-def _lbfgs(model: PolynomialPDE, loss_fn, iterations: int, progress: bool, keep_below: float = 1.0) -> float:
-    """Minimise ``loss_fn`` over the model's trainable parameters with L-BFGS-B (``scipy.optimize``).
-
-    It minimises ``loss / loss₀`` (a sum of squares: L-BFGS's quadratic model fits it), so steps and stopping are
-    relative to where the refit starts, the same at a loss of 1e-2 (noisy data) and 1e-12 (clean data); and it
-    measures parameters from the start in units of ``σ = √loss₀`` (the relative size of the rollout error, so of
-    the coefficient error it can remove), so L-BFGS-B's unit-length first step is a step of the size the fit is
-    off. Stops after ``iterations`` iterations or ``2 · iterations`` evaluations, once the last
-    :data:`REFIT_PATIENCE` iterations together lowered the loss by less than :data:`REFIT_STALL` of it (with the
-    loss below :data:`REFIT_STALL_BELOW`, or at any loss when ``keep_below < 1``), or below :data:`REFIT_FLOOR`.
-    Restores the start unless the end is finite and below ``keep_below`` times the starting loss; returns the loss
-    kept.
-    """
-    from scipy.optimize import minimize  # here: half a second of import that only a refit needs
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    start = copy.deepcopy(model.state_dict())
-    x0 = torch.nn.utils.parameters_to_vector(params).detach().to(torch.float64)
-    bar = tqdm(total=iterations * 2, desc="fit (rollout)", unit="eval", disable=None if progress else True, leave=False)
-    failed = 1e30  # the objective at a trial step whose rollout blew up: the search steps back
-    sigma, loss0 = 1.0, 1.0
-    last_call: dict[bytes, tuple[float, np.ndarray]] = {}  # L-BFGS-B asks again only for the point just evaluated
-    # a refit that must gain a factor (keep_below < 1: the weak form's, from a start that already averaged the
-    # noise) stalls at any level: at that pace it cannot make its factor
-    stall_level = REFIT_STALL_BELOW if keep_below >= 1 else float("inf")
-
-    def at(z: np.ndarray) -> None:
-        with torch.no_grad():
-            x = x0 + sigma * torch.from_numpy(z)
-            torch.nn.utils.vector_to_parameters(x.to(params[0].dtype), params)
-
-    def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
-        key = z.tobytes()
-        if key in last_call:
-            return last_call[key]
-        at(z)
-        loss = loss_fn()
-        bar.update(1)
-        if not torch.isfinite(loss):
-            value = failed, np.zeros_like(z)
-        else:
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
-            bar.set_postfix(loss=f"{loss.item():.3e}")
-            value = float(loss.detach()) / loss0, (sigma / loss0) * flat.detach().to(torch.float64).numpy()
-        last_call.clear()
-        last_call[key] = value
-        return value
-
-    history = [1.0]  # f after each iteration so far
-
-    def stop(intermediate_result) -> None:  # after each iteration
-        f = float(intermediate_result.fun)
-        history.append(f)
-        past = history[-1 - REFIT_PATIENCE] if len(history) > REFIT_PATIENCE else None
-        stalled = past is not None and past - f < REFIT_STALL * past and f * loss0 < stall_level
-        if f * loss0 <= REFIT_FLOOR or stalled:
-            raise StopIteration
-
-    z0 = np.zeros(x0.numel())
-    first, gradient = objective(z0)
-    if first >= failed or first == 0.0:  # nothing to start from, or nothing left to gain
-        bar.close()
-        model.load_state_dict(start)
-        return float("inf") if first >= failed else 0.0
-    loss0, sigma = first, math.sqrt(first)
-    last_call[z0.tobytes()] = 1.0, gradient * sigma / loss0  # the same point in the scaled units
-    last, z = 1.0, z0
-    if loss0 > REFIT_FLOOR:
-        # scipy's own tests off (its ftol is relative to max(|f|, 1), absolute below 1): stop() decides
-        result = minimize(objective, z0, jac=True, method="L-BFGS-B", callback=stop, options=dict(
-            maxiter=iterations, maxfun=iterations * 2, ftol=0.0, gtol=0.0, maxcor=20))
-        last, z = float(result.fun), result.x
-    bar.close()
-    if not math.isfinite(last) or last > keep_below:  # (a failed trial's 1e30 is above any keep_below)
-        model.load_state_dict(start)
-        return loss0
-    at(z)
-    return last * loss0
-
-
-def explained_share(model: PolynomialPDE, u: torch.Tensor, dt: float, tests: TestFunctions | None = None) -> float:
-    """``1 − ‖u_t − F(u)‖² / ‖u_t‖²`` over the frames where :func:`time_derivative` gives ``u_t``: 1 for a perfect
-    fit, 0 for the trivial PDE ``u_t = 0``, negative when F predicts worse than that.
-
-    With ``tests`` (a weak-form fit), the same share in the weak sense: of the integrals ``−∫ φ_t u`` against the
-    test functions, explained by ``Σ_j c_j ∫ φ θ_j`` (pointwise ``u_t`` of noisy data is mostly noise)."""
-    with torch.no_grad():
-        if tests is not None:
-            features, target = weak_system(model, u, dt, tests)
-            c = model.prepare()[0].to(features.dtype)  # (C, J)
-            residual, total = float((target - features @ c.T).square().sum()), float(target.square().sum())
-        else:
-            ut, frames = time_derivative(u, dt)
-            residual = sum(float((ut[n] - model(u[n, frames])).square().sum()) for n in range(u.shape[0]))
-            total = float(ut.square().sum())
-    return 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else float("-inf"))
-
-
-def prediction_error(
-    model: PolynomialPDE, u: torch.Tensor, dt: float, substeps: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """Relative L2 error per frame of rollouts from each trajectory's first frame (averaged), and the first rollout
-    ``(T, C, *space)``."""
-    with torch.no_grad():
-        pred = model.rollout(u[:, 0], u.shape[1] - 1, dt, substeps)
-    err = (pred - u).flatten(2).norm(dim=-1) / u.flatten(2).norm(dim=-1).clamp_min(1e-300)
-    return err.mean(0).numpy(), pred[0].numpy()
-
-
 # -------------------------------------------------------------------------------------------------- fit
 
 
@@ -675,18 +341,33 @@ FORM_TIE = 1.05
 FORM_SKIP = 4.0
 
 
-def _choose_form(fitted: dict) -> str:
+@dataclass
+class Candidate:
+    """One form's fitted PDE: its rollout loss (a residual share when its regression is exact), the model, the
+    sub-steps per frame its rollouts take, and its test functions (``None``: the strong form)."""
+
+    loss: float
+    model: PolynomialPDE
+    substeps: int
+    tests: TestFunctions | None
+
+    def finite_loss(self) -> float:
+        """The loss, with a NaN (a rollout that blew up) counted as infinitely bad."""
+        return self.loss if self.loss == self.loss else math.inf
+
+
+def _choose_form(fitted: dict[str, Candidate]) -> str:
     """Auto's choice: among the forms whose rollout loss is within :data:`FORM_TIE` of the lowest, the one with the
     fewest terms, then the weak form, then the lower loss. On noisy data the loss bottoms out at the noise for both
     forms: the strong form's refit reaches it with extra terms fitted to the noise, and of two equally good fits
     the weak one has averaged the noise where the strong one differentiated it. On clean data the losses differ by
     far more than 5%, or the two forms found the same terms and only the better start was refit."""
-    losses = {f: loss if loss == loss else math.inf for f, (loss, *_) in fitted.items()}  # NaN: a rollout blew up
+    losses = {f: c.finite_loss() for f, c in fitted.items()}
     best = min(losses.values())
     near = [f for f, loss in losses.items() if loss <= FORM_TIE * best]
 
     def terms(f: str) -> int:
-        return int((fitted[f][1].mask > 0).any(-1).sum())
+        return int((fitted[f].model.mask > 0).any(-1).sum())
 
     return min(near, key=lambda f: (terms(f), f != "weak", losses[f]))
 
@@ -758,7 +439,7 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
 
     forms = [s.form] if s.form != "auto" else ["strong"] if s.coefficients == "variable" else ["weak", "strong"]
     history: list[tuple[str, float]] = []
-    fitted = {}
+    fitted: dict[str, Candidate] = {}
     exact = False
     for form in forms:
         if exact:  # the weak regression is exact to its quadrature: nothing left for the strong form to add
@@ -785,23 +466,24 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
         if exact:  # no rollout loss to compare: it is the answer
             history.append((f"sparse regression ({form} form): residual share {residual:.1e}, exact to its "
                             "quadrature", residual))
-            fitted[form] = (residual, candidate, substeps, tests)
+            fitted[form] = Candidate(residual, candidate, substeps, tests)
             continue
         with torch.no_grad():
             loss = float(_rollout_loss(candidate, *windows(), data.dt, substeps, s.smooth))
         history.append((f"sparse regression ({form} form)", loss))
-        fitted[form] = (loss, candidate, substeps, tests)
+        fitted[form] = Candidate(loss, candidate, substeps, tests)
     if len(fitted) == 2:
-        finite = lambda f: fitted[f][0] if fitted[f][0] == fitted[f][0] else math.inf  # noqa: E731 (NaN: blew up)
-        worse = max(fitted, key=finite)
-        better = min(fitted, key=finite)
-        if _same_terms(fitted[worse][1], fitted[better][1]) or finite(worse) >= FORM_SKIP * finite(better):
+        worse = max(fitted, key=lambda f: fitted[f].finite_loss())
+        better = min(fitted, key=lambda f: fitted[f].finite_loss())
+        if (_same_terms(fitted[worse].model, fitted[better].model)
+                or fitted[worse].finite_loss() >= FORM_SKIP * fitted[better].finite_loss()):
             # the same PDE up to its coefficients (one refit finds what both would), or a start so much worse
             # that its refit could only catch up by fitting noise: refit the better start only
             del fitted[worse]
     # only a weak refit (which must halve the loss) is measured against the floor
     floor = _noise_floor(u_train, *windows(), s.smooth) if s.iterations and "weak" in fitted and not exact else 0.0
-    for form, (loss, candidate, substeps, tests) in list(fitted.items()):
+    for form, fitted_form in list(fitted.items()):
+        loss, candidate, substeps = fitted_form.loss, fitted_form.model, fitted_form.substeps
         keep_below = WEAK_REFIT_GAIN if form == "weak" else 1.0
         if exact and s.iterations:
             history.append((f"rollout refit ({form} form): not run, the regression is exact to its quadrature "
@@ -815,9 +497,9 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
             objective = lambda m=candidate, k=substeps: _rollout_loss(m, *windows(), data.dt, k, s.smooth)  # noqa: E731
             loss = _lbfgs(candidate, objective, s.iterations, progress, keep_below)
             history.append((f"rollout refit ({form} form)", loss))
-        fitted[form] = (loss, candidate, substeps, tests)
+        fitted_form.loss = loss
     form = _choose_form(fitted)
-    _, model, steps_per_dt, tests = fitted[form]
+    model, steps_per_dt, tests = fitted[form].model, fitted[form].substeps, fitted[form].tests
     settings = s = replace(s, form=form)
     if tests is not None:
         settings = s = replace(s, support=tests.support[1:], time_support=tests.support[0])
