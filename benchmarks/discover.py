@@ -30,7 +30,7 @@ import torch
 from _common import code_version, machine
 
 from pdeconv.discover import fit, simulate, true_equations
-from pdeconv.discover.fit import prediction_error
+from pdeconv.discover.refit import prediction_error
 
 #: name → (simulation options, fit options). Test trajectories use the same simulation with other seeds.
 SETTINGS: dict[str, tuple[dict, dict]] = {
