@@ -388,7 +388,7 @@ def test_form_settings_are_checked():
     data = simulate("heat", grid=16, dims=1, steps=4, progress=False)
     with pytest.raises(ValueError, match="weak form fits constant coefficients"):
         fit(data, form="weak", coefficients="variable", progress=False)
-    with pytest.raises(ValueError, match="use --form weak or auto"):
+    with pytest.raises(ValueError, match="use `form` weak or auto"):
         fit(data, form="strong", support=4, progress=False)
     with pytest.raises(ValueError, match="too few for test functions"):
         fit(data, form="weak", progress=False)  # 5 frames

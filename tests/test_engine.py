@@ -76,16 +76,16 @@ def test_lr_factor_warmup_then_cosine_or_linear():
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match=r"unknown optimizer \(--optimizer\) 'adam'; choose one of: sgd, adamw"):
+    with pytest.raises(ValueError, match=r"unknown `optimizer` 'adam'; choose one of: sgd, adamw"):
         TrainConfig(optimizer="adam")
-    with pytest.raises(ValueError, match=r"unknown amp \(--amp\) 'fp8'; choose one of: none, bf16, fp16"):
+    with pytest.raises(ValueError, match=r"unknown `amp` 'fp8'; choose one of: none, bf16, fp16"):
         TrainConfig(amp="fp8")
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         TrainConfig(dataset="mnist")
-    with pytest.raises(ValueError, match=r"epochs \(--epochs\) must be at least 1"):
+    with pytest.raises(ValueError, match=r"`epochs` must be at least 1"):
         TrainConfig(epochs=0)
     assert TrainConfig(dataset="CIFAR10").dataset == "cifar10"
-    with pytest.raises(ValueError, match=r"batch_size \(--batch-size\) must be at least 1"):
+    with pytest.raises(ValueError, match=r"`batch_size` must be at least 1"):
         TrainConfig(batch_size=0)
 
 
@@ -534,7 +534,7 @@ def test_a_validation_split_is_evaluated_every_epoch_and_recorded(tmp_path, fmni
     assert (summary["val_acc"], summary["best_val_acc"], summary["best_val_epoch"]) == (
         rows[-1]["val_acc"], best["val_acc"], best["epoch"])
     assert "val loss" in capsys.readouterr().out
-    with pytest.raises(ValueError, match=r"val_split \(--val-split\) must be at least 1"):
+    with pytest.raises(ValueError, match=r"`val_split` must be at least 1"):
         config(tmp_path, fmnist, val_split=0)
     # loaders a caller gives must bring the validation set the config asks for
     loaders = data.build_loaders("fashion-mnist", data_dir=fmnist, batch_size=16)

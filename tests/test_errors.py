@@ -23,7 +23,7 @@ def test_the_user_error_family():
 def test_a_user_error_is_one_line_and_exit_status_2(tmp_path, capsys):
     assert main(["train", "--epochs", "0", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("pdeconv train: error: epochs (--epochs) must be at least 1")
+    assert err.count("\n") == 1 and err.startswith("pdeconv train: error: --epochs must be at least 1")
     assert main(["analyze", str(tmp_path / "no-such-run")]) == 2  # the OS's file errors too
     assert "Traceback" not in capsys.readouterr().err
 
@@ -40,3 +40,25 @@ def test_a_bug_shows_its_traceback(tmp_path, monkeypatch, bug):
     monkeypatch.setattr(engine, "train", broken)
     with pytest.raises(type(bug), match=str(bug).split("(")[0].strip()):
         main(["train", "--epochs", "1", "--train-subset", "16", "--out", str(tmp_path / "r"), "--no-progress"])
+
+
+def test_messages_name_parameters_and_the_cli_shows_their_flags(tmp_path, capsys):
+    """Inside the library an error names the parameter a Python caller passes (`kernel_size`); the CLI maps it to
+    its flag once (--kernel-size)."""
+    import numpy as np
+
+    from pdeconv import discover
+    from pdeconv.errors import for_command_line
+
+    assert for_command_line("lower `kernel_size`; `nope` stays", {"kernel_size": "--kernel-size"}) == \
+        "lower --kernel-size; `nope` stays"
+    with pytest.raises(PdeconvError, match="`epochs` must be at least 1"):
+        engine.TrainConfig(epochs=0)
+    rng = np.random.default_rng(0)
+    data = discover.Dataset.from_array(rng.standard_normal((12, 6)), t=0.1, x=0.5, axes="tx")
+    with pytest.raises(PdeconvError, match="lower `kernel_size`"):
+        discover.fit(data, kernel_size=9, progress=False)
+    np.savez(tmp_path / "small.npz", u=rng.standard_normal((12, 6)), dt=0.1, dx=0.5, space_dims=1)
+    assert main(["discover", "fit", str(tmp_path / "small.npz"), "--kernel-size", "9", "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "lower --kernel-size" in capsys.readouterr().err

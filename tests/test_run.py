@@ -99,7 +99,7 @@ def test_set_threads_and_bad_values():
                 runtime.set_threads(bad)
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(ValueError, match=r"threads \(--threads\) must be a positive count or auto"):
+    with pytest.raises(ValueError, match=r"`threads` must be a positive count or auto"):
         engine.TrainConfig(threads="many")
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from pdeconv import __version__
-from pdeconv.errors import PdeconvError
+from pdeconv.errors import PdeconvError, for_command_line
 
 #: name → (one-line help, builder): the builder adds the subcommand's options to its parser and sets
 #: ``func(args) -> int | None`` on it.
@@ -510,6 +510,21 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _flags(parser: argparse.ArgumentParser, command: str | None) -> dict[str, str]:
+    """Parameter → flag of the options of ``command``'s parser (its own and its sub-commands'), for error messages
+    that name parameters (:func:`pdeconv.errors.for_command_line`)."""
+    flags: dict[str, str] = {}
+    todo = [parser]
+    while todo:
+        p = todo.pop()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [sub for name, sub in action.choices.items() if p is not parser or name == command]
+            elif action.option_strings:
+                flags.setdefault(action.dest, max(action.option_strings, key=len))
+    return flags
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -524,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("PDECONV_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = for_command_line(msg, _flags(parser, args.command))
         print(f"pdeconv {args.command}: error: {msg}", file=sys.stderr)
         return 2
     return int(rc or 0)

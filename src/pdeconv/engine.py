@@ -155,8 +155,8 @@ class TrainConfig:
     progress: bool = _opt(True, "show a progress bar (only on a terminal)", role="placement")
 
     def __post_init__(self) -> None:
-        # messages name the field and its command-line flag: Python and CLI users both recognise one of them
-        flag = lambda name: f"{name} (--{name.replace('_', '-')})"  # noqa: E731
+        # messages name the field in backquotes (pdeconv.errors): the CLI shows its flag instead
+        flag = lambda name: f"`{name}`"  # noqa: E731
         for f in fields(self):
             choices = f.metadata["choices"]
             if choices and f.name != "dataset" and getattr(self, f.name) not in choices:
@@ -180,7 +180,7 @@ class TrainConfig:
             raise PdeconvError(f"{flag('workers')} must be a count (0 or more) or auto, got {self.workers!r}")
         self.workers = str(self.workers)
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
-            raise PdeconvError(f"{flag('warmup_epochs')} must be between 0 and --epochs ({self.epochs}), "
+            raise PdeconvError(f"{flag('warmup_epochs')} must be between 0 and `epochs` ({self.epochs}), "
                              f"got {self.warmup_epochs}")
 
 

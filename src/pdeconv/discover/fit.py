@@ -134,7 +134,7 @@ class FitSettings:
         if self.coefficients not in COEFFICIENTS:
             raise PdeconvError(f"coefficients must be one of {', '.join(COEFFICIENTS)}; got {self.coefficients!r}")
         if self.coefficients == "constant" and self.degree is not None:
-            raise PdeconvError("degree applies to variable coefficients only (--coefficients variable)")
+            raise PdeconvError("degree applies to variable coefficients only (`coefficients` variable)")
         if self.smooth < 0 or self.smooth % 2 == 0 and self.smooth != 0:
             raise PdeconvError(f"smooth must be 0 (off) or an odd filter size; got {self.smooth}")
         if self.rollout < 1 or self.iterations < 0 or (self.substeps is not None and self.substeps < 1):
@@ -147,11 +147,11 @@ class FitSettings:
         if self.form not in FORMS:
             raise PdeconvError(f"form must be one of {', '.join(FORMS)}; got {self.form!r}")
         if self.form == "weak" and self.coefficients == "variable":
-            raise PdeconvError("the weak form fits constant coefficients; use --form strong for variable ones")
+            raise PdeconvError("the weak form fits constant coefficients; use `form` strong for variable ones")
         if self.test_functions < 1:
             raise PdeconvError(f"test_functions must be ≥ 1; got {self.test_functions}")
         if self.form == "strong" and (self.support is not None or self.time_support is not None):
-            raise PdeconvError("support and time_support set the weak form's test functions: use --form weak or auto")
+            raise PdeconvError("support and time_support set the weak form's test functions: use `form` weak or auto")
 
 
 @dataclass
@@ -408,13 +408,13 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
     if min(space) < settings.kernel_size:
         raise PdeconvError(
             f"the {'×'.join(map(str, space))} grid is smaller than the {settings.kernel_size}-point filters; "
-            "lower --kernel-size"
+            "lower `kernel_size`"
         )
     need = settings.max_order + 1 + settings.max_order % 2  # the smallest odd filter holding that order
     if settings.kernel_size < need:
         raise PdeconvError(
             f"order-{settings.max_order} derivatives need filters of at least {need} points "
-            f"(--kernel-size {need} or more); got {settings.kernel_size}"
+            f"(`kernel_size` {need} or more); got {settings.kernel_size}"
         )
     train, heldout = _split(N, settings.holdout)
     # the settings in effect, recorded in the result: defaults resolved for this data

@@ -136,7 +136,7 @@ def choose_support(u: np.ndarray, axis: int, p: int) -> int:
     if top < MIN_SUPPORT:
         raise PdeconvError(
             f"{n} points along an axis are too few for test functions (half-width ≥ {MIN_SUPPORT} within a quarter "
-            f"of the axis needs {4 * MIN_SUPPORT}); use --form strong"
+            f"of the axis needs {4 * MIN_SUPPORT}); use `form` strong"
         )
     kc = _spectrum_cutoff(u, axis)
     m = min(2 * p, top)
