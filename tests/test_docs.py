@@ -56,7 +56,7 @@ def test_the_readme_dictionary_table_is_what_describe_prints():
         assert shown == stencil.describe(kernel), name
 
 
-def _support(make, how: str) -> bool:
+def _support(make, how: str, *, fullgraph: bool = True) -> bool:
     x = torch.randn(2, 4, 8, 8)
     module = make().eval()
     try:
@@ -65,7 +65,7 @@ def _support(make, how: str) -> bool:
             if how == "export":
                 torch.export.export(module, (x,)).module()(x)
             elif how == "compile":
-                torch.compile(module, backend="aot_eager", fullgraph=True)(x)
+                torch.compile(module, backend="aot_eager", fullgraph=fullgraph)(x)
             elif how == "script":
                 torch.jit.script(module)(x)
             else:
@@ -113,8 +113,11 @@ def test_the_readme_support_matrix_is_true():
     for row, make_all in makers.items():
         line = next(line for line in table.splitlines() if line.startswith(f"| {row} |"))
         claimed = [cell.strip().startswith("yes") for cell in line.split("|")[2:5]]
+        # "yes (one graph break …)": compiles, but not as one graph — and says so
+        breaks = "graph break" in line.split("|")[3]
         for make in make_all:
-            actual = [_support(make, how) for how in ("export", "compile", "script")]
+            actual = [_support(make, how, fullgraph=not (how == "compile" and breaks))
+                      for how in ("export", "compile", "script")]
             assert actual == claimed, (row, actual)
             assert _support(make, "trace"), row  # "every layer also traces"
 
