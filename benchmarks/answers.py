@@ -232,7 +232,7 @@ def document_family(results: Path = RESULTS, margin: float | None = None) -> lis
         se = getattr(c, "se", None)
         df = getattr(c, "df", None)
         rows.append({"setting": setting, "experiment": experiment, "comparison": comparison, "kind": kind,
-                     "n": getattr(c, "n", None), "delta": scale * c.mean,
+                     "n": c.n, "delta": scale * c.mean,
                      "ci_low": None if c.ci is None else scale * c.ci[0],
                      "ci_high": None if c.ci is None else scale * c.ci[1], "unit": unit, "p": c.p,
                      "p_equivalent": (equivalence(c.mean, se, df, margin)
@@ -253,7 +253,6 @@ def document_family(results: Path = RESULTS, margin: float | None = None) -> lis
                     plain_deltas.setdefault(variant, deltas)
                 elif variant in plain_deltas and len(deltas) >= 2:
                     w = welch(deltas, plain_deltas[variant])
-                    w.n = len(deltas)
                     add(f"{setting} vs plain", name, f"Δ({variant}) {setting} − Δ({variant}) plain", "welch", w)
     for experiment, variant, reference in CONTRASTS:
         if ("plain", variant) in acc and ("plain", reference) in acc and (results / experiment).is_dir():
@@ -305,21 +304,10 @@ def _answer(r: dict, margin: float, alpha: float = 0.05) -> str:
     return "not resolved"
 
 
-def _fmt(value, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3g}" if digits is None else f"{value:+.{digits}f}"
-    return str(value)
-
-
-def _fmt_p(p: float | None) -> str:
-    return "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-
-
 def write_summary(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
     """``summary.csv`` (through the csv module) and ``summary.md`` (the table docs/results.md shows)."""
     from pdeconv import storage
+    from pdeconv.experiment.report import format_p
 
     text = io.StringIO()
     writer = csv.DictWriter(text, SUMMARY_COLUMNS, lineterminator="\n")
@@ -336,9 +324,9 @@ def write_summary(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
         ci = "–" if r["ci_low"] is None else f"[{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}]"
         unit = "" if r["unit"] == "points" else f" ({r['unit']})"
         lines.append(f"| {r['setting']} | {r['experiment']} | {r['comparison']}{unit} | {r['n']} | "
-                     f"{r['delta']:+.{digits}f} | {ci} | {_fmt_p(r['p'])} | {_fmt_p(r['p_experiment_holm'])} | "
-                     f"{_fmt_p(r['p_document_bh'])} | {_fmt_p(r['p_document_holm'])} | "
-                     f"{_fmt_p(r['p_equivalent_holm'])} | {r['answer']} |")
+                     f"{r['delta']:+.{digits}f} | {ci} | {format_p(r['p'])} | {format_p(r['p_experiment_holm'])} | "
+                     f"{format_p(r['p_document_bh'])} | {format_p(r['p_document_holm'])} | "
+                     f"{format_p(r['p_equivalent_holm'])} | {r['answer']} |")
     m = len(rows)
     head = (f"# Every comparison of docs/results.md, adjusted over the document\n\n"
             f"Written by `python benchmarks/answers.py --summary` from the committed `results/*/results.csv`: {m} "

@@ -17,8 +17,8 @@ from pdeconv.experiment.stats import Paired, equivalence, holm, paired, summariz
 #: only when the two one-sided tests say so (docs/results.md, "How to read an answer", gives the reason for its size).
 EQUIVALENCE_MARGIN = 0.002
 
-__all__ = ["EQUIVALENCE_MARGIN", "Report", "comparisons", "equivalences", "shared_settings", "summary_table", "verdict",
-           "write_report"]
+__all__ = ["EQUIVALENCE_MARGIN", "Report", "comparisons", "equivalences", "format_p", "shared_settings",
+           "summary_table", "verdict", "write_report"]
 
 
 def shared_settings(config: engine.TrainConfig) -> dict[str, Any]:
@@ -32,13 +32,14 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
-def _p(x: float | None) -> str:
+def format_p(x: float | None) -> str:
+    """A p-value as the tables print it: "< 0.001", "0.012" or "–" for none."""
     return "–" if x is None else ("< 0.001" if x < 0.001 else f"{x:.3f}")
 
 
 def _p_is(x: float) -> str:
     """``p`` in a sentence: "< 0.001" or "= 0.012"."""
-    return _p(x) if x < 0.001 else f"= {_p(x)}"
+    return format_p(x) if x < 0.001 else f"= {format_p(x)}"
 
 
 @dataclass
@@ -101,7 +102,7 @@ def summary_table(rows: list[dict[str, Any]], reference: str = "baseline") -> st
         else:
             delta = f"{100 * c.mean:+.2f}"
             ci = "–" if c.ci is None else f"[{100 * c.ci[0]:+.2f}, {100 * c.ci[1]:+.2f}]"
-            p, p_holm, welch = _p(c.p), _p(adjusted.get(variant)), _p(welch_p(accs, ref))
+            p, p_holm, welch = format_p(c.p), format_p(adjusted.get(variant)), format_p(welch_p(accs, ref))
         n = f"{st.n}" if c is None or c.n == st.n else f"{st.n} ({c.n} paired)"
         vals = [float(r["val_acc"]) for r in rs if r.get("val_acc") not in (None, "")]
         val_cell = (f"{_pct(statistics.fmean(vals)) if vals else '–'} | ") if val else ""

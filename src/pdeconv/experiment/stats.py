@@ -117,14 +117,11 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Two-sided p-value of Welch's t-test (unequal variances) for equal means; ``None`` if undefined."""
-    from scipy import stats
-
+    """Two-sided p-value of Welch's t-test (unequal variances) for equal means (:func:`welch`'s); ``None`` if
+    undefined (fewer than two values on a side, or no spread on either)."""
     if len(a) < 2 or len(b) < 2 or (statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0):
         return None
-    with warnings.catch_warnings():  # near-identical samples: scipy warns, the p-value is still meaningful
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return welch(a, b).p
 
 
 def benjamini_hochberg(pvalues: Sequence[float | None]) -> list[float | None]:
@@ -163,9 +160,10 @@ def equivalence(mean: float, se: float, df: float, delta: float) -> float:
 
 @dataclass
 class Difference:
-    """A difference of two independent means (:func:`welch`): estimate, standard error, Welch–Satterthwaite
-    degrees of freedom, two-sided 95% interval and p-value."""
+    """A difference of two independent means (:func:`welch`): the first sample's size ``n``, the estimate, its
+    standard error, the Welch–Satterthwaite degrees of freedom, the two-sided 95% interval and the p-value."""
 
+    n: int
     mean: float
     se: float
     df: float
@@ -183,7 +181,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Difference:
     mean = statistics.fmean(a) - statistics.fmean(b)
     se = math.sqrt(va + vb)
     if se == 0:
-        return Difference(mean, 0.0, math.inf, (mean, mean), 1.0 if mean == 0 else 0.0)
+        return Difference(len(a), mean, 0.0, math.inf, (mean, mean), 1.0 if mean == 0 else 0.0)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = stats.t.ppf(0.975, df) * se
-    return Difference(mean, se, df, (mean - half, mean + half), float(2 * stats.t.sf(abs(mean) / se, df)))
+    return Difference(len(a), mean, se, df, (mean - half, mean + half), float(2 * stats.t.sf(abs(mean) / se, df)))
