@@ -282,16 +282,14 @@ def _still(u: torch.Tensor, dt: float) -> torch.Tensor:
     return s_u <= 1e-12 * u.transpose(0, 2).flatten(1).pow(2).mean(dim=1).sqrt() / dt
 
 
-def _scales(model: PolynomialPDE, u: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``s_u / s_j`` (RMS of each field's ``u_t`` over the RMS of each term: ĉ is then a share of ``u_t``), and
-    which fields do not move (``s_u`` below 1e-12 of ``RMS(u) / dt``): their equation is ``u_t = 0``."""
+def _scales(model: PolynomialPDE, u: torch.Tensor, dt: float) -> torch.Tensor:
+    """``s_u / s_j``: the RMS of each field's ``u_t`` over the RMS of each term (ĉ is then a share of ``u_t``)."""
     ut, frames = time_derivative(u, dt)
     with torch.no_grad():
         ms = sum(model.features(u[n, frames]).transpose(0, 1).flatten(1).pow(2).mean(dim=1)
                  for n in range(u.shape[0])) / u.shape[0]
     s_u = ut.transpose(0, 2).flatten(1).pow(2).mean(dim=1).sqrt()
-    still = s_u <= 1e-12 * u.transpose(0, 2).flatten(1).pow(2).mean(dim=1).sqrt() / dt
-    return s_u.clamp_min(1e-300)[:, None] / ms.sqrt().clamp_min(1e-300)[None, :], still
+    return s_u.clamp_min(1e-300)[:, None] / ms.sqrt().clamp_min(1e-300)[None, :]
 
 
 def fit(
@@ -457,7 +455,7 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
             exact = residual <= WEAK_EXACT
         else:
             tests = None
-            candidate.scale.copy_(_scales(candidate, u_train, data.dt)[0])
+            candidate.scale.copy_(_scales(candidate, u_train, data.dt))
             sparse_regression(candidate, u_train, data.dt, trust(), l1=s.l1, threshold=s.threshold)
         with torch.no_grad():
             candidate.mask[still] = 0.0
