@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -281,6 +282,11 @@ def test_cli_1d_simulate_and_fit(tmp_path, capsys):
                      "--max-order", "3", "--iterations", "0", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "u_xxx" in out and "u*u_x" in out
+    # where the time went, stage by stage: loading first, the fit's own stages, the prediction, the report last
+    stages = re.search(r"^time: (.*)$", out, re.M).group(1).split(", ")
+    names = [re.fullmatch(r"([a-z ]+) [0-9.]+ s", s).group(1) for s in stages]
+    assert names[0] == "load" and names[-2:] == ["prediction", "report"] and "weak integrals" in names
+    assert "Time per stage: load " in (tmp_path / "fit" / "report.md").read_text()
     assert cli.main(["discover", "fit", str(data), "--out", str(tmp_path / "bad"), "--max-order", "4",
                      "--kernel-size", "3", "--no-progress"]) == 2
     assert "--kernel-size 5" in capsys.readouterr().err and not (tmp_path / "bad").exists()
@@ -428,6 +434,52 @@ def test_integrating_factor_rollout_is_exact_for_linear_pdes_and_matches_rk4_oth
     for _ in range(2 * 400):  # plain RK4, h · rate ≈ 0.03
         v = runge_kutta_step(lambda w: model(w, p), v, 0.5 / 400, RK4)
     torch.testing.assert_close(fast[:, 2], v.detach(), rtol=0, atol=1e-6)
+
+
+def test_discovery_starts_without_torch_dynamo():
+    """Importing the fit (the discovery command's path) must not load torch._dynamo (2 s): SymmetricHyperbolic2d's
+    compile-only eigenbasis is imported when that layer first runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, pdeconv.discover.fit, pdeconv.layers; print('torch._dynamo' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr[-1000:]
+
+
+@pytest.mark.parametrize("space, components", [((48,), ("u",)), ((12, 10), ("u", "v"))])
+def test_spectral_rest_of_f_is_forward_minus_its_linear_part(space, components):
+    """The integrating factor's nonlinear part, evaluated from spectra (one batched inverse FFT of the factors it
+    needs), against its definition: ``F(u) − L u`` from :meth:`forward`, with learnt (non-zero) free moments, a
+    constant term and non-square 2-D grids. Both are float64 sums of the same few products: round-off apart."""
+    from pdeconv.discover.model import PolynomialPDE
+
+    torch.manual_seed(0)
+    dims = len(space)
+    terms = build_library(components, "nonlinear", max_order=3 if dims == 1 else 2, dims=dims)
+    model = PolynomialPDE(terms, components, shape=space, spacing=tuple(0.3 + 0.1 * i for i in range(dims)),
+                          bc="periodic", kernel_size=7)
+    with torch.no_grad():
+        model.normalised.normal_()
+        model.mask[:, ::3] = 0.0  # some terms pruned, others (diagonal ones among them) kept
+        model.derivatives.free_moments.normal_(std=0.1)
+    assert model.integrating_factor
+    u = torch.randn(2, len(components), *space, dtype=F64)
+    axes = tuple(range(2, 2 + dims))
+    with torch.no_grad():
+        prepared = model.prepare()
+        L, rest_of_f = model._split(prepared)
+        w = torch.fft.rfftn(u, dim=axes)
+        want = torch.fft.rfftn(model(u, prepared), dim=axes) - L * w
+        got = rest_of_f(w)
+        got_numpy = torch.from_numpy(model._split(prepared, numpy=True)[1](w.numpy()))
+        numpy_road = model.rollout(u, 2, 0.002, substeps=2)  # a rollout without autograd takes the NumPy road
+    torch_road = model.rollout(u, 2, 0.002, substeps=2).detach()  # with autograd, torch's
+    atol = 1e-9 * float(want.abs().max())
+    torch.testing.assert_close(got, want, rtol=0, atol=atol)
+    torch.testing.assert_close(got_numpy, want, rtol=0, atol=atol)
+    assert torch.isfinite(torch_road).all()
+    torch.testing.assert_close(numpy_road, torch_road, rtol=0, atol=1e-9 * float(u.abs().max()))
 
 
 def test_test_function_count_and_cli_weak_options(tmp_path, capsys):

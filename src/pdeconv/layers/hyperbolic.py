@@ -17,7 +17,6 @@ H·W complex C×C solves (memory H·W·C² complex numbers) and two dense transf
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -31,32 +30,6 @@ from pdeconv.layers._input import batched
 __all__ = ["SymmetricHyperbolic2d", "maxwell_te", "dirac"]
 
 _SKEW_BCS = ("periodic", "dirichlet")
-
-
-@torch.compiler.disable  # constants of the grid: computed eagerly (and cached), never traced by torch.compile
-def _eigen(n: int, bc: str, spacing: float) -> tuple[Tensor, Tensor]:
-    """``(λ, U)`` with ``i·D = U diag(λ) Uᴴ`` for the n-point central difference D (CPU, 64-bit).
-
-    ``(D u)[k] = (u[k+1] − u[k−1]) / 2Δ`` is the same matrix along x and y (periodic: indices wrap, dirichlet:
-    zero outside). Fresh tensors on each call (under ``torch.export`` they are fake tensors, which must not be
-    cached) from cached NumPy arrays, so a trace (``torch.jit.trace``) sees constants, not this computation.
-    """
-    eigenvalues, vectors = _eigen_numpy(int(n), bc, float(spacing))  # under a trace, n arrives as a 0-d tensor
-    return torch.from_numpy(eigenvalues), torch.from_numpy(vectors)
-
-
-@lru_cache(maxsize=32)
-def _eigen_numpy(n: int, bc: str, spacing: float) -> tuple[Any, Any]:
-    import numpy as np
-
-    D = np.zeros((n, n))
-    k = np.arange(n)
-    for shift, value in ((1, 0.5 / spacing), (-1, -0.5 / spacing)):
-        j = k + shift
-        inside = np.ones(n, bool) if bc == "periodic" else (j >= 0) & (j < n)
-        D[k[inside], j[inside] % n] = value
-    eigenvalues, vectors = np.linalg.eigh(1j * D)
-    return eigenvalues, vectors
 
 
 def _check_bc(bc: str) -> str:
@@ -173,8 +146,12 @@ class SymmetricHyperbolic2d(BoundaryConditioned, nn.Module):
     def _evolve(self, u: Tensor) -> Tensor:
         real = torch.float64 if u.dtype == torch.float64 else torch.float32
         cplx = torch.complex128 if real == torch.float64 else torch.complex64
-        lam_y, Uy = (t.to(u.device) for t in _eigen(u.shape[2], self.bc, self.spacing))
-        lam_x, Ux = (t.to(u.device) for t in _eigen(u.shape[3], self.bc, self.spacing))
+        if torch.compiler.is_compiling():  # the eigenbasis outside the graph (a compile has loaded torch._dynamo)
+            from pdeconv.layers._grid_eigen import eigen_outside_graph as eigen
+        else:  # eagerly (and for torch.jit.trace: constants) without importing torch._dynamo (2 s)
+            from pdeconv.layers._grid_eigen import eigen
+        lam_y, Uy = (t.to(u.device) for t in eigen(u.shape[2], self.bc, self.spacing))
+        lam_x, Ux = (t.to(u.device) for t in eigen(u.shape[3], self.bc, self.spacing))
         Uy, Ux = Uy.to(cplx), Ux.to(cplx)
         A, B, C = (M.to(real) for M in (self.A, self.B, self.C))
         lam_y, lam_x = lam_y.to(real)[:, None, None, None], lam_x.to(real)[None, :, None, None]
