@@ -308,3 +308,33 @@ def test_answers_rerun_on_another_dataset_into_a_folder_of_ones_own(tmp_path, ma
     assert config["dataset"]["in_chans"] == 3
     family = answers.document_family(mine)
     assert [r["comparison"] for r in family] == ["wave − baseline"]
+
+
+@pytest.mark.slow
+def test_discover_benchmark_times_the_whole_command_on_a_noisy_copy_of_a_real_file(tmp_path, monkeypatch):
+    """discover_vs_pysindy.py's real-file timing: a noisy copy of a PDE-FIND-style .mat (u stored (x, t)) is written
+    in the original's orientation, the command runs as a user runs it, and its stages come back with its answer."""
+    import importlib.util
+
+    import numpy as np
+    import scipy.io
+
+    from pdeconv.discover import load, simulate
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its neighbour _common
+    spec = importlib.util.spec_from_file_location("discover_vs_pysindy", BENCHMARKS / "discover_vs_pysindy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sim = simulate("burgers-1d", grid=64, zoom=2, steps=40, trajectories=1, progress=False)
+    path = tmp_path / "burgers.mat"
+    x = np.arange(64) * sim.dx
+    scipy.io.savemat(path, {"usol": sim.u[0, :, 0, :].T, "x": x[None], "t": (np.arange(41) * sim.dt)[:, None]})
+    case = dict(data=("load", str(path), {"u": "usol", "t": "t", "x": "x"}), library="nonlinear", max_order=2)
+    data = bench.noisy(load(path, variables=case["data"][2]), 0.01, seed=0)
+    row = bench.run_command(data, case, 0.01, tmp_path)
+    copy = scipy.io.loadmat(tmp_path / "noisy-0.01.mat")["usol"]
+    np.testing.assert_array_equal(copy, data.u[0, :, 0, :].T)  # the noisy array, stored (x, t) as the original
+    assert {"load", "prediction", "report"} <= set(row["command_stages"])
+    assert 0 < sum(row["command_stages"].values()) < row["command_seconds"]
+    assert "u*u_x" in row["command_equations"]["u"]
+    assert row["command"].startswith("pdeconv discover fit ")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from pdeconv.discover.dataset import Dataset
 from pdeconv.discover.formats import load, save
 from pdeconv.discover.simulate import PDES, simulate, solve, true_equations
-from pdeconv.runtime import check_out_dir
+from pdeconv.runtime import StageTimes, check_out_dir
 
 if TYPE_CHECKING:
     from pdeconv.discover.fit import Fit, FitSettings, fit  # noqa: F401 - loaded when first used (_Package)
@@ -102,15 +102,22 @@ def fit_file(
     """:func:`load` a data file, :func:`fit` it (``options`` are fit's) and write the report files to ``out``.
 
     ``variables``, ``axes``, ``complex_part`` and ``bc`` are :func:`load`'s (for ``.mat`` and HDF5 files). Nothing
-    is written when loading or fitting fails.
+    is written when loading or fitting fails. The result's ``stages`` time every step: ``load``, the fit's own
+    stages, ``prediction`` and ``report``.
     """
     check_out_dir(out)  # before the fit, not after it
-    data = load(path, variables=variables, axes=axes, complex_part=complex_part, bc=bc)  # no torch until here
+    loading = StageTimes()
+    with loading.stage("load"):
+        data = load(path, variables=variables, axes=axes, complex_part=complex_part, bc=bc)  # no torch until here
     from pdeconv.discover.fit import fit
     from pdeconv.discover.report import write_report  # matplotlib only when a report is written
 
     result = fit(data, **options)
-    return result, write_report(result, out, source=os.fspath(path))
+    result.stages = StageTimes(loading | result.stages)
+    result.error  # noqa: B018 - the prediction, computed here so that it is timed as its own stage, not the report's
+    with result.stages.stage("report"):
+        paths = write_report(result, out, source=os.fspath(path))
+    return result, paths
 
 
 def summary(result: Fit, paths: Mapping[str, str]) -> str:
@@ -132,5 +139,6 @@ def summary(result: Fit, paths: Mapping[str, str]) -> str:
         f"prediction error ({result.error_source}): {e[-1]:.3e} after {len(e) - 1} steps "
         f"(relative L2; fit took {result.seconds:.1f} s)"
     )
+    lines.append(f"time: {result.stages.line()}")
     lines += [f"wrote {p}" for p in paths.values()]
     return "\n".join(lines)

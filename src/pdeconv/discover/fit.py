@@ -43,6 +43,7 @@ from pdeconv.discover.refit import (
 )
 from pdeconv.discover.regression import (
     explained_share,
+    normal_equations,
     resolution_weights,
     solve_sparse,
     sparse_regression,
@@ -50,6 +51,7 @@ from pdeconv.discover.regression import (
 )
 from pdeconv.discover.weak import TestFunctions, noise_variance, weak_system
 from pdeconv.errors import PdeconvError
+from pdeconv.runtime import StageTimes
 
 __all__ = [
     "COEFFICIENTS",
@@ -159,9 +161,12 @@ class Fit:
     """What :func:`fit` found: the model, its equations, the held-out prediction error and bookkeeping.
 
     ``settings`` are the ones in effect (defaults resolved for the data: ``degree``, ``rollout``, ``holdout``).
-    ``error`` and ``predicted`` (a rollout of the learnt PDE over the whole record, which costs more than the fit
-    on long records: 5 000 integrating-factor RK4 steps on PDE-FIND's Kuramoto–Sivashinsky file) are computed
-    when first read, and kept; ``seconds`` is the fit's time without them.
+    ``error`` and ``predicted`` (a rollout of the learnt PDE over the whole record, which can cost more than the
+    fit on long records: 5 000 integrating-factor RK4 steps on PDE-FIND's Kuramoto–Sivashinsky file) are computed
+    when first read, and kept; ``seconds`` is the fit's time without them. ``stages``: seconds per stage of the
+    fit (weak integrals, regressions, trust weights, rollout losses, noise floor, refit, ...), then
+    ``prediction`` once the prediction is computed (and, from :func:`~pdeconv.discover.fit_file`, ``load`` and
+    ``report``).
     """
 
     model: PolynomialPDE
@@ -177,13 +182,15 @@ class Fit:
     history: list[tuple[str, float]] = field(default_factory=list)
     explained: float = float("nan")  # 1 − ‖u_t − F(u)‖² / ‖u_t‖² on the training data (:func:`explained_share`;
     # in the weak sense for a weak-form fit)
+    stages: StageTimes = field(default_factory=StageTimes)
     _prediction: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def _predict(self) -> tuple[np.ndarray, np.ndarray]:
         if self._prediction is None:
             judged = self.heldout or self.train[:1]
-            self._prediction = prediction_error(self.model, torch.from_numpy(self.data.u[judged]), self.data.dt,
-                                                self.substeps)
+            with self.stages.stage("prediction"):
+                self._prediction = prediction_error(self.model, torch.from_numpy(self.data.u[judged]),
+                                                    self.data.dt, self.substeps)
         return self._prediction
 
     @property
@@ -377,20 +384,21 @@ def _same_terms(a: PolynomialPDE, b: PolynomialPDE) -> bool:
 
 
 def _weak_regression(model: PolynomialPDE, data: Dataset, train: list[int], u_train: torch.Tensor,
-                     s: FitSettings) -> tuple[TestFunctions, float]:
+                     s: FitSettings, stages: StageTimes) -> tuple[TestFunctions, float]:
     """The weak form's regression (:mod:`~pdeconv.discover.weak`) into ``model``; returns the test functions and
     the residual share ``‖target − F c‖² / ‖target‖²`` of the sparse solution."""
     space_support = s.support[0] if isinstance(s.support, tuple) and len(set(s.support)) == 1 else s.support
     if isinstance(space_support, tuple):
         raise PdeconvError(f"support must be one half-width for every space axis; got {s.support}")
-    tests = TestFunctions.for_data(data.u[train], s.max_order, space_support, s.time_support, rows=s.test_functions,
-                                   periodic=data.bc == "periodic")
-    features, target = weak_system(model, u_train, data.dt, tests)
+    with stages.stage("weak integrals"):
+        tests = TestFunctions.for_data(data.u[train], s.max_order, space_support, s.time_support,
+                                       rows=s.test_functions, periodic=data.bc == "periodic")
+        features, target = weak_system(model, u_train, data.dt, tests)
     rms = lambda a: a.pow(2).mean(0).sqrt().clamp_min(1e-300)  # noqa: E731
-    with torch.no_grad():
+    with stages.stage("weak regression"), torch.no_grad():
         model.scale.copy_(rms(target)[:, None] / rms(features)[None, :])
-    solve_sparse(model, (features.T @ features)[None], (features.T @ target).T[:, None], target.pow(2).sum(0),
-                 l1=s.l1, threshold=s.threshold)
+        solve_sparse(model, (features.T @ features)[None], (features.T @ target).T[:, None], target.pow(2).sum(0),
+                     l1=s.l1, threshold=s.threshold)
     with torch.no_grad():
         c = model.prepare()[0].to(features.dtype)  # (C, J)
         residual = float((target - features @ c.T).square().sum()) / max(float(target.square().sum()), 1e-300)
@@ -399,6 +407,7 @@ def _weak_regression(model: PolynomialPDE, data: Dataset, train: list[int], u_tr
 
 def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
     t_start = time.perf_counter()
+    stages = StageTimes()
     N, T, C, *space = data.u.shape
     degree = settings.degree
     if settings.coefficients == "variable" and degree is None:
@@ -429,11 +438,14 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
 
     @functools.cache  # what only the strong form and the rollouts need: not computed when the weak form is exact
     def trust() -> torch.Tensor:
-        return resolution_weights(base, u_train, s.weighting)
+        with stages.stage("trust weights"):
+            return resolution_weights(base, u_train, s.weighting)
 
     @functools.cache
     def windows() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _windows(u_train, trust(), s.rollout, s.max_windows, np.random.default_rng(s.seed))
+        weights = trust()
+        with stages.stage("rollout windows"):
+            return _windows(u_train, weights, s.rollout, s.max_windows, np.random.default_rng(s.seed))
 
     forms = [s.form] if s.form != "auto" else ["strong"] if s.coefficients == "variable" else ["weak", "strong"]
     history: list[tuple[str, float]] = []
@@ -447,16 +459,19 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
         candidate = copy.deepcopy(model)
         if form == "weak":
             try:
-                tests, residual = _weak_regression(candidate, data, train, u_train, s)
+                tests, residual = _weak_regression(candidate, data, train, u_train, s, stages)
             except ValueError:
                 if s.form == "weak":
                     raise
                 continue  # auto: data too short for test functions
             exact = residual <= WEAK_EXACT
         else:
-            tests = None
-            candidate.scale.copy_(_scales(candidate, u_train, data.dt))
-            sparse_regression(candidate, u_train, data.dt, trust(), l1=s.l1, threshold=s.threshold)
+            tests, weights = None, trust()
+            with stages.stage("strong filters and library"):
+                candidate.scale.copy_(_scales(candidate, u_train, data.dt))
+                system = normal_equations(candidate, u_train, data.dt, weights)
+            with stages.stage("strong regression"):
+                solve_sparse(candidate, *system, l1=s.l1, threshold=s.threshold)
         with torch.no_grad():
             candidate.mask[still] = 0.0
         candidate = candidate.restricted()
@@ -466,8 +481,9 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
                             "quadrature", residual))
             fitted[form] = Candidate(residual, candidate, substeps, tests)
             continue
-        with torch.no_grad():
-            loss = float(_rollout_loss(candidate, *windows(), data.dt, substeps, s.smooth))
+        chosen = windows()
+        with stages.stage("rollout losses"), torch.no_grad():
+            loss = float(_rollout_loss(candidate, *chosen, data.dt, substeps, s.smooth))
         history.append((f"sparse regression ({form} form)", loss))
         fitted[form] = Candidate(loss, candidate, substeps, tests)
     if len(fitted) == 2:
@@ -479,7 +495,11 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
             # that its refit could only catch up by fitting noise: refit the better start only
             del fitted[worse]
     # only a weak refit (which must halve the loss) is measured against the floor
-    floor = _noise_floor(u_train, *windows(), s.smooth) if s.iterations and "weak" in fitted and not exact else 0.0
+    floor = 0.0
+    if s.iterations and "weak" in fitted and not exact:
+        chosen = windows()
+        with stages.stage("noise floor"):
+            floor = _noise_floor(u_train, *chosen, s.smooth)
     for form, fitted_form in list(fitted.items()):
         loss, candidate, substeps = fitted_form.loss, fitted_form.model, fitted_form.substeps
         keep_below = WEAK_REFIT_GAIN if form == "weak" else 1.0
@@ -493,7 +513,8 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
                             f"floor {floor:.3e}", loss))
         elif s.iterations and candidate.terms:
             objective = lambda m=candidate, k=substeps: _rollout_loss(m, *windows(), data.dt, k, s.smooth)  # noqa: E731
-            loss = _lbfgs(candidate, objective, s.iterations, progress, keep_below)
+            with stages.stage("rollout refit"):
+                loss = _lbfgs(candidate, objective, s.iterations, progress, keep_below)
             history.append((f"rollout refit ({form} form)", loss))
         fitted_form.loss = loss
     form = _choose_form(fitted)
@@ -501,10 +522,11 @@ def _fit_body(data: Dataset, settings: FitSettings, progress: bool) -> Fit:
     settings = s = replace(s, form=form)
     if tests is not None:
         settings = s = replace(s, support=tests.support[1:], time_support=tests.support[0])
-    explained = explained_share(model, u_train, data.dt, tests)
+    with stages.stage("explained share"):
+        explained = explained_share(model, u_train, data.dt, tests)
     return Fit(
         model=model, data=data, train=train, heldout=heldout, equations=model.equations(),
         error_source="held-out" if heldout else "training", error_trajectory=(heldout or train[:1])[0],
         substeps=steps_per_dt, settings=settings, seconds=time.perf_counter() - t_start,
-        history=history, explained=explained,
+        history=history, explained=explained, stages=stages,
     )

@@ -27,7 +27,7 @@ def time_derivative(u: torch.Tensor, dt: float) -> tuple[torch.Tensor, slice]:
     return ut, slice(r, T - r)
 
 
-def _normal_equations(
+def normal_equations(
     model: PolynomialPDE, u: torch.Tensor, dt: float, weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-point weighted sums ``G = Σ w θθᵀ (P, J, J)``, ``b = Σ w θ u_t (C, P, J)`` and ``Σ w u_t² (C,)``, over
@@ -140,7 +140,7 @@ def sparse_regression(
     a field whose variation explains less than ``threshold`` of ``u_t`` becomes a constant; a term whose whole
     coefficient does, goes.
     """
-    solve_sparse(model, *_normal_equations(model, u, dt, weights), l1=l1, threshold=threshold)
+    solve_sparse(model, *normal_equations(model, u, dt, weights), l1=l1, threshold=threshold)
 
 
 def solve_sparse(

@@ -273,6 +273,8 @@ def write_report(fit: Fit, out: str | os.PathLike, *, source: str | None = None)
         "",
         f"Options: `{strict_json(fit.options)}`; {fit.seconds:.1f} s.",
         "",
+        f"Time per stage: {fit.stages.line()}.",
+        "",
     ]
     with open(paths["report.md"], "w") as f:
         f.write("\n".join(lines))
