@@ -62,3 +62,17 @@ def test_messages_name_parameters_and_the_cli_shows_their_flags(tmp_path, capsys
     assert main(["discover", "fit", str(tmp_path / "small.npz"), "--kernel-size", "9", "--out",
                  str(tmp_path / "out")]) == 2
     assert "lower --kernel-size" in capsys.readouterr().err
+
+
+def test_the_command_line_maps_each_parameter_to_its_own_flag():
+    """An option's dest is the parameter it sets: a --x/--no-x pair maps to --x (not --no-x), a parameter that
+    several flags set maps to them all, and a flag spelled otherwise (--var) maps from the Python name."""
+    from pdeconv.cli import _flags, build_parser
+
+    train = _flags(build_parser(["train"]), "train")
+    assert (train["sync_bn"], train["resume"], train["batch_size"], train["out"]) == \
+        ("--sync-bn", "--resume", "--batch-size", "--out")
+    fit = _flags(build_parser(["discover"]), "discover")
+    assert (fit["complex_part"], fit["variables"], fit["axes"], fit["no_progress"]) == \
+        ("--real or --abs", "--var", "--axes", "--no-progress")
+

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,7 @@ def compare(
     max_seeds: int = 10,
     runs: str | Path | None = None,
     command: str | None = None,
+    say: Callable[..., None] = print,
 ) -> CompareResult:
     """Train every (variant, seed) with the settings of ``base`` and write results, report and plots.
 
@@ -150,7 +151,8 @@ def compare(
     with the same settings and seed (the baseline above all) is trained once; the store records its settings
     in ``runs.json`` and refuses others, like the experiment directory (the thread count stays the experiment's:
     its ``experiment.json``). ``command``: the command line, for the
-    report's record of how it was made.
+    report's record of how it was made. ``say``: what prints the experiment's progress and hints (``print``'s
+    signature; the command line passes one that shows flags for the parameters they name).
     """
     from pdeconv.models import get_variant
 
@@ -177,7 +179,7 @@ def compare(
             claim_directory(runs, base, force, meta_name="runs.json")
 
     on_main(claim, main=procs.main)
-    say = print if procs.main else (lambda *args, **kwargs: None)
+    say = say if procs.main else (lambda *args, **kwargs: None)
     plan = {v: list(seeds) for v in variants}
     trained: set[tuple[str, int]] = set()  # this call's runs: with force, each is retrained once, not per round
     # one thread count for every run and rerun of the experiment (results on a CPU depend on it): the first run's
