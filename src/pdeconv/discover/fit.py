@@ -221,7 +221,7 @@ class Fit:
             return f"{share} (below {EXPLAINED_FAIL:.0%}: it is not a PDE of these data); likely causes: {causes(self)}"
         return (f"{share} (u_t = 0 "
                 f"explains 0%): these data may not follow a PDE of this library, or may be too noisy or too coarse "
-                f"in time; check the data, or try another --library or --max-order")
+                f"in time; check the data, or try another `library` or `max_order`")
 
     @property
     def explained_of(self) -> str:
@@ -254,11 +254,11 @@ def causes(result: Fit) -> str:
         if share == share:
             swap = f"; with time and x swapped a quick linear fit explains {share:.0%}"
     return (f"(1) misread axes: u was read as {layout} points (trajectories {n}, fields {c}){swap}; if time is "
-            "another axis of the stored array, name the axes: --axes xt for an array stored (x, t) as PDE-FIND's "
-            "usol (in an .npz also axes='xt' or coordinate vectors t, x; in Python Dataset.from_array(u, t=..., "
+            "another axis of the stored array, name the axes: `axes` xt for an array stored (x, t) as PDE-FIND's "
+            "usol (in an .npz also an 'axes' string or coordinate vectors t, x; Dataset.from_array(u, t=..., "
             "x=..., axes='xt')); (2) wrong dt or dx (u_t and the derivatives are divided by them); (3) a library "
-            "without the right terms: --library nonlinear, products or polynomial, --max-order 4; (4) noise: "
-            "--form weak")
+            "without the right terms: `library` nonlinear, products or polynomial, `max_order` 4; (4) noise: "
+            "`form` weak")
 
 
 # -------------------------------------------------------------------------------------------------- regression
