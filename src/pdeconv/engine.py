@@ -80,10 +80,11 @@ class NonFiniteLossError(PdeconvError):
     """The training loss became NaN or infinite; the run stopped before writing anything from it."""
 
 
-#: ``--amp auto`` on a CPU takes bf16 only when its measured train step is at least this much faster than float32's
-#: (bf16 step ≤ (1 − margin) · float32 step). Two timings of a few steps differ by a few percent from noise alone
-#: (more on a loaded machine), and bf16 also rounds activations and gradients: a gain smaller than the noise is not
-#: worth the precision, so float32 takes the tie.
+#: ``amp="auto"`` on a CPU takes bf16 only when its measured train step is at least this much faster than float32's
+#: (bf16 step ≤ (1 − margin) · float32 step). A convention, not a measured optimum: two timings of a few steps differ
+#: from noise alone (more on a loaded machine), and bf16 also rounds activations and gradients, so a gain must be
+#: clearly larger than timing noise to be worth the precision; float32 takes the tie. The timings behind each choice
+#: are recorded (``amp_choice`` in config.json) and tests/test_engine.py checks the rule on both sides of the margin.
 BF16_MARGIN = 0.10
 
 #: What a training setting is to a run (the ``role`` of each :class:`TrainConfig` field):
@@ -238,13 +239,14 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return "none"
 
 
-#: train steps timed per precision by :func:`choose_amp` (after one warm-up step each), interleaved
+#: train steps timed per precision by :func:`choose_amp` (after one warm-up step each), interleaved; a convention
+#: (a median of a few steps, at the cost of a few steps of the run's time), not measured
 AMP_STEPS = 4
 
 
 @dataclass(frozen=True)
 class AmpChoice:
-    """What ``--amp`` asked, what runs, why (one line), and the measured median seconds per train step by precision
+    """What ``amp`` asked, what runs, why (one line), and the measured median seconds per train step by precision
     (``{"none": s, "bf16": s}``; empty where nothing was measured). Recorded as ``amp_choice`` in config.json."""
 
     asked: str

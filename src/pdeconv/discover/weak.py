@@ -61,7 +61,9 @@ NOISE_DIFFERENCE = 8
 CLEAN = 1e-8
 #: time bumps have power p = 4 on noisy records (a wider φ averages more frames) ...
 NOISY_TIME_POWER = 4
-#: ... and this one on clean records long enough for a half-width of 2p frames (:func:`_time_power`)
+#: ... and this one on clean records long enough for a half-width of 2p frames (:func:`_time_power`). Both powers
+#: are conventions; the errors :func:`_time_power` quotes for them are single observations that no command in
+#: benchmarks/ measures again
 TIME_POWER = 8
 
 
