@@ -462,7 +462,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         "nonexistent_model": "neither an existing run directory",
         str(not_a_checkpoint): "not a PyTorch checkpoint (neither a zip archive nor a pickle)",
         str(state_dict): "a state dict (tensors by name), not a pdeconv run's checkpoint. Analyse it as the model it "
-                         "belongs to: `pdeconv analyze MODEL_NAME --weights FILE`",
+                         "belongs to: its pdeconv model name (with its --variant) or --torchvision NAME, with "
+                         "--weights FILE",
         str(whole): "holds pickled Python objects (a whole model saved with torch.save(model)?)",
         str(tmp_path): "holds no checkpoint.pt",
         str(tiny): "'my_tiny_net' is not a pdeconv model",

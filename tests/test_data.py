@@ -139,13 +139,13 @@ def test_missing_data_says_how_to_get_it(tmp_path):
         data.load_tensors("fashion-mnist", tmp_path / "nothing")
     message = str(info.value)
     assert "\n" not in message
-    assert "apt-get install dataset-fashion-mnist" in message and "--data-dir" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "pass `data_dir`, a folder" in message
     assert "internet" in message and "download failed: no network in tests" in message
     assert str(tmp_path / "nothing") in message
     assert list((tmp_path / "nothing").iterdir()) == []  # the folders the failed download made are gone again
     with pytest.raises(FileNotFoundError, match="download disabled"):
         data.find_data("cifar10", tmp_path, download=False)
-    with pytest.raises(FileNotFoundError, match="imagefolder.*--data-dir"):
+    with pytest.raises(FileNotFoundError, match="imagefolder.*`data_dir`"):
         data.build_loaders("imagefolder")
 
 
@@ -329,7 +329,7 @@ def test_train_subset_is_fixed_and_leaves_the_test_set_whole(tmp_path, make_fash
     keep = data.subset_indices(50, 8)
     assert torch.equal(keep, data.subset_indices(50, 8)) and len(set(keep.tolist())) == 8
     assert keep.tolist() == sorted(keep.tolist()) and len(keep) == 8
-    with pytest.warns(UserWarning, match="--train-subset 8 is more than the 5 training images there are"):
+    with pytest.warns(UserWarning, match="`train_subset` 8 is more than the 5 training images there are"):
         assert len(data.subset_indices(5, 8)) == 5
     make_fashion_mnist(tmp_path / "fm", 40, 9)
     train, test, _ = data.build_loaders("fashion-mnist", data_dir=tmp_path / "fm", batch_size=4, train_subset=8,

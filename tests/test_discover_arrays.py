@@ -136,7 +136,7 @@ def test_swapped_axes_fail_with_status_3_and_say_why(tmp_path, capsys, grid):
     assert rc == 3 and len(err.splitlines()) == 1
     assert err.index("misread axes") < err.index("wrong dt or dx") and "--axes xt" in err
     assert "with time and x swapped a quick linear fit explains 100%" in err
-    assert "misread axes" in pde["failed"]
+    assert "misread axes" in pde["failed"] and "`axes` xt" in pde["failed"] and "--axes" not in pde["failed"]
     # failed for one of the two documented reasons: < 10% explained, or a rollout that blows up (null in JSON)
     assert pde["explained_share"] < 0.1 or None in pde["prediction_error"]["relative_l2"]
 

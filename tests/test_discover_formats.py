@@ -129,7 +129,8 @@ def test_square_arrays_need_axes(tmp_path):
     _h5(tmp_path / "sq.h5", {"u": u, "t": T[:8], "x": X[:8]})
     names = {"u": "u", "t": "t", "x": "x"}
     message = _message(lambda: load(tmp_path / "sq.h5", variables=names))
-    assert "fits several axis orders" in message and "--axes" in message
+    assert "fits several axis orders" in message and "say which is right with `axes` ORDER" in message
+    assert "--" not in message  # a Python caller reads the parameter, not the command line's flag
     assert np.array_equal(load(tmp_path / "sq.h5", variables=names, axes="tx").u[0, :, 0], u)
     assert np.array_equal(load(tmp_path / "sq.h5", variables=names, axes="xt").u[0, :, 0], u.T)
 
@@ -154,7 +155,7 @@ def test_complex_u_is_refused_unless_real_or_abs_is_chosen(tmp_path):
     usol = RNG.standard_normal((NX, NT)) + 1j * RNG.standard_normal((NX, NT))
     _pdefind_mat(tmp_path / "c.mat", usol)
     message = _message(lambda: load(tmp_path / "c.mat", variables=PDEFIND))
-    assert "'usol' (u) is complex" in message and "--real" in message and "--abs" in message
+    assert "'usol' (u) is complex" in message and "with `complex_part` ('real' or 'abs')" in message
     d = load(tmp_path / "c.mat", variables=PDEFIND, complex_part="real")
     assert np.array_equal(d.u[0, :, 0], usol.real.T)
     d = load(tmp_path / "c.mat", variables=PDEFIND, complex_part="abs")
@@ -164,7 +165,7 @@ def test_complex_u_is_refused_unless_real_or_abs_is_chosen(tmp_path):
 def test_unknown_missing_and_non_numeric_arrays_are_named(tmp_path):
     _pdefind_mat(tmp_path / "b.mat")
     message = _message(lambda: load(tmp_path / "b.mat"))
-    assert "--var u=NAME --var t=NAME --var x=NAME" in message
+    assert "`variables` ROLE=NAME for each of u, t, x" in message and "--var" not in message
     assert "usol (16, 9), x (1, 16), t (9, 1)" in message
     message = _message(lambda: load(tmp_path / "b.mat", variables=dict(PDEFIND, u="u")))
     assert "has no array 'u' (for u); arrays in the file: usol (16, 9)" in message
@@ -192,7 +193,8 @@ def test_npz_keeps_its_own_arrays_and_bc(tmp_path):
     assert load(tmp_path / "a.npz", bc="neumann").bc == "neumann"
     assert load(tmp_path / "b.npz", bc="periodic").bc == "periodic"
     assert "states bc = 'periodic'" in _message(lambda: load(tmp_path / "b.npz", bc="neumann"))
-    assert "--var" in _message(lambda: load(tmp_path / "a.npz", variables=PDEFIND))
+    assert "`variables` and `complex_part` are for those" in _message(lambda: load(tmp_path / "a.npz",
+                                                                                   variables=PDEFIND))
 
 
 # -------------------------------------------------------------------------------------------------- CLI
@@ -226,9 +228,10 @@ def test_cli_fits_a_2d_h5_file(tmp_path, capsys):
 BAD = {
     "bad --var": (["--var", "u:usol"], "--var takes ROLE=NAME"),
     "twice": (["--var", "u=usol", "--var", "u=x"], "--var u= given twice"),
-    "no --var": ([], "--var u=NAME --var t=NAME --var x=NAME"),
+    "no --var": ([], "name the arrays of u, t, x: --var ROLE=NAME for each of u, t, x"),
     "unknown name": (["--var", "u=U", "--var", "t=t", "--var", "x=x"], "has no array 'U'"),
-    "complex": (["--var", "u=usol", "--var", "t=t", "--var", "x=x"], "--real or its modulus with --abs"),
+    "complex": (["--var", "u=usol", "--var", "t=t", "--var", "x=x"],
+                "fit its real part or its modulus with --real or --abs"),
     "axes": (["--var", "u=usol", "--var", "t=t", "--var", "x=x", "--axes", "tq", "--real"], "axes 'tq' must name"),
 }
 

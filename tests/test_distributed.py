@@ -168,7 +168,7 @@ def test_torchrun_train_channels_last_keeps_ddp_buckets_and_gradients_alike(tmp_
 def test_inconsistent_device_settings_are_one_line_errors(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(distributed.DistributedError, match="--device cuda:1 under torchrun would put every process"):
+    with pytest.raises(distributed.DistributedError, match="`device` cuda:1 under torchrun would put every process"):
         distributed._device("cuda:1", world=2, local=0, local_world=2)
     with pytest.raises(distributed.DistributedError, match="started 4 processes on this machine but 2 GPUs"):
         distributed._device("cuda", world=4, local=3, local_world=4)
@@ -177,7 +177,7 @@ def test_inconsistent_device_settings_are_one_line_errors(monkeypatch):
     assert distributed._device("cuda", world=8, local=5, local_world=8) == torch.device("cuda", 0)
     assert distributed._device("cuda:1", world=1, local=0, local_world=1) == torch.device("cuda", 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(distributed.DistributedError, match="no CUDA GPU is available; use --device cpu"):
+    with pytest.raises(distributed.DistributedError, match="no CUDA GPU is available; use `device` cpu"):
         distributed._device("cuda", world=1, local=0, local_world=1)
 
 
@@ -189,7 +189,8 @@ def test_cli_refuses_an_explicit_gpu_under_torchrun(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert main(["train", "--device", "cuda:1", "--out", "never"]) == 2
     err = capsys.readouterr().err
-    assert "would put every process on GPU 1" in err and len(err.strip().splitlines()) == 1
+    assert "--device cuda:1 under torchrun would put every process on GPU 1; pass --device cuda" in err
+    assert len(err.strip().splitlines()) == 1
     assert not Path("never").exists()
 
 
@@ -218,5 +219,5 @@ def test_sync_bn_on_cpus_is_refused_with_what_to_do(tmp_path, fmnist, monkeypatc
         "fashion-mnist", data_dir=config.data_dir, batch_size=8, device="cpu"))
     config = TrainConfig(data_dir=str(fmnist), epochs=1, batch_size=16, out=str(tmp_path / "r"), device="cpu",
                          progress=False, sync_bn=True, threads="1")
-    with pytest.raises(ValueError, match="--sync-bn needs GPUs .* leave --sync-bn off"):
+    with pytest.raises(ValueError, match="`sync_bn` needs GPUs .* leave `sync_bn` off"):
         engine.train(config, bn_free)

@@ -93,7 +93,7 @@ def test_out_that_is_a_file_is_a_clear_error(tmp_path, fmnist, capsys):
     from pdeconv.cli import main
 
     (tmp_path / "afile.txt").write_text("mine")
-    with pytest.raises(ValueError, match="afile.txt is a file; --out must be a directory"):
+    with pytest.raises(ValueError, match="afile.txt is a file; `out` must be a directory"):
         engine.train(config(tmp_path, fmnist, out=str(tmp_path / "afile.txt")), tiny_model)
     assert main(["compare", "--variants", "baseline", "--seeds", "1", "--out", str(tmp_path / "afile.txt")]) == 2
     assert "afile.txt is a file; --out must be a directory" in capsys.readouterr().err
@@ -107,7 +107,7 @@ def test_out_that_is_a_file_is_a_clear_error(tmp_path, fmnist, capsys):
     assert (tmp_path / "afile.txt").read_text() == "mine"
     # discover simulate writes a file: a folder there is refused, not turned into "folder.npz" beside it
     assert main(["discover", "simulate", "--pde", "heat", "--grid", "16", "--steps", "2", "--out", str(tmp_path)]) == 2
-    assert f"--out {tmp_path} is a folder; give a file name" in capsys.readouterr().err
+    assert f"{tmp_path} is a folder; give a file name" in capsys.readouterr().err
     assert not (tmp_path.parent / f"{tmp_path.name}.npz").exists()
 
 
@@ -198,7 +198,7 @@ def test_two_runs_with_the_same_settings_are_identical(tmp_path, fmnist):
 
 def test_out_dir_and_resume_guards(tmp_path, fmnist):
     engine.train(config(tmp_path, fmnist, epochs=1), tiny_model)
-    with pytest.raises(ValueError, match="already holds a run; pass --resume .* or --force"):
+    with pytest.raises(ValueError, match="already holds a run; pass `resume` .* or `force`"):
         engine.train(config(tmp_path, fmnist, epochs=1), tiny_model)
     with pytest.raises(ValueError, match=r"other settings \(lr: 0.05 → 0.1\)"):
         engine.train(config(tmp_path, fmnist, epochs=1, lr=0.1, resume=True), tiny_model)
@@ -206,11 +206,11 @@ def test_out_dir_and_resume_guards(tmp_path, fmnist):
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
     with pytest.raises(FileNotFoundError, match="nothing to resume: .*checkpoint.pt does not exist"):
         engine.train(config(tmp_path, fmnist, out=str(tmp_path / "empty"), resume=True), tiny_model)
-    # a run stopped in its first epoch (Ctrl-C) left metrics and events but no checkpoint: both ways say --force
+    # a run stopped in its first epoch (Ctrl-C) left metrics and events but no checkpoint: both ways say `force`
     (tmp_path / "run" / engine.CHECKPOINT).unlink()
-    with pytest.raises(ValueError, match="stopped before its first checkpoint .*--force"):
+    with pytest.raises(ValueError, match="stopped before its first checkpoint .*`force`"):
         engine.train(config(tmp_path, fmnist, epochs=1, lr=0.1), tiny_model)
-    with pytest.raises(FileNotFoundError, match="stopped before its first checkpoint.*--force instead of --resume"):
+    with pytest.raises(FileNotFoundError, match="stopped before its first checkpoint.*`force` instead of `resume`"):
         engine.train(config(tmp_path, fmnist, epochs=1, lr=0.1, resume=True), tiny_model)
 
 
@@ -244,7 +244,7 @@ def test_mixed_precision_and_channels_last(tmp_path, fmnist, amp):
         warnings.simplefilter("always")
         summary = engine.train(config(tmp_path, fmnist, epochs=1, amp=amp, channels_last=True), tiny_model)
     # fp16 on a CPU trains, but says that it is usually slow there and what to use instead
-    slow = [w for w in caught if "--amp fp16 on a CPU" in str(w.message) and "--amp auto takes bf16" in str(w.message)]
+    slow = [w for w in caught if "`amp` fp16 on a CPU" in str(w.message) and "`amp` auto takes bf16" in str(w.message)]
     assert len(slow) == (amp == "fp16")
     # Same data, init and steps: the losses agree to a few roundings of the low-precision dtype (u = 2^-9 for
     # bf16, 2^-11 for fp16, relative), far less than a wrong gradient scale or a missed step would move them;
@@ -498,7 +498,7 @@ def test_a_finished_run_is_extended_with_a_constant_schedule_and_told_why_not_ot
     assert all(torch.equal(a[k], b[k]) for k in a)
     engine.train(config(tmp_path, fmnist, epochs=1, out=str(tmp_path / "cos")), tiny_model)
     with pytest.raises(ValueError, match="1 epochs under the cosine schedule, which spans the run's length.*"
-                                         "--schedule constant"):
+                                         "`schedule` constant"):
         engine.train(config(tmp_path, fmnist, epochs=2, out=str(tmp_path / "cos"), resume=True), tiny_model)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 
 from pdeconv import engine, run
@@ -62,3 +65,64 @@ def test_messages_name_parameters_and_the_cli_shows_their_flags(tmp_path, capsys
     assert main(["discover", "fit", str(tmp_path / "small.npz"), "--kernel-size", "9", "--out",
                  str(tmp_path / "out")]) == 2
     assert "lower --kernel-size" in capsys.readouterr().err
+
+
+def test_the_command_line_maps_each_parameter_to_its_own_flag():
+    """An option's dest is the parameter it sets: a --x/--no-x pair maps to --x (not --no-x), a parameter that
+    several flags set maps to them all, and a flag spelled otherwise (--var) maps from the Python name."""
+    from pdeconv.cli import _flags, build_parser
+
+    train = _flags(build_parser(["train"]), "train")
+    assert (train["sync_bn"], train["resume"], train["batch_size"], train["out"]) == \
+        ("--sync-bn", "--resume", "--batch-size", "--out")
+    fit = _flags(build_parser(["discover"]), "discover")
+    assert (fit["complex_part"], fit["variables"], fit["axes"], fit["no_progress"]) == \
+        ("--real or --abs", "--var", "--axes", "--no-progress")
+
+
+def _raised(call) -> str:
+    with pytest.raises((PdeconvError, OSError)) as info:
+        call()
+    return str(info.value)
+
+
+def test_library_messages_name_parameters_and_the_command_line_prints_flags(tmp_path, capsys):
+    """The same mistake made from Python and on the command line: Python reads the parameter it passes, in
+    backquotes and with no flag; the command line reads the flag."""
+    from pdeconv import analysis, demos, discover
+    from pdeconv.experiment.compare import check_seed_options
+
+    afile = tmp_path / "afile.txt"
+    afile.write_text("mine")
+    np.savez(tmp_path / "d.npz", u=np.random.default_rng(0).standard_normal((6, 8)), dt=0.1, dx=0.5, axes="tx")
+    cases = [  # (Python call, what it says; command line, what it prints)
+        (lambda: check_seed_options([0, 1], 0.1, 1), "`max_seeds` must be at least 2",
+         ["compare", "--seeds", "auto", "--target-ci", "0.1", "--max-seeds", "1"], "--max-seeds must be at least 2"),
+        (lambda: demos.run("heat", out=afile), f"`out` {afile} is a file; `out` must be",
+         ["demo", "heat", "--out", str(afile)], f"--out {afile} is a file; --out must be a directory"),
+        (lambda: analysis.load_model("pde_resnet20", in_chans=0), "`in_chans` must be at least 1",
+         ["analyze", "pde_resnet20", "--in-chans", "0"], "--in-chans must be at least 1"),
+        (lambda: discover.load(tmp_path / "d.npz", variables={"u": "u"}), "`variables` and `complex_part` are for",
+         ["discover", "fit", str(tmp_path / "d.npz"), "--var", "u=u", "--out", str(tmp_path / "o")],
+         "--var and --real or --abs are for"),
+        (lambda: discover.load(tmp_path / "d.npz", axes="xt"), "`axes` xt would contradict it: drop `axes`",
+         ["discover", "fit", str(tmp_path / "d.npz"), "--axes", "xt", "--out", str(tmp_path / "o")],
+         "--axes xt would contradict it: drop --axes"),
+    ]
+    for call, says, argv, prints in cases:
+        message = _raised(call)
+        assert says in message and not re.search(r"--[a-z]", message), message
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert prints in err and err.count("\n") == 1, (argv, err)
+    assert afile.read_text() == "mine" and not (tmp_path / "o").exists()
+
+
+def test_a_library_warning_names_the_parameter_and_the_command_line_the_flag(monkeypatch):
+    from pdeconv.data import subset_indices
+
+    with pytest.warns(UserWarning, match="^`train_subset` 8 is more than the 5 training images"):
+        subset_indices(5, 8)
+    monkeypatch.setattr(run, "train", lambda config, **kw: (subset_indices(5, 8), {})[1])
+    with pytest.warns(UserWarning, match="^--train-subset 8 is more than the 5 training images"):
+        assert main(["train", "--epochs", "1", "--out", "never"]) == 0

@@ -478,7 +478,10 @@ def test_rerunning_compare_where_or_how_fast_reuses_its_runs_and_another_identit
     capsys.readouterr()
     for placement in (["--compile"], ["--deterministic"], ["--threads", "2"], []):  # where and how fast: same runs
         assert main([*args, *placement]) == 0, placement
-        assert "training →" not in capsys.readouterr().out and checkpoint.stat().st_mtime_ns == stamp
+        printed = capsys.readouterr().out
+        assert "training →" not in printed and checkpoint.stat().st_mtime_ns == stamp
+        if not placement:  # threads auto takes the first run's count, and the command line says which flag changes it
+            assert "the count this experiment's first run used (experiment.json; --threads N to change it)" in printed
     for flag, value, name in (("--lr", "0.3", "lr"), ("--val-split", "8", "val_split")):  # what is trained
         assert main([*args, flag, value]) == 2
         err = capsys.readouterr().err
@@ -543,7 +546,8 @@ def test_the_first_runs_thread_count_is_the_experiments_for_every_later_run_and_
         experiment.compare(["baseline", "varcoef"], [0], out, base=base)
         assert json.loads((out / "experiment.json").read_text())["threads"] == "2"
         assert used() == {"baseline seed0": "2", "varcoef seed0": "2"}
-        assert "threads: 2, chosen from the idle cores by this first run" in capsys.readouterr().out
+        assert "by this first run; every later run and rerun of this experiment uses it (experiment.json; " \
+            "`threads` N to change it)" in capsys.readouterr().out
         # a rerun with one more seed on a busier day: the new runs take the experiment's count too
         experiment.compare(["baseline", "varcoef"], [0, 1], out, base=base)
         assert set(used().values()) == {"2"} and len(used()) == 4

@@ -55,7 +55,7 @@ _FROM_ENVIRONMENT = os.environ.get("PDECONV_AUTOTUNE") or os.environ.get("PDECON
 _MODE = _FROM_ENVIRONMENT or "reference"
 _CHOICES: dict[str, str] = {}
 _ANY_SIZE: dict[str, str] = {}  # the latest choice per configuration at any input size (for torch.compile)
-_REPEATS = 3
+_REPEATS = 3  # timed calls per candidate after a warm-up call, median taken: a convention (cost against noise)
 
 
 def is_channels_last(x: Tensor) -> bool:

@@ -12,6 +12,7 @@ import argparse
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -52,12 +53,13 @@ def _add_engine_options(p: argparse.ArgumentParser, *, skip: set[str]) -> None:
     from pdeconv.engine import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
+    flags = {f.name: "--" + f.name.replace("_", "-") for f in fields(TrainConfig)}
     for f in fields(TrainConfig):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = flags[f.name]
         default = None if f.default is MISSING else f.default
-        help_ = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
+        help_ = for_command_line(f.metadata.get("help", ""), flags).replace("%", "%%")  # argparse formats with %
         if default is not None and "(default:" not in help_:  # None: not given, the help says what happens then
             help_ += f" (default: {default})"
         if hints[f.name] is bool:
@@ -210,7 +212,8 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"settings: {why}: {run.describe_config(base)}", flush=True)
     command = " ".join(shlex.quote(a) for a in ["pdeconv", *args.argv])
     compare(variants, seeds, out, base=base, force=force, reference=args.reference, target_ci=args.target_ci,
-            max_seeds=args.max_seeds, runs=args.runs, command=command)
+            max_seeds=args.max_seeds, runs=args.runs, command=command,
+            say=lambda line, **kw: print(for_command_line(line, args.flags), **kw))
     if preset_name == "quick" and os.environ.get("RANK", "0") == "0":
         print("This is the quick demo's budget. The essay's questions at a larger one (ResNet-20 to about 93.5%, "
               "5 or more paired seeds): docs/results.md")
@@ -379,7 +382,7 @@ def _add_discover(p: argparse.ArgumentParser) -> None:
     f = steps.add_parser("fit", help="learn the PDE behind DATA; writes pde.json, report.md, plots")
     f.add_argument("data", metavar="DATA",
                    help="solution data: .npz, MATLAB .mat or HDF5 .h5 (see docs/discover.md for the formats)")
-    f.add_argument("--var", action="append", default=[], metavar="ROLE=NAME",
+    f.add_argument("--var", dest="variables", action="append", default=[], metavar="ROLE=NAME",
                    help="for .mat/.h5 files, the array of each role (repeatable): u (the solution), t, x, and y, z "
                    "for 2-D, 3-D (coordinate vectors or single spacings), e.g. --var u=usol --var t=t --var x=x")
     f.add_argument("--axes", metavar="ORDER",
@@ -429,7 +432,7 @@ def _add_discover(p: argparse.ArgumentParser) -> None:
         except ValueError:
             raise UsageError(f"--weighting takes a quantile in (0, 1] or 'none'; got {a.weighting!r}") from None
         variables: dict[str, str] = {}
-        for item in a.var:
+        for item in a.variables:
             role, eq, name = (part.strip() for part in item.partition("="))
             if not (eq and role in ROLES and name):
                 raise UsageError(f"--var takes ROLE=NAME with ROLE one of {', '.join(ROLES)}, e.g. --var u=usol; "
@@ -445,9 +448,9 @@ def _add_discover(p: argparse.ArgumentParser) -> None:
             form=a.form, support=a.support, time_support=a.time_support, test_functions=a.test_functions,
             seed=a.seed, progress=not a.no_progress,
         )
-        print(discover.summary(result, paths))
+        print(for_command_line(discover.summary(result, paths), a.flags))
         if result.failed:  # printed as an error, and a status of its own: 3
-            print(f"pdeconv discover: error: {result.warning}", file=sys.stderr)
+            print(f"pdeconv discover: error: {for_command_line(result.warning, a.flags)}", file=sys.stderr)
             return 3
         return 0
 
@@ -511,9 +514,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _flags(parser: argparse.ArgumentParser, command: str | None) -> dict[str, str]:
-    """Parameter → flag of the options of ``command``'s parser (its own and its sub-commands'), for error messages
-    that name parameters (:func:`pdeconv.errors.for_command_line`)."""
-    flags: dict[str, str] = {}
+    """Parameter → flag of the options of ``command``'s parser (its own and its sub-commands'), for messages that
+    name parameters (:func:`pdeconv.errors.for_command_line`): an option's ``dest`` is the parameter's name, its
+    longest option string the flag (``--progress`` of ``--progress/--no-progress``); a parameter that several flags
+    set (``complex_part``: ``--real``, ``--abs``) maps to them all, ``--real or --abs``."""
+    flags: dict[str, list[str]] = {}
     todo = [parser]
     while todo:
         p = todo.pop()
@@ -521,8 +526,11 @@ def _flags(parser: argparse.ArgumentParser, command: str | None) -> dict[str, st
             if isinstance(action, argparse._SubParsersAction):
                 todo += [sub for name, sub in action.choices.items() if p is not parser or name == command]
             elif action.option_strings:
-                flags.setdefault(action.dest, max(action.option_strings, key=len))
-    return flags
+                names = [s for s in action.option_strings if not s.startswith("--no-")] or action.option_strings
+                flag = max(names, key=len)
+                if flag not in flags.setdefault(action.dest, []):
+                    flags[action.dest].append(flag)
+    return {dest: " or ".join(names) for dest, names in flags.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -530,8 +538,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.argv = argv  # the command line as given, for records (compare's report)
+    args.flags = _flags(parser, args.command)  # what the library's messages name in backquotes, as flags here
     try:
-        rc = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _showwarning(args.flags, warnings.showwarning)
+            rc = args.func(args)
     except KeyboardInterrupt:
         print("pdeconv: interrupted", file=sys.stderr)
         return 130
@@ -539,10 +550,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("PDECONV_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        msg = for_command_line(msg, _flags(parser, args.command))
-        print(f"pdeconv {args.command}: error: {msg}", file=sys.stderr)
+        print(f"pdeconv {args.command}: error: {for_command_line(msg, args.flags)}", file=sys.stderr)
         return 2
     return int(rc or 0)
+
+
+def _showwarning(flags: dict[str, str], show: Callable) -> Callable:
+    """``show`` (``warnings.showwarning``) for warnings worded with flags instead of parameters: a warning the
+    library gives a Python caller names `train_subset`, the command line's user reads --train-subset."""
+
+    def shown(message, category, filename, lineno, file=None, line=None):
+        show(for_command_line(str(message), flags), category, filename, lineno, file, line)
+
+    return shown
 
 
 if __name__ == "__main__":

@@ -439,9 +439,9 @@ def run(name: str, out: str | Path = "runs/demo", size: int | None = None, steps
     if name not in DEMOS:
         raise PdeconvError(f"unknown demo {name!r}; valid ones: {', '.join(sorted(DEMOS))}")
     if size is not None and size < 8:
-        raise PdeconvError(f"--size must be at least 8 pixels; got {size}")
+        raise PdeconvError(f"`size` must be at least 8 pixels; got {size}")
     if steps is not None and steps < 1:
-        raise PdeconvError(f"--steps must be at least 1; got {steps}")
+        raise PdeconvError(f"`steps` must be at least 1; got {steps}")
     check_out_dir(out)
     result = DEMOS[name](Path(out), size=size, steps=steps)
     print(result.summary)

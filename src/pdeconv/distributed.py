@@ -79,12 +79,12 @@ def _device(spec: str, world: int, local: int, local_world: int) -> torch.device
     if device.type != "cuda":
         return device
     if not torch.cuda.is_available():
-        raise DistributedError(f"device {spec!r} asked for, but no CUDA GPU is available; use --device cpu")
+        raise DistributedError(f"device {spec!r} asked for, but no CUDA GPU is available; use `device` cpu")
     visible = torch.cuda.device_count()
     if world > 1:
         if device.index is not None:
             raise DistributedError(
-                f"--device {spec} under torchrun would put every process on GPU {device.index}; pass --device cuda "
+                f"`device` {spec} under torchrun would put every process on GPU {device.index}; pass `device` cuda "
                 "(each process takes cuda:LOCAL_RANK) and choose GPUs with CUDA_VISIBLE_DEVICES"
             )
         if visible == 1:  # a scheduler that shows each process its own GPU (SLURM-style)

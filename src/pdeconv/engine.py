@@ -80,10 +80,11 @@ class NonFiniteLossError(PdeconvError):
     """The training loss became NaN or infinite; the run stopped before writing anything from it."""
 
 
-#: ``--amp auto`` on a CPU takes bf16 only when its measured train step is at least this much faster than float32's
-#: (bf16 step ≤ (1 − margin) · float32 step). Two timings of a few steps differ by a few percent from noise alone
-#: (more on a loaded machine), and bf16 also rounds activations and gradients: a gain smaller than the noise is not
-#: worth the precision, so float32 takes the tie.
+#: ``amp="auto"`` on a CPU takes bf16 only when its measured train step is at least this much faster than float32's
+#: (bf16 step ≤ (1 − margin) · float32 step). A convention, not a measured optimum: two timings of a few steps differ
+#: from noise alone (more on a loaded machine), and bf16 also rounds activations and gradients, so a gain must be
+#: clearly larger than timing noise to be worth the precision; float32 takes the tie. The timings behind each choice
+#: are recorded (``amp_choice`` in config.json) and tests/test_engine.py checks the rule on both sides of the margin.
 BF16_MARGIN = 0.10
 
 #: What a training setting is to a run (the ``role`` of each :class:`TrainConfig` field):
@@ -128,7 +129,7 @@ class TrainConfig:
     nesterov: bool = _opt(True, "Nesterov momentum (SGD)")
     weight_decay: float = _opt(5e-4, "weight decay (not applied to biases and normalisation weights)")
     schedule: str = _opt("cosine", "learning-rate schedule after warmup (constant: a run can be extended with "
-                         "--resume --epochs N)", ("cosine", "onecycle", "constant"))
+                         "`resume` and more `epochs`)", ("cosine", "onecycle", "constant"))
     warmup_epochs: float | None = _opt(None, "linear warmup length (default: 0 for cosine, 0.3·epochs onecycle)")
     label_smoothing: float = _opt(0.0, "label smoothing ε of the training cross-entropy")
     penalty_weight: float = _opt(0.0, "weight of the regularizer(model) term added to the loss", role="run")
@@ -150,8 +151,8 @@ class TrainConfig:
     workers: str = _opt("auto", "data-loading processes per training process (image-folder datasets): a count, "
                         "or auto (from the CPUs, at most 8)", role="placement")
     out: str = _opt("runs/train", "run directory", role="placement")
-    resume: bool = _opt(False, "continue the run in --out from its checkpoint", role="placement")
-    force: bool = _opt(False, "overwrite a different run already in --out", role="placement")
+    resume: bool = _opt(False, "continue the run in `out` from its checkpoint", role="placement")
+    force: bool = _opt(False, "overwrite a different run already in `out`", role="placement")
     progress: bool = _opt(True, "show a progress bar (only on a terminal)", role="placement")
 
     def __post_init__(self) -> None:
@@ -238,13 +239,14 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return "none"
 
 
-#: train steps timed per precision by :func:`choose_amp` (after one warm-up step each), interleaved
+#: train steps timed per precision by :func:`choose_amp` (after one warm-up step each), interleaved; a convention
+#: (a median of a few steps, at the cost of a few steps of the run's time), not measured
 AMP_STEPS = 4
 
 
 @dataclass(frozen=True)
 class AmpChoice:
-    """What ``--amp`` asked, what runs, why (one line), and the measured median seconds per train step by precision
+    """What ``amp`` asked, what runs, why (one line), and the measured median seconds per train step by precision
     (``{"none": s, "bf16": s}``; empty where nothing was measured). Recorded as ``amp_choice`` in config.json."""
 
     asked: str
@@ -309,7 +311,7 @@ def choose_amp(
 
 
 def clear_amp_choices() -> None:
-    """Forget the precisions ``--amp auto`` measured in this process (the next run measures again)."""
+    """Forget the precisions ``amp="auto"`` measured in this process (the next run measures again)."""
     _AMP_CHOICES.clear()
 
 
@@ -543,7 +545,7 @@ def _prepare_out_dir(config: TrainConfig, out: Path) -> None:
             raise FileNotFoundError(
                 f"nothing to resume: {out / CHECKPOINT} does not exist"
                 + ("; the run there stopped before its first checkpoint (the end of its first epoch): start it "
-                   "over with --force instead of --resume" if started else "; run without --resume")
+                   "over with `force` instead of `resume`" if started else "; run without `resume`")
             )
         return
     old = [out / CHECKPOINT, out / METRICS, *out.glob("events.out.tfevents.*")] if out.is_dir() else []
@@ -551,8 +553,8 @@ def _prepare_out_dir(config: TrainConfig, out: Path) -> None:
     if old and not config.force:
         if not (out / CHECKPOINT).exists():
             raise PdeconvError(f"{out} holds a run that stopped before its first checkpoint (nothing to resume); "
-                             "pass --force to start it over")
-        raise PdeconvError(f"{out} already holds a run; pass --resume to continue it or --force to overwrite it")
+                             "pass `force` to start it over")
+        raise PdeconvError(f"{out} already holds a run; pass `resume` to continue it or `force` to overwrite it")
     for p in old:
         p.unlink()
 
@@ -570,14 +572,14 @@ def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> N
         raise PdeconvError(
             f"{path} was trained for {saved.get('epochs')} epochs under the {saved.get('schedule')} schedule, which "
             f"spans the run's length: a {now['epochs']}-epoch run would have used other learning rates from the "
-            f"start, so it is another run. Train it afresh with --epochs {now['epochs']} (another --out), or use "
-            "--schedule constant for runs you want to extend with --resume --epochs N"
+            f"start, so it is another run. Train it afresh with `epochs` {now['epochs']} (another `out`), or use "
+            "`schedule` constant for runs you want to extend with `resume` and more `epochs`"
         )
     diffs = [f"{k}: {saved.get(k)!r} → {v!r}" for k, v in now.items() if k not in free and saved.get(k) != v]
     if diffs:
         raise PdeconvError(
             f"{path} was trained with other settings ({'; '.join(diffs)}); "
-            "resume with the same settings or use another --out"
+            "resume with the same settings or use another `out`"
         )
 
 
@@ -655,13 +657,13 @@ def _build_loaders(config: TrainConfig, procs: Processes):
         loaders = build_loaders(config.dataset, download=False, **kwargs)
     except (ValueError, OSError) as e:
         error = FileNotFoundError(f"rank {procs.rank} could not read {config.dataset} ({e}); every machine must "
-                                  "see the data: a --data-dir on a shared filesystem, or a copy on each node")
+                                  "see the data: a `data_dir` on a shared filesystem, or a copy on each node")
     agree(error)
     return loaders
 
 
 def _workers(config: TrainConfig, procs: Processes) -> int:
-    """``--workers auto``: image-folder loading processes per training process, from the CPUs it may share."""
+    """``workers="auto"``: image-folder loading processes per training process, from the CPUs it may share."""
     if config.workers != "auto":
         return int(config.workers)
     return max(1, min(8, usable_cpus() // procs.local_world_size - 1))
@@ -701,10 +703,10 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT
     if config.batch_size % procs.world_size:
-        raise PdeconvError(f"--batch-size {config.batch_size} must be divisible by the {procs.world_size} processes")
+        raise PdeconvError(f"`batch_size` {config.batch_size} must be divisible by the {procs.world_size} processes")
     if config.amp == "fp16" and procs.device.type == "cpu" and procs.main:
-        warnings.warn("--amp fp16 on a CPU: most CPUs have no fast float16 convolutions, so this usually trains "
-                      "several times slower than float32; --amp auto takes bf16 where a measured train step runs "
+        warnings.warn("`amp` fp16 on a CPU: most CPUs have no fast float16 convolutions, so this usually trains "
+                      "several times slower than float32; `amp` auto takes bf16 where a measured train step runs "
                       "faster in it, else float32", stacklevel=2)
     on_main(lambda: _prepare_out_dir(config, out), main=procs.main)
     config = replace(config, threads=str(_set_threads(config, out, procs)))
@@ -716,13 +718,13 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
         raise PdeconvError("val_split is set but the loaders given have no validation loader (.val); build them with "
                          "pdeconv.data.build_loaders(..., val_split=N)")
     if len(train_loader) == 0:
-        raise PdeconvError("the training loader yields no batches; use a smaller --batch-size")
+        raise PdeconvError("the training loader yields no batches; use a smaller `batch_size`")
 
     raw = build_model(info).to(procs.device)
     if config.sync_bn and procs.world_size > 1:
         if procs.device.type == "cpu":
-            raise PdeconvError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); on the CPU each "
-                             "process normalises its own share of the batch: leave --sync-bn off")
+            raise PdeconvError("`sync_bn` needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); on the CPU each "
+                             "process normalises its own share of the batch: leave `sync_bn` off")
         raw = nn.SyncBatchNorm.convert_sync_batchnorm(raw)
     if config.channels_last:
         raw = _to_channels_last(raw)
@@ -758,7 +760,7 @@ def _train(config, build_model, procs: Processes, loaders, regularizer, on_epoch
                 )
             except NonFiniteLossError as e:
                 kept = f", the last good checkpoint {ckpt_path} (epoch {epoch - 1}) is intact" if epoch > 1 else ""
-                raise NonFiniteLossError(f"{e}; stopped{kept}; try a lower --lr or --amp none") from None
+                raise NonFiniteLossError(f"{e}; stopped{kept}; try a lower `lr` or `amp` none") from None
             if procs.world_size > 1:  # BatchNorm statistics: every rank evaluates and saves rank 0's
                 for buffer in raw.buffers():
                     dist.broadcast(buffer, 0)
@@ -857,7 +859,7 @@ def _open_run(out: Path, config: TrainConfig, procs: Processes, info, params: in
               ) -> tuple[Any, dict]:
     """Write config.json and the metrics so far; return the TensorBoard writer and the run's metadata (rank 0
     only). ``paths``: the layer paths chosen so far (:mod:`pdeconv.autotune`), rewritten every epoch; ``amp_choice``:
-    what ``--amp`` asked, what runs, why and the measured step times (:class:`AmpChoice`)."""
+    what ``amp`` asked, what runs, why and the measured step times (:class:`AmpChoice`)."""
     from torch.utils.tensorboard import SummaryWriter
 
     out.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,9 @@ Every error that pdeconv raises because of what it was asked — a bad argument,
 setting that cannot work here — is a :class:`PdeconvError`, saying what was wrong and what to do. A message names
 a parameter in Python terms, between backquotes (`` `kernel_size` ``): that is what a Python caller passes, and
 the command line (:mod:`pdeconv.cli`) maps each such name to its flag once (:func:`for_command_line`:
-``--kernel-size``) before it prints the error as one line and exits with status 2. Every other exception (a bug:
-``ValueError: too many values to unpack``, a ``TypeError``, ...) shows its traceback.
+``--kernel-size``) before it prints the error as one line and exits with status 2. Warnings and printed hints that
+name a parameter are worded the same way, and the command line maps them as it shows them. Every other exception
+(a bug: ``ValueError: too many values to unpack``, a ``TypeError``, ...) shows its traceback.
 
 :class:`PdeconvError` is a ``ValueError``, so code that catches ``ValueError`` around pdeconv calls keeps working.
 File-system errors stay Python's own (``FileNotFoundError``, ``PermissionError``: ``OSError``), which the command

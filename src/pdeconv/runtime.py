@@ -3,7 +3,7 @@
 PyTorch runs its CPU parallel regions on one OpenMP thread per core. When another process keeps a core busy,
 one of those threads is descheduled at every parallel region and the others wait for it at the barrier, so a
 train step slows down many times over (``benchmarks/threads.py`` measures it: 3–4× for ResNet-20 with one busy
-process on 2 cores). ``--threads auto`` therefore uses only the cores that are idle when the run starts.
+process on 2 cores). ``threads="auto"`` therefore uses only the cores that are idle when the run starts.
 """
 
 from __future__ import annotations
@@ -145,13 +145,13 @@ def set_threads(threads: int | str | None) -> int:
 
 
 def check_out_dir(out: str | os.PathLike) -> None:
-    """``ValueError`` (one line) when ``--out`` names something other than a folder (or a place for one); every
+    """``ValueError`` (one line) when ``out`` names something other than a folder (or a place for one); every
     command that writes a folder checks this before its work, not after it."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise PdeconvError(f"--out {out} is a file; --out must be a directory (created if missing)")
+        raise PdeconvError(f"`out` {out} is a file; `out` must be a directory (created if missing)")
     if out.parent.exists() and not out.parent.is_dir():
-        raise PdeconvError(f"--out {out}: {out.parent} is a file, not a directory")
+        raise PdeconvError(f"`out` {out}: {out.parent} is a file, not a directory")
 
 
 class StageTimes(dict):

@@ -43,24 +43,24 @@ def load_model(
     unless ``weights`` names a state-dict file for them (read with ``weights_only=True``, loaded strictly).
     ValueError / FileNotFoundError with one line for anything that is none of these.
     """
-    for option, value in (("--in-chans", in_chans), ("--num-classes", num_classes)):
+    for option, value in (("in_chans", in_chans), ("num_classes", num_classes)):
         if value is not None and value < 1:
-            raise PdeconvError(f"{option} must be at least 1; got {value}")
+            raise PdeconvError(f"`{option}` must be at least 1; got {value}")
     if (source is None) == (torchvision is None):
         raise PdeconvError(
-            "give either a run directory, checkpoint or pdeconv model name, or --torchvision NAME"
+            "give either a run directory, checkpoint or pdeconv model name, or `torchvision` NAME"
         )
     if torchvision is not None:
         if variant is not None or in_chans is not None:
             raise PdeconvError(
-                "--variant and --in-chans apply to pdeconv models; torchvision models take 3 channels"
+                "`variant` and `in_chans` apply to pdeconv models; torchvision models take 3 channels"
             )
         return _with_weights(_torchvision_model(torchvision, num_classes), weights, torchvision).eval()
     path = Path(source)
     if path.exists():
         if variant is not None or in_chans is not None or num_classes is not None or weights is not None:
             raise PdeconvError(
-                "--variant, --in-chans, --num-classes and --weights apply to model names; a run has its own"
+                "`variant`, `in_chans`, `num_classes` and `weights` apply to model names; a run has its own"
             )
         try:
             return run.model_from_run(path)
@@ -78,10 +78,10 @@ def load_model(
 
 
 _HINTS = {
-    "state_dict": "Analyse it as the model it belongs to: `pdeconv analyze MODEL_NAME --weights FILE` (a pdeconv "
-                  "model, with --variant), `pdeconv analyze --torchvision NAME --weights FILE`, or from Python "
-                  "model.load_state_dict(...) then pdeconv.analysis.analyze_model(model)",
-    "objects": "Save model.state_dict() and use `pdeconv analyze MODEL_NAME --weights FILE`, or load the model "
+    "state_dict": "Analyse it as the model it belongs to: its pdeconv model name (with its `variant`) or "
+                  "`torchvision` NAME, with `weights` FILE; or model.load_state_dict(...) then "
+                  "pdeconv.analysis.analyze_model(model)",
+    "objects": "Save model.state_dict() and give it as `weights` FILE with the model's name, or load the model "
                "yourself and call pdeconv.analysis.analyze_model(model)",
 }
 
@@ -100,6 +100,6 @@ def _with_weights(model: nn.Module, weights: str | Path | None, name: str) -> nn
         lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else lines[0]
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
-        raise PdeconvError(f"{weights}: these weights do not fit {name} ({detail}); check --variant, --in-chans and "
-                         "--num-classes") from None
+        raise PdeconvError(f"{weights}: these weights do not fit {name} ({detail}); check `variant`, `in_chans` and "
+                         "`num_classes`") from None
     return model

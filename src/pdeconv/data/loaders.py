@@ -86,7 +86,7 @@ class TensorLoader:
         if shuffle and len(self) == 0:
             raise PdeconvError(
                 f"batch size {batch_size} per process is larger than the {self._shard_size()} training "
-                "images each process gets; use a smaller --batch-size"
+                "images each process gets; use a smaller `batch_size`"
             )
 
     def set_epoch(self, epoch: int) -> None:
@@ -250,7 +250,7 @@ def subset_indices(total: int, n: int) -> Tensor:
     if n < 1:
         raise PdeconvError(f"train_subset must be at least 1, got {n}")
     if n > total:
-        warnings.warn(f"--train-subset {n:,} is more than the {total:,} training images there are: training on all "
+        warnings.warn(f"`train_subset` {n:,} is more than the {total:,} training images there are: training on all "
                       f"{total:,}", stacklevel=2)
     return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:n].sort().values
 

@@ -91,15 +91,15 @@ _CHECKS: dict[str, Callable[[Path], bool]] = {
 
 _HOW_TO_GET = {
     "fashion-mnist-rts": "it is built from Fashion-MNIST, which was not found",
-    "fashion-mnist": "install it with `apt-get install dataset-fashion-mnist`, pass --data-dir DIR holding the "
+    "fashion-mnist": "install it with `apt-get install dataset-fashion-mnist`, pass `data_dir`, a folder holding the "
     "four IDX files (train-images-idx3-ubyte[.gz], ...), or run once with internet access to download it",
-    "cifar10": "pass --data-dir DIR holding cifar-10-batches-py/ (torchvision's format), "
+    "cifar10": "pass `data_dir`, a folder holding cifar-10-batches-py/ (torchvision's format), "
     "or run once with internet access to download it",
-    "cifar100": "pass --data-dir DIR holding cifar-100-python/ (torchvision's format), "
+    "cifar100": "pass `data_dir`, a folder holding cifar-100-python/ (torchvision's format), "
     "or run once with internet access to download it",
-    "imagenet": "pass --data-dir DIR with DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG "
+    "imagenet": "pass `data_dir`, a folder DIR with DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG "
     "(torchvision's ImageFolder layout; the validation images sorted into class folders)",
-    "imagefolder": "pass --data-dir DIR with DIR/train/<class>/* and DIR/val/<class>/*",
+    "imagefolder": "pass `data_dir`, a folder DIR with DIR/train/<class>/* and DIR/val/<class>/*",
 }
 
 
@@ -139,8 +139,8 @@ def find_data(name: str, data_dir: str | os.PathLike | None = None, *, download:
         root = Path(data_dir).expanduser()
         if not root.is_dir():
             what = "is a file, not a folder" if root.exists() else "does not exist"
-            raise FileNotFoundError(f"data directory {root} {what}; pass an existing folder as --data-dir, or leave "
-                                    f"--data-dir out to search the usual places for {name}")
+            raise FileNotFoundError(f"data directory {root} {what}; pass an existing folder as `data_dir`, or leave "
+                                    f"`data_dir` out to search the usual places for {name}")
         roots, target = [root], root
     else:
         roots, target = search_dirs(name), cache_dir()

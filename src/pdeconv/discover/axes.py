@@ -168,7 +168,7 @@ def arrange(
     axes: str | None = None,
     fields: int | None = None,
     where: str = "u",
-    how: str = "--axes ORDER (axes=...)",
+    how: str = "`axes` ORDER",
     labels: Mapping[str, str] | None = None,
 ) -> tuple[np.ndarray, dict[str, float], str, str]:
     """``u`` as ``(N, T, C, *space)`` with its spacings, from ``coordinates`` (role → vector or spacing, for ``t``

@@ -71,8 +71,10 @@ __all__ = [
 COEFFICIENTS = ("constant", "variable")
 FORMS = ("auto", "strong", "weak")
 #: the weak form keeps the rollout refit only if it at least halves the rollout loss: a refit that gains less
-#: is fitting noise (on 5% noise it moved ν of 1-D Burgers by 15% for a 0.8% lower loss), one that gains more
-#: removes truncation error (on clean data it gains orders of magnitude)
+#: is taken to fit noise, one that gains more to remove truncation error (on clean data it gains orders of
+#: magnitude). The factor 2 is a convention between those two; each fit's ``history`` shows the regression's and
+#: the refit's losses (``python benchmarks/discover_vs_pysindy.py`` records them per case; ``--no-refit`` adds each
+#: case fitted without the refit)
 WEAK_REFIT_GAIN = 0.5
 #: below this share of u_t explained (on the training data), a fit comes with a warning
 EXPLAINED_WARNING = 0.5
@@ -228,7 +230,7 @@ class Fit:
             return f"{share} (below {EXPLAINED_FAIL:.0%}: it is not a PDE of these data); likely causes: {causes(self)}"
         return (f"{share} (u_t = 0 "
                 f"explains 0%): these data may not follow a PDE of this library, or may be too noisy or too coarse "
-                f"in time; check the data, or try another --library or --max-order")
+                f"in time; check the data, or try another `library` or `max_order`")
 
     @property
     def explained_of(self) -> str:
@@ -261,11 +263,11 @@ def causes(result: Fit) -> str:
         if share == share:
             swap = f"; with time and x swapped a quick linear fit explains {share:.0%}"
     return (f"(1) misread axes: u was read as {layout} points (trajectories {n}, fields {c}){swap}; if time is "
-            "another axis of the stored array, name the axes: --axes xt for an array stored (x, t) as PDE-FIND's "
-            "usol (in an .npz also axes='xt' or coordinate vectors t, x; in Python Dataset.from_array(u, t=..., "
+            "another axis of the stored array, name the axes: `axes` xt for an array stored (x, t) as PDE-FIND's "
+            "usol (in an .npz also an 'axes' string or coordinate vectors t, x; Dataset.from_array(u, t=..., "
             "x=..., axes='xt')); (2) wrong dt or dx (u_t and the derivatives are divided by them); (3) a library "
-            "without the right terms: --library nonlinear, products or polynomial, --max-order 4; (4) noise: "
-            "--form weak")
+            "without the right terms: `library` nonlinear, products or polynomial, `max_order` 4; (4) noise: "
+            "`form` weak")
 
 
 # -------------------------------------------------------------------------------------------------- regression
@@ -337,8 +339,9 @@ def _threads(n: int | None):
 
 
 #: a weak regression whose sparse solution leaves at most this share of ‖∫φ_t u‖² unexplained is exact to its
-#: quadrature (clean, resolved data: 1e-11 on PDE-FIND's Kuramoto–Sivashinsky file; 1% noise leaves ~1e-4): it is
-#: the answer, with neither the strong form nor a rollout refit (which could only fit the time stepping's error)
+#: quadrature: it is the answer, with neither the strong form nor a rollout refit (which could only fit the time
+#: stepping's error). A convention placed far below what noise leaves and above what quadrature leaves on clean,
+#: resolved data (tests/test_discover_nd.py checks clean ``simulate("burgers-1d")`` falls below it)
 WEAK_EXACT = 1e-8
 #: auto: forms whose final rollout loss is within this factor of the best count as equally good
 FORM_TIE = 1.05

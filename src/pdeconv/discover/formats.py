@@ -35,7 +35,7 @@ ROLES = ("u", "t", "x", "y", "z")
 
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 _MATLAB_NUMERIC = {"double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"}
-_VAR_SYNTAX = "--var u=NAME --var t=NAME --var x=NAME (and y=, z= for 2-D, 3-D)"
+_VAR_SYNTAX = "`variables` ROLE=NAME for each of u, t, x (and y, z for 2-D, 3-D)"
 
 
 def kind(path: str | os.PathLike) -> str | None:
@@ -276,7 +276,7 @@ def _real(path: str, role: str, name: str, a: np.ndarray, complex_part: str | No
     im, scale = float(np.abs(a.imag).max(initial=0)), float(np.abs(a).max(initial=0))
     if im <= RTOL * scale:
         return a.real
-    hint = ("fit its real part with --real or its modulus with --abs (complex_part='real' or 'abs')" if role == "u"
+    hint = ("fit its real part or its modulus with `complex_part` ('real' or 'abs')" if role == "u"
             else "coordinates must be real")
     raise PdeconvError(f"{path}: {name!r} ({role}) is complex (max |Im| = {im:.3g}, max |{role}| = {scale:.3g}); "
                      f"{hint}")
@@ -324,9 +324,8 @@ def load(
         raise PdeconvError(f"{path} is neither a MATLAB .mat file (v5 to v7.3) nor an HDF5 file; from MATLAB, save "
                          "it with save(FILE, ..., '-v7') or '-v7.3'")
     if variables or complex_part:
-        raise PdeconvError(f"{path} is not a .mat or HDF5 file: --var, --real and --abs (variables, complex_part) "
-                         "are for those; an .npz names its own arrays u, t (or dt), x (or dx), and --axes works "
-                         "for it too")
+        raise PdeconvError(f"{path} is not a .mat or HDF5 file: `variables` and `complex_part` are for those; an "
+                         ".npz names its own arrays u, t (or dt), x (or dx), and `axes` works for it too")
     with open(path, "rb") as f:
         head = f.read(6)
     if head[:4] != b"PK\x03\x04" and head != b"\x93NUMPY":
@@ -359,8 +358,8 @@ def load(
         own_bc = _scalar(z, "bc", path, default="", kind=str)
         own_axes = _scalar(z, "axes", path, default="", kind=str) or None
         if own_axes and axes and own_axes != axes:
-            raise PdeconvError(f"{path} states axes = {own_axes!r}; --axes {axes} (axes=) would contradict it: drop "
-                             "--axes, or write the file again with the axes you mean")
+            raise PdeconvError(f"{path} states axes = {own_axes!r}; `axes` {axes} would contradict it: drop "
+                             "`axes`, or write the file again with the axes you mean")
         axes = axes or own_axes
         if axes or "t" in z.files or "x" in z.files:  # the axes are named: any layout
             u, spacing, note = _named(z, path, u, axes, space_dims, components)
@@ -380,7 +379,7 @@ def load(
                                  "strings")
             components = DEFAULT_COMPONENTS[:c]
     if bc is not None and own_bc and bc != own_bc:
-        raise PdeconvError(f"{path} states bc = {own_bc!r}; --bc {bc} (bc=) would override it: drop --bc, or "
+        raise PdeconvError(f"{path} states bc = {own_bc!r}; `bc` {bc} would override it: drop `bc`, or "
                          "write the file again with the bc you mean")
     bc = own_bc or bc or "periodic"
     try:
@@ -411,7 +410,7 @@ def _named(z, path: str, u: np.ndarray, axes: str | None, space_dims: int | None
                          f"({', '.join(space) or 'none'}); drop space_dims or make them agree")
     fields = None if components is None else len(components)
     u, spacing, _, note = arrange(u, coordinates, axes=axes, fields=fields, where=path,
-                                  how="--axes ORDER (axes=..., or an 'axes' string in the file)")
+                                  how="`axes` ORDER (or an 'axes' string in the file)")
     return u, spacing, note
 
 
@@ -419,7 +418,7 @@ def save(data: Dataset, path: str | os.PathLike) -> str:
     """Write ``data`` in the documented format (``u`` as (N, T, *space) for one field); returns the path written."""
     path = os.fspath(path)
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
-        raise PdeconvError(f"--out {path} is a folder; give a file name, e.g. {os.path.join(path, 'data.npz')}")
+        raise PdeconvError(f"{path} is a folder; give a file name, e.g. {os.path.join(path, 'data.npz')}")
     if not path.endswith(".npz"):
         path += ".npz"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

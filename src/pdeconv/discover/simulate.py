@@ -225,7 +225,7 @@ PDES: dict[str, Spec] = {
     s.name: s
     for s in [
         Spec(
-            "heat", "u_t = κ Δu (2-D; 1-D or 3-D by --grid W1 or DxHxW)", ("u",),
+            "heat", "u_t = κ Δu (2-D; 1-D or 3-D by dims 1 or 3, or a DxHxW grid)", ("u",),
             {"kappa": 0.2}, lambda p, g: _laplacian_symbol(p, g, p["kappa"], 1), _heat_eq,
             grid=32, dims=(2, 1, 3), zoom=1, dt=0.01, steps=20, trajectories=4,
         ),

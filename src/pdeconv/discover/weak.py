@@ -1,4 +1,4 @@
-"""The weak form of the regression (``--form weak``): integrals against test functions instead of pointwise values.
+"""The weak form of the regression (``form="weak"``): integrals against test functions instead of pointwise values.
 
 Multiply ``u_t = Σ_j c_j θ_j(u)`` by a smooth test function ``φ(t, x)`` that vanishes with its derivatives on the
 border of its support and integrate: ``−∫ φ_t u = Σ_j c_j ∫ φ θ_j``. Integration by parts moves every derivative
@@ -61,7 +61,9 @@ NOISE_DIFFERENCE = 8
 CLEAN = 1e-8
 #: time bumps have power p = 4 on noisy records (a wider φ averages more frames) ...
 NOISY_TIME_POWER = 4
-#: ... and this one on clean records long enough for a half-width of 2p frames (:func:`_time_power`)
+#: ... and this one on clean records long enough for a half-width of 2p frames (:func:`_time_power`). Both powers
+#: are conventions; the errors :func:`_time_power` quotes for them are single observations that no command in
+#: benchmarks/ measures again
 TIME_POWER = 8
 
 
@@ -119,7 +121,7 @@ def _time_power(u: np.ndarray, axis: int, given: int | None) -> int:
     averages more frames (p = 8 cost 5%-noisy Burgers 50% more error at the same m) and the quadrature error
     (below 1e-5 at the supports noise asks for) is buried in the noise. Clean: :func:`noise_variance` at most
     :data:`CLEAN` of the variance for every field, and a quarter of the axis at least :data:`TIME_POWER` frames (a
-    given ``--time-support`` at least that). On 61 clean frames of ``simulate("burgers-1d")`` and ``("kdv")``,
+    given ``time_support`` at least that). On 61 clean frames of ``simulate("burgers-1d")`` and ``("kdv")``,
     p = 8 at m = 15 gave 1e-8 where p = 4 at m = 9 gave 2e-4."""
     if u.shape[axis] // 4 < TIME_POWER or given is not None and given < TIME_POWER:
         return NOISY_TIME_POWER

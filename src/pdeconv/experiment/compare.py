@@ -10,7 +10,7 @@ collective outlasts its timeout) — and skipped if that process finished it (un
 
 What a rerun must reproduce is kept with the experiment: the thread count of its first run on a CPU (results on a
 CPU depend on it; recorded in ``experiment.json`` and taken by every later run unless ``threads`` is given), and
-the precision ``--amp auto`` measured (each run's ``config.json``; a new seed takes its variant's). The time the
+the precision ``amp="auto"`` measured (each run's ``config.json``; a new seed takes its variant's). The time the
 job has left is estimated from the epochs measured (:mod:`pdeconv.eta`) and printed after the first epoch and as
 runs finish; on a terminal one progress bar carries it.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ class CompareResult:
 
 
 def _recorded_amp_choices(directories: Sequence[Path]) -> list[dict[str, Any]]:
-    """The ``--amp auto`` measurements the runs in ``directories`` recorded (config.json's ``amp_choice``)."""
+    """The ``amp="auto"`` measurements the runs in ``directories`` recorded (config.json's ``amp_choice``)."""
     found = []
     for directory in directories:
         try:
@@ -91,11 +91,11 @@ def check_seed_options(seeds: Sequence[int], target_ci: float | None, max_seeds:
         raise PdeconvError(f"seeds must be distinct and non-negative; got {list(seeds)}")
     if target_ci is not None:
         if not target_ci > 0:
-            raise PdeconvError(f"--target-ci must be a positive number of accuracy points, e.g. 0.15; got {target_ci}")
+            raise PdeconvError(f"`target_ci` must be a positive number of accuracy points, e.g. 0.15; got {target_ci}")
         if max_seeds < 2:
-            raise PdeconvError(f"--max-seeds must be at least 2 (a CI needs two paired seeds); got {max_seeds}")
+            raise PdeconvError(f"`max_seeds` must be at least 2 (a CI needs two paired seeds); got {max_seeds}")
         if len(seeds) > max_seeds:
-            raise PdeconvError(f"{len(seeds)} starting seeds exceed --max-seeds {max_seeds}")
+            raise PdeconvError(f"{len(seeds)} starting seeds exceed `max_seeds` {max_seeds}")
 
 
 def _paired_of(out: Path, variant: str, reference: str, plan: dict[str, list[int]], runs: Path | None) -> Paired:
@@ -134,6 +134,7 @@ def compare(
     max_seeds: int = 10,
     runs: str | Path | None = None,
     command: str | None = None,
+    say: Callable[..., None] = print,
 ) -> CompareResult:
     """Train every (variant, seed) with the settings of ``base`` and write results, report and plots.
 
@@ -150,7 +151,8 @@ def compare(
     with the same settings and seed (the baseline above all) is trained once; the store records its settings
     in ``runs.json`` and refuses others, like the experiment directory (the thread count stays the experiment's:
     its ``experiment.json``). ``command``: the command line, for the
-    report's record of how it was made.
+    report's record of how it was made. ``say``: what prints the experiment's progress and hints (``print``'s
+    signature; the command line passes one that shows flags for the parameters they name).
     """
     from pdeconv.models import get_variant
 
@@ -164,8 +166,8 @@ def compare(
     if reference is None:
         reference = "baseline" if "baseline" in variants else variants[0]
     elif reference not in variants:
-        raise PdeconvError(f"--reference {reference!r} is not among the variants ({', '.join(variants)}); add it "
-                         "to --variants or name one of them")
+        raise PdeconvError(f"`reference` {reference!r} is not among the variants ({', '.join(variants)}); add it "
+                         "to `variants` or name one of them")
     out = Path(out)
     runs = Path(runs) if runs is not None else None
     # under torchrun: one process group for the whole experiment, every decision made by rank 0 and shared
@@ -177,7 +179,7 @@ def compare(
             claim_directory(runs, base, force, meta_name="runs.json")
 
     on_main(claim, main=procs.main)
-    say = print if procs.main else (lambda *args, **kwargs: None)
+    say = say if procs.main else (lambda *args, **kwargs: None)
     plan = {v: list(seeds) for v in variants}
     trained: set[tuple[str, int]] = set()  # this call's runs: with force, each is retrained once, not per round
     # one thread count for every run and rerun of the experiment (results on a CPU depend on it): the first run's
@@ -185,7 +187,7 @@ def compare(
     recorded = None if force else on_main(lambda: recorded_threads(out, every), main=procs.main)
     if base.threads == "auto" and recorded is not None:
         base = replace(base, threads=recorded)
-        say(f"threads: {recorded}, the count this experiment's first run used (experiment.json; --threads N "
+        say(f"threads: {recorded}, the count this experiment's first run used (experiment.json; `threads` N "
             "to change it)", flush=True)
     elif base.threads != "auto" and recorded not in (None, base.threads):
         say(f"threads: {base.threads} as given; this experiment's earlier runs used {recorded} (experiment.json), "
@@ -204,7 +206,7 @@ def compare(
             on_main(lambda: record_threads(out, threads), main=procs.main)
             base = replace(base, threads=threads)
             say(f"threads: {threads}, chosen from the idle cores by this first run; every later run and rerun of "
-                "this experiment uses it (experiment.json; --threads N to change it)", flush=True)
+                "this experiment uses it (experiment.json; `threads` N to change it)", flush=True)
 
     def one_run(variant: str, seed: int, head: str, wait: bool) -> bool:
         """Train (or skip) one run; ``False`` when another process holds it and not ``wait``."""

@@ -113,15 +113,15 @@ def claim_directory(out: Path, config: engine.TrainConfig, force: bool, meta_nam
         try:
             old = json.loads(meta.read_text())
         except json.JSONDecodeError:
-            raise PdeconvError(f"{meta} is unreadable; use another --out or --force") from None
+            raise PdeconvError(f"{meta} is unreadable; use another `out` or `force`") from None
         diffs = [f"{k}: {old.get(k)!r} → {v!r}" for k, v in settings.items() if old.get(k) != v]
         if diffs:
             raise PdeconvError(
                 f"{out} holds an experiment with other settings ({'; '.join(diffs)}); "
-                "use another --out, the same settings, or --force to retrain it"
+                "use another `out`, the same settings, or `force` to retrain it"
             )
     elif not meta.exists() and out.is_dir() and any(out.iterdir()) and not force:
-        raise PdeconvError(f"{out} is not empty and holds no pdeconv experiment; use another --out or --force")
+        raise PdeconvError(f"{out} is not empty and holds no pdeconv experiment; use another `out` or `force`")
     out.mkdir(parents=True, exist_ok=True)
     kept = {}
     if meta.exists() and not force:  # what earlier runs recorded (the thread count) stays with the experiment

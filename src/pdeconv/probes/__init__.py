@@ -56,7 +56,7 @@ def run_probe(name: str, *, seeds: int = 5, out: str | Path | None = None, quick
     if runs is not None:
         return truncation(runs, out=out or f"runs/probe-{name}", progress=progress)
     if seeds < 2:
-        raise PdeconvError(f"--seeds must be at least 2 (the report pairs seeds); got {seeds}")
+        raise PdeconvError(f"`seeds` must be at least 2 (the report pairs seeds); got {seeds}")
     probe = PROBES[name]
     out = Path(out or f"runs/probe-{name}")
     check_out_dir(out)

@@ -66,7 +66,7 @@ def truncation(runs: list[str | Path], *, orders: tuple[int, ...] = (4, 3, 2, 1)
     from pdeconv.run import model_from_run
 
     if not runs:
-        raise PdeconvError("give the run directories to truncate, e.g. --runs results/store-fast/baseline/seed*")
+        raise PdeconvError("give the run directories to truncate as `runs`, e.g. results/store-fast/baseline/seed*")
     metrics: dict[str, dict[str, list[float]]] = {}
     seeds: dict[str, list[int]] = {}
     cache: dict[Any, Any] = {}
