@@ -28,18 +28,21 @@ OLDER_CPU := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 
 # `make test`: everything but the tests marked slow (torchrun launches, benchmark smoke runs, the discovery
 # guide's snippets), then ruff, then the numerics tests as an older CPU runs them. `make test-slow` runs the slow
-# ones; CI (.ci/run) runs both.
+# ones; CI (.ci/run) runs both. Tests run in TEST_WORKERS processes (pytest-xdist), one torch thread each:
+# measured on a 2-core machine, that beats one process with two threads (BENCHMARKS.md, "The test suite").
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 	$(VENV)/bin/ruff check .
 	@echo "The numerics tests again, as a CPU with AVX2 only would run them:"
-	$(OLDER_CPU) $(PY) -m pytest -q -m "not slow" $(NUMERICS_TESTS)
+	$(OLDER_CPU) $(PYTEST) -m "not slow" $(NUMERICS_TESTS)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 test-older-cpu: $(STAMP)
-	$(OLDER_CPU) $(PY) -m pytest -q $(NUMERICS_TESTS)
+	$(OLDER_CPU) $(PYTEST) $(NUMERICS_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
