@@ -13,6 +13,7 @@ checkpoint resumes, a run without one starts again.
     python benchmarks/answers.py --status        # how far each experiment has got, run by run
     python benchmarks/answers.py --summaries     # learned_pde.json for every finished run that has a checkpoint
     python benchmarks/answers.py --summary       # every comparison of docs/results.md, adjusted over the document
+    python benchmarks/answers.py --budget        # the essay's block against the baseline at each training budget
 
 Several of these commands may run at once (one per free core, e.g. ``answers.py boundary varcoef`` and
 ``answers.py order operators``): ``compare`` locks each run of the shared store, so none is trained twice, and a
@@ -113,7 +114,13 @@ EXPERIMENTS: dict[str, Experiment] = {
         "Here is the modified Bottleneck … depthwise ×4 … with variable coefficients",
         "baseline,seed,dw4", dataset="fashion-mnist-rts", store=STORE_RTS, amp="bf16", setting="rts",
     ),
-    # A longer budget for the headline: the `full` recipe (30 epochs, cosine, lr 0.1).
+    # The training budget of the headline: the `quick` recipe (2 epochs on a 24,000-image subset, the README's
+    # quick table) and the `full` recipe (30 epochs, cosine, lr 0.1) around the `fast` one of "seed" (10 epochs).
+    "quick-seed": Experiment(
+        "The essay's block at the quick demo's budget (2 epochs on 24,000 images), with paired seeds",
+        "Here is the modified Bottleneck … depthwise ×4 … with variable coefficients",
+        "baseline,seed", store=RESULTS / "store-quick", amp="bf16", preset="quick", setting="quick",
+    ),
     "full-seed": Experiment(
         "Does the essay's block close its gap with a longer budget (30 epochs)?",
         "Here is the modified Bottleneck … depthwise ×4 … with variable coefficients",
@@ -338,12 +345,65 @@ def write_summary(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
     return out / "summary.csv", out / "summary.md"
 
 
+#: the essay's block against the baseline at each training budget: (experiment, epochs, recipe)
+BUDGETS = (("quick-seed", 2, "quick: 24,000 images, batch 64"), ("seed", 10, "fast"), ("full-seed", 30, "full"))
+
+
+def budget(results: Path = RESULTS) -> list[dict]:
+    """Δ(seed − baseline) with its 95% CI at each budget of :data:`BUDGETS` whose results.csv exists."""
+    from pdeconv.experiment.stats import paired
+
+    rows = []
+    for name, epochs, recipe in BUDGETS:
+        path = _where(name, results)[1] / "results.csv"
+        if not path.is_file():
+            continue
+        acc: dict[str, dict[int, float]] = {}
+        for row in _read_csv(path):
+            acc.setdefault(row["variant"], {})[int(row["seed"])] = float(row["test_acc"])
+        if "seed" in acc and "baseline" in acc:
+            c = paired(acc["seed"], acc["baseline"])
+            rows.append({"experiment": name, "epochs": epochs, "recipe": recipe, "n": c.n, "delta": 100 * c.mean,
+                         "ci_low": None if c.ci is None else 100 * c.ci[0],
+                         "ci_high": None if c.ci is None else 100 * c.ci[1], "p": c.p})
+    return rows
+
+
+def write_budget(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
+    """``budget.csv`` and ``budget.png``: Δ against the training budget (epochs), with 95% CIs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from pdeconv import storage
+
+    columns = ["experiment", "epochs", "recipe", "n", "delta", "ci_low", "ci_high", "p"]
+    storage.write_csv(out / "budget.csv", columns, rows)
+    fig = Figure(figsize=(5.5, 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    for r in rows:
+        low, high = (r["delta"], r["delta"]) if r["ci_low"] is None else (r["ci_low"], r["ci_high"])
+        ax.errorbar([r["epochs"]], [r["delta"]], yerr=[[r["delta"] - low], [high - r["delta"]]], fmt="o", capsize=4,
+                    color="C0")
+        ax.annotate(f"{r['recipe']}, n = {r['n']}", (r["epochs"], r["delta"]), textcoords="offset points",
+                    xytext=(6, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xticks([r["epochs"] for r in rows], [str(r["epochs"]) for r in rows])
+    ax.set_xlabel("training budget (epochs)")
+    ax.set_ylabel("seed − baseline (points, 95% CI)")
+    ax.set_title("The essay's block against ResNet-20 by budget (Fashion-MNIST)", fontsize=9)
+    storage.write_figure(out / "budget.png", fig)
+    return out / "budget.csv", out / "budget.png"
+
+
 def summaries() -> None:
     """The learned-PDE summary of every finished run in the store, computed while its checkpoint is here."""
     from pdeconv import engine
     from pdeconv.experiment.results import learned_pde_summary
 
-    for run in sorted([*STORE.glob("*/seed*"), *STORE_RTS.glob("*/seed*")]):
+    stores = dict.fromkeys(e.store for e in EXPERIMENTS.values())
+    for run in sorted(run for store in stores for run in store.glob("*/seed*")):
         if (run / engine.CONFIG).is_file() and engine.run_summary(run)["finished"]:
             summary = learned_pde_summary(run)
             print(f"{run.relative_to(ROOT)}: {'no checkpoint' if summary is None else 'ok'}", flush=True)
@@ -414,12 +474,20 @@ def main() -> None:
     p.add_argument("--summary", action="store_true",
                    help="adjust every comparison of docs/results.md over the document (Holm, BH, equivalence) from "
                         "the committed CSVs; write results/summary.csv and results/summary.md and stop")
+    p.add_argument("--budget", action="store_true",
+                   help="the essay's block against the baseline at each training budget that has results: write "
+                        "results/budget.csv and results/budget.png and stop")
     p.add_argument("--summaries", action="store_true",
                    help="write each finished run's learned_pde.json (kept in git; checkpoints are not) and stop")
     args = p.parse_args()
     if args.summary:
         root = Path(args.results).resolve() if args.results else RESULTS
         for path in write_summary(document_family(root), root):
+            print(f"wrote {_shown(path)}")
+        return
+    if args.budget:
+        root = Path(args.results).resolve() if args.results else RESULTS
+        for path in write_budget(budget(root), root):
             print(f"wrote {_shown(path)}")
         return
     if args.summaries:

@@ -338,3 +338,32 @@ def test_discover_benchmark_times_the_whole_command_on_a_noisy_copy_of_a_real_fi
     assert 0 < sum(row["command_stages"].values()) < row["command_seconds"]
     assert "u*u_x" in row["command_equations"]["u"]
     assert row["command"].startswith("pdeconv discover fit ")
+
+
+def test_budget_plot_reads_each_budgets_paired_difference(tmp_path, monkeypatch):
+    """answers.py --budget: Δ(seed − baseline) at every budget whose results.csv exists, paired over shared seeds,
+    written as a CSV that reads back and a figure."""
+    import csv
+
+    answers = _answers(monkeypatch)
+    accuracy = {"quick-seed": (0.880, 0.850), "seed": (0.9375, 0.932)}  # (baseline, seed) at seed 0; +0.001 per seed
+    for name, (base, block) in accuracy.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"variant": v, "seed": s, "test_acc": a + 0.001 * s + (0.0005 * s * s if v == "seed" else 0.0)}
+                for s in range(5) for v, a in (("baseline", base), ("seed", block))]
+        with open(folder / "results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, ["variant", "seed", "test_acc"])
+            writer.writeheader()
+            writer.writerows(rows)
+    rows = answers.budget(tmp_path)
+    assert [(r["experiment"], r["epochs"], r["n"]) for r in rows] == [("quick-seed", 2, 5), ("seed", 10, 5)]
+    # Δ per seed: (block − base) + 0.0005 s², mean over s = 0..4 of s² is 6
+    assert rows[0]["delta"] == pytest.approx(100 * (0.850 - 0.880 + 0.0005 * 6))
+    assert rows[1]["delta"] == pytest.approx(100 * (0.932 - 0.9375 + 0.0005 * 6))
+    assert rows[0]["ci_low"] < rows[0]["delta"] < rows[0]["ci_high"]
+    csv_path, png = answers.write_budget(rows, tmp_path)
+    with open(csv_path, newline="") as f:
+        back = list(csv.DictReader(f))
+    assert [float(r["delta"]) for r in back] == pytest.approx([r["delta"] for r in rows])
+    assert png.read_bytes()[:4] == b"\x89PNG"
