@@ -245,22 +245,26 @@ def document_family(results: Path = RESULTS, margin: float | None = None) -> lis
                      "p_equivalent": (equivalence(c.mean, se, df, margin)
                                       if unit == "points" and se is not None and df else None)})
 
-    plain_deltas: dict[str, list[float]] = {}
-    for name, e in EXPERIMENTS.items():
-        setting = e.setting
-        ref = acc.get((setting, e.reference))
-        if ref is None or not e.in_family or not (_where(name, results)[1] / "results.csv").is_file():
-            continue
-        for variant in e.variants.split(","):
-            if variant != e.reference and (setting, variant) in acc:
-                c = paired(acc[setting, variant], ref)
-                add(setting, name, f"{variant} − {e.reference}", "paired", c)
-                deltas = [acc[setting, variant][s] - ref[s] for s in c.seeds]
-                if setting == "plain":
-                    plain_deltas.setdefault(variant, deltas)
-                elif variant in plain_deltas and len(deltas) >= 2:
-                    w = welch(deltas, plain_deltas[variant])
-                    add(f"{setting} vs plain", name, f"Δ({variant}) {setting} − Δ({variant}) plain", "welch", w)
+    answered = [(name, e, variant) for name, e in EXPERIMENTS.items()
+                if e.in_family and (e.setting, e.reference) in acc
+                and (_where(name, results)[1] / "results.csv").is_file()
+                for variant in e.variants.split(",") if variant != e.reference and (e.setting, variant) in acc]
+
+    def deltas(e: Experiment, variant: str) -> list[float]:
+        mine, ref = acc[e.setting, variant], acc[e.setting, e.reference]
+        return [mine[s] - ref[s] for s in sorted(mine.keys() & ref.keys())]
+
+    # each variant's plain Δ against the baseline, whichever plain experiment (in any order) measured it
+    plain_deltas = {variant: deltas(e, variant) for _, e, variant in reversed(answered)
+                    if e.setting == "plain" and e.reference == "baseline"}
+    for name, e, variant in answered:
+        add(e.setting, name, f"{variant} − {e.reference}", "paired",
+            paired(acc[e.setting, variant], acc[e.setting, e.reference]))
+        if e.setting != "plain" and e.reference == "baseline" and variant in plain_deltas:
+            mine = deltas(e, variant)
+            if len(mine) >= 2:
+                add(f"{e.setting} vs plain", name, f"Δ({variant}) {e.setting} − Δ({variant}) plain", "welch",
+                    welch(mine, plain_deltas[variant]))
     for experiment, variant, reference in CONTRASTS:
         if ("plain", variant) in acc and ("plain", reference) in acc and (results / experiment).is_dir():
             add("plain", experiment, f"{variant} − {reference}", "contrast",
@@ -337,8 +341,9 @@ def write_summary(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
     m = len(rows)
     head = (f"# Every comparison of docs/results.md, adjusted over the document\n\n"
             f"Written by `python benchmarks/answers.py --summary` from the committed `results/*/results.csv`: {m} "
-            f"comparisons. Δ in accuracy points unless a unit is named; p is the paired t-test's (Welch's for rts "
-            f"against plain); Holm (experiment) adjusts over the comparisons of one experiment, BH "
+            f"comparisons. Δ in accuracy points unless a unit is named; p is the paired t-test's (Welch's for a "
+            f"Δ in another setting against the same Δ in the plain one); Holm (experiment) adjusts over the "
+            f"comparisons of one experiment, BH "
             f"(Benjamini–Hochberg) and Holm (document) over all {m}; TOST ±0.2 is the p of the two one-sided tests "
             f"of equivalence within ±0.2 points, Holm-adjusted over the document.\n\n")
     storage.write_text(out / "summary.md", head + "\n".join(lines) + "\n")

@@ -367,3 +367,23 @@ def test_budget_plot_reads_each_budgets_paired_difference(tmp_path, monkeypatch)
         back = list(csv.DictReader(f))
     assert [float(r["delta"]) for r in back] == pytest.approx([r["delta"] for r in rows])
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_another_settings_delta_meets_its_plain_delta_from_whichever_experiment_measured_it(tmp_path, monkeypatch):
+    """rts-seed's dw4 is set against the plain Δ(dw4 − baseline) of `operators`, an experiment listed after it."""
+    import csv
+
+    answers = _answers(monkeypatch)
+    tables = {"operators": {"baseline": [0.930, 0.931, 0.929], "dw4": [0.926, 0.928, 0.925]},
+              "rts-seed": {"baseline": [0.80, 0.81, 0.79], "dw4": [0.80, 0.812, 0.791]}}
+    for name, table in tables.items():
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "results.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["variant", "seed", "test_acc"])
+            for variant, values in table.items():
+                w.writerows([variant, s, v] for s, v in enumerate(values))
+    by = {(r["setting"], r["comparison"]): r for r in answers.document_family(tmp_path)}
+    welch = by["rts vs plain", "Δ(dw4) rts − Δ(dw4) plain"]
+    assert welch["kind"] == "welch" and welch["n"] == 3  # the other setting's seeds
+    assert welch["delta"] == pytest.approx(100 * ((0.0 + 0.002 + 0.001) / 3 - (-0.004 - 0.003 - 0.004) / 3))
