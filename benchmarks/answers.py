@@ -315,6 +315,13 @@ def _answer(r: dict, margin: float, alpha: float = 0.05) -> str:
     return "not resolved"
 
 
+def read_summary(path: Path = RESULTS / "summary.csv") -> list[dict]:
+    """The rows :func:`write_summary` wrote, numbers as numbers (an empty cell is None)."""
+    text_columns = {"setting", "experiment", "comparison", "kind", "unit", "answer"}
+    return [{k: v if k in text_columns else (None if v == "" else (int(v) if k == "n" else float(v)))
+             for k, v in row.items()} for row in _read_csv(path)]
+
+
 def write_summary(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
     """``summary.csv`` (through the csv module) and ``summary.md`` (the table docs/results.md shows)."""
     from pdeconv import storage
@@ -348,6 +355,110 @@ def write_summary(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
             f"of equivalence within ±0.2 points, Holm-adjusted over the document.\n\n")
     storage.write_text(out / "summary.md", head + "\n".join(lines) + "\n")
     return out / "summary.csv", out / "summary.md"
+
+
+#: docs/results.md, whose tables quote each comparison's page-wide p and whose by-setting table is written here
+PAGE = ROOT / "docs" / "results.md"
+#: the page's sections whose table has "p (BH, page)" and "p (Holm, page)" columns, and their experiments
+SECTIONS = {"The essay's block": "seed", "Boundary conditions": "boundary", "Order-≤2 operators": "order",
+            "Operators per channel": "operators", "Variable coefficients": "varcoef",
+            "The hyperbolicity penalty": "hyperbolicity", "A hyperbolic network": "wave",
+            "The essay's block at 2 epochs": "quick-seed"}
+#: each setting's column head in the by-setting table, in the table's order
+SETTINGS = {"plain": "Fashion-MNIST, `fast` (10 epochs)", "quick": "2 epochs (`quick`)",
+            "rts": "rotated, scaled, shifted (`fashion-mnist-rts`, `fast`)", "full": "30 epochs (`full`)"}
+#: the question each comparison answers, as the by-setting table's first column says it
+QUESTIONS = {"seed − baseline": "the essay's block", "dw4 − baseline": "depthwise ×4 operators",
+             "neumann − baseline": "Neumann boundary", "periodic − baseline": "periodic boundary",
+             "varcoef − baseline": "variable coefficients (degree 2)",
+             "varcoef=1 − baseline": "variable coefficients (degree 1)"}
+BEGIN_SETTINGS = "<!-- by-setting table: written by `python benchmarks/answers.py --summary`; not edited by hand -->"
+END_SETTINGS = "<!-- end of the by-setting table -->"
+
+
+def _status(r: dict) -> str:
+    """The strictest adjustment a comparison survives, in a table cell's words."""
+    answer = r["answer"]
+    for words, short in (("Holm over the document", "Holm, page"), ("BH over the document", "BH, page"),
+                         ("Holm within its experiment", "experiment only")):
+        if answer.endswith(words):
+            return short
+    return "equivalent (±0.2)" if answer.startswith("equivalent") else "not resolved"
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def by_setting_table(rows: list[dict]) -> str:
+    """The answer to each question asked in more than one setting, per setting: Δ [95% CI] and the strictest
+    adjustment it survives; in another setting also its difference from the plain Δ (Welch) and that one's status.
+    Rows and columns come from the comparisons that exist, so the table grows as experiments finish."""
+    paired = {(r["setting"], r["comparison"]): r for r in rows if r["kind"] == "paired" and r["setting"] in SETTINGS}
+    welch = {(r["setting"].removesuffix(" vs plain"), r["comparison"].split(")")[0].removeprefix("Δ(")): r
+             for r in rows if r["kind"] == "welch"}
+    order = list(QUESTIONS)
+    asked = sorted(dict.fromkeys(c for s, c in paired if s != "plain"),
+                   key=lambda c: order.index(c) if c in order else len(order))
+    if not asked:
+        return "(No question has been answered in a second setting yet.)"
+    settings = [s for s in SETTINGS if any((s, c) in paired for c in asked)]
+    lines = ["| question (Δ in points, 95% CI) | " + " | ".join(SETTINGS[s] for s in settings) + " |",
+             "|:--|" + ":--|" * len(settings)]
+    for comparison in asked:
+        cells = []
+        for s in settings:
+            r = paired.get((s, comparison))
+            if r is None:
+                cells.append("–")
+                continue
+            cell = f"{_signed(r['delta'])} [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}], {_status(r)}"
+            w = welch.get((s, comparison.split(" − ")[0]))
+            if w is not None:
+                cell += f"; against plain {_signed(w['delta'])}, {_status(w)}"
+            cells.append(cell)
+        question = QUESTIONS.get(comparison, comparison)
+        lines.append(f"| {question}: {comparison} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_page(text: str, rows: list[dict]) -> str:
+    """docs/results.md with the page-wide p of every comparison its tables show (the "p (BH, page)" and "p (Holm,
+    page)" cells) and its by-setting table as ``rows`` give them; the rest of the page as it is. A table row whose
+    comparison is not in ``rows`` is an error (the page shows an answer the summary does not have)."""
+    from pdeconv.experiment.report import format_p
+
+    by = {(r["experiment"], r["comparison"]): r for r in rows}
+    out, experiment, columns, reference = [], None, None, None
+    lines = iter(text.splitlines())
+    for line in lines:
+        if line == BEGIN_SETTINGS:
+            out += [line, by_setting_table(rows)]
+            for line in lines:  # skip the old table
+                if line == END_SETTINGS:
+                    break
+            out.append(END_SETTINGS)
+            continue
+        if line.startswith("## "):
+            experiment, columns = SECTIONS.get(line[3:].strip()), None
+        elif experiment and line.startswith("| variant |") and "p (BH, page)" in line:
+            columns = [c.strip() for c in line.strip("|").split("|")]
+            reference = columns[2].removeprefix("Δ vs ")
+        elif columns and line.startswith("| ") and not line.startswith("|:"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            variant = cells[0].split(" (")[0]
+            if variant != reference:
+                r = by.get((experiment, f"{variant} − {reference}"))
+                if r is None:
+                    raise ValueError(f"docs/results.md shows {experiment}: {variant} − {reference}, which the "
+                                     "summary does not have")
+                cells[columns.index("p (BH, page)")] = format_p(r["p_document_bh"])
+                cells[columns.index("p (Holm, page)")] = format_p(r["p_document_holm"])
+                line = "| " + " | ".join(cells) + " |"
+        elif not line.startswith("|"):
+            columns = None
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 #: the essay's block against the baseline at each training budget: (experiment, epochs, recipe)
@@ -395,6 +506,9 @@ def write_budget(rows: list[dict], out: Path = RESULTS) -> tuple[Path, Path]:
                     xytext=(6, 4), fontsize=7)
     ax.set_xscale("log")
     ax.set_xticks([r["epochs"] for r in rows], [str(r["epochs"]) for r in rows])
+    ax.set_xticks([], minor=True)  # no log-axis minor labels such as 3×10⁰ between the budgets
+    if rows:
+        ax.set_xlim(min(r["epochs"] for r in rows) / 1.3, max(r["epochs"] for r in rows) * 2.2)  # room for labels
     ax.set_xlabel("training budget (epochs)")
     ax.set_ylabel("seed − baseline (points, 95% CI)")
     ax.set_title("The essay's block against ResNet-20 by budget (Fashion-MNIST)", fontsize=9)
@@ -478,7 +592,8 @@ def main() -> None:
                    help="print how far each experiment has got (finished, training now, interrupted, not started)")
     p.add_argument("--summary", action="store_true",
                    help="adjust every comparison of docs/results.md over the document (Holm, BH, equivalence) from "
-                        "the committed CSVs; write results/summary.csv and results/summary.md and stop")
+                        "the committed CSVs; write results/summary.csv and results/summary.md, update the page's "
+                        "page-wide p-values and its by-setting table, and stop")
     p.add_argument("--budget", action="store_true",
                    help="the essay's block against the baseline at each training budget that has results: write "
                         "results/budget.csv and results/budget.png and stop")
@@ -487,8 +602,14 @@ def main() -> None:
     args = p.parse_args()
     if args.summary:
         root = Path(args.results).resolve() if args.results else RESULTS
-        for path in write_summary(document_family(root), root):
+        rows = document_family(root)
+        for path in write_summary(rows, root):
             print(f"wrote {_shown(path)}")
+        if root == RESULTS:  # this repository's page quotes this repository's summary
+            from pdeconv import storage
+
+            storage.write_text(PAGE, results_page(PAGE.read_text(), rows))
+            print(f"updated {_shown(PAGE)}: its tables' page-wide p and the by-setting table")
         return
     if args.budget:
         root = Path(args.results).resolve() if args.results else RESULTS

@@ -277,6 +277,14 @@ def test_document_family_adjusts_every_comparison_together(tmp_path, monkeypatch
         back = list(csv.DictReader(f))
     assert len(back) == len(rows) and float(back[0]["p"]) == pytest.approx(rows[0]["p"], rel=1e-5)
     assert f"{len(rows)} comparisons" in md_path.read_text()
+    # the by-setting table: a row per question asked in rts too, a column per setting, the rts cell with its Welch
+    table = answers.by_setting_table(answers.read_summary(csv_path)).splitlines()
+    assert table[0].count("|") == 4 and "rotated" in table[0]
+    degree2 = next(line for line in table if line.startswith("| variable coefficients (degree 2)"))
+    plain_cell, rts_cell = [c.strip() for c in degree2.strip("|").split("|")][1:]
+    assert plain_cell.startswith("+0.28 [") and "against plain" not in plain_cell
+    assert rts_cell.startswith("+1.20 [") and "against plain +0.92" in rts_cell
+    assert len(table) == 4  # head, rule, degree 2 and degree 1 (the plain-only contrast is not asked twice)
 
 
 @pytest.mark.slow

@@ -179,3 +179,19 @@ def test_the_training_loop_snippet_is_right_for_any_fashion_mnist_folder(tmp_pat
     exec(compile(snippet.replace(call, repr(str(mine))), "python.md loop", "exec"), {"__name__": "__docs__"})  # noqa: S102
     printed = re.findall(r"test accuracy ([\d.]+)% of (\S+) images", capsys.readouterr().out)
     assert len(printed) == 2 and all(seen == "300" and 0 <= float(acc) <= 100 for acc, seen in printed)
+
+
+def test_the_results_page_is_what_answers_summary_writes_from_the_committed_summary(monkeypatch):
+    """Every page-wide p in docs/results.md's tables and its by-setting table are what `answers.py --summary` puts
+    there from results/summary.csv: rewriting the page from the committed summary changes nothing."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("answers", ROOT / "benchmarks" / "answers.py")
+    answers = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "answers", answers)  # its dataclasses look their module up there
+    spec.loader.exec_module(answers)
+    page = (ROOT / "docs" / "results.md").read_text()
+    assert answers.BEGIN_SETTINGS in page and answers.END_SETTINGS in page
+    rewritten = answers.results_page(page, answers.read_summary(ROOT / "results" / "summary.csv"))
+    assert rewritten == page
