@@ -18,6 +18,7 @@ import torch.nn as nn
 from pdeconv import data, engine, storage
 from pdeconv.data import dataset_info
 from pdeconv.engine import TrainConfig
+from pdeconv.runtime import code_revision
 
 
 def tiny_model(info, dropout: float = 0.0) -> nn.Module:
@@ -144,6 +145,7 @@ def test_tiny_model_learns_and_writes_its_files(tmp_path, make_fashion_mnist):
         assert (256 * r["test_acc"]).is_integer() and (512 * r["train_acc"]).is_integer()
     meta = json.loads((out / engine.CONFIG).read_text())
     assert meta["config"]["lr"] == 0.05 and meta["torch_version"] == torch.__version__ and meta["device"] == "cpu"
+    assert meta["code"] == code_revision()  # the checkout that ran it (None outside one)
     assert "pdeconv_version" in meta and meta["params"] == sum(
         p.numel() for p in tiny_model(dataset_info("fashion-mnist")).parameters()
     )

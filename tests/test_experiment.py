@@ -416,6 +416,28 @@ def test_report_names_where_the_runs_are():
     assert shared.startswith("`../store-fast/`") and "VARIANT/seedS" in shared
 
 
+def test_report_says_which_machine_and_code_ran_which_runs(tmp_path):
+    """Runs of one experiment trained on two machines and two code revisions (a run store resumed in a later
+    session): the report groups them by (device, code), seeds as ranges; an old run without a code record says so."""
+    from pdeconv.experiment.report import _seed_ranges, provenance
+
+    def run(variant, seed, device, code, started):
+        folder = tmp_path / variant / f"seed{seed}"
+        folder.mkdir(parents=True)
+        meta = {"device_name": device, "started": started, **({"code": code} if code else {})}
+        (folder / engine.CONFIG).write_text(json.dumps(meta))
+        return {"variant": variant, "seed": seed, "run": f"{variant}/seed{seed}"}
+
+    rows = [run("baseline", s, "EPYC; 1 threads", None, f"2026-12-07T07:0{s}:00") for s in range(3)]
+    rows += [run("seed", 0, "EPYC; 1 threads", None, "2026-12-07T07:05:00")]
+    rows += [run("seed", s, "Xeon; 1 threads", "f149451", f"2026-12-07T14:0{s}:00") for s in (1, 2, 4)]
+    text = provenance(tmp_path, rows)
+    assert text == ("Runs: baseline seeds 0–2; seed seed 0: EPYC; 1 threads, code not recorded, started "
+                    "2026-12-07T07:00:00 to 2026-12-07T07:05:00 · seed seeds 1–2, 4: Xeon; 1 threads, code f149451, "
+                    "started 2026-12-07T14:01:00 to 2026-12-07T14:04:00.")
+    assert _seed_ranges([3]) == "3" and _seed_ranges([5, 0, 1, 7, 6]) == "0–1, 5–7"
+
+
 def test_the_paired_plot_draws_each_seeds_difference_and_the_mean_with_its_interval(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
     import numpy as np

@@ -216,7 +216,7 @@ def _compare(args: argparse.Namespace) -> int:
             say=lambda line, **kw: print(for_command_line(line, args.flags), **kw))
     if preset_name == "quick" and os.environ.get("RANK", "0") == "0":
         print("This is the quick demo's budget. The essay's questions at a larger one (ResNet-20 to about 93.5%, "
-              "5 or more paired seeds): docs/results.md")
+              "5 paired seeds per question): docs/results.md")
     return 0
 
 

@@ -48,7 +48,7 @@ from pdeconv import __version__, autotune, storage
 from pdeconv.data import DATASETS, DatasetInfo, build_loaders, dataset_info
 from pdeconv.distributed import Processes, agree, broadcast, on_main, start, stop
 from pdeconv.errors import PdeconvError
-from pdeconv.runtime import check_out_dir, cpu_description, set_threads, usable_cpus
+from pdeconv.runtime import check_out_dir, code_revision, cpu_description, set_threads, usable_cpus
 from pdeconv.storage import CheckpointError
 
 CHECKPOINT, METRICS, CONFIG = "checkpoint.pt", "metrics.jsonl", "config.json"
@@ -876,6 +876,7 @@ def _open_run(out: Path, config: TrainConfig, procs: Processes, info, params: in
         "params": params,
         "dataset": asdict(info),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code": code_revision(),  # pdeconv's checkout (git describe) when this run started or resumed; None outside one
         "paths": autotune.chosen(),
     }
     storage.write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")

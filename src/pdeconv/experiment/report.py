@@ -146,6 +146,39 @@ def _started(out: Path, rows: list[dict]) -> list[str]:
     return [json.loads((Path(out) / r["run"] / engine.CONFIG).read_text()).get("started", "?") for r in rows]
 
 
+def _seed_ranges(seeds: list[int]) -> str:
+    """``[0, 1, 2, 4]`` → ``"0–2, 4"``."""
+    spans: list[list[int]] = []
+    for s in sorted(seeds):
+        if spans and s == spans[-1][1] + 1:
+            spans[-1][1] = s
+        else:
+            spans.append([s, s])
+    return ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in spans)
+
+
+def provenance(out: Path, rows: list[dict]) -> str:
+    """Which machine (its CPU or GPU description and thread count) and which code ran which runs, from each run's
+    config.json, with the dates they started: one clause per (device, code) group, runs listed by variant and seed
+    range. Runs written before config.json recorded the code say "code not recorded"."""
+    groups: dict[tuple[str, str], list[tuple[str, int, str]]] = {}
+    for r in rows:
+        meta = json.loads((Path(out) / r["run"] / engine.CONFIG).read_text())
+        device = str(meta.get("device_name", meta.get("device", "unknown device")))
+        code = meta.get("code") or "not recorded"
+        groups.setdefault((device, code), []).append((r["variant"], int(r["seed"]), str(meta.get("started", "?"))))
+    clauses = []
+    for (device, code), runs in groups.items():
+        by_variant: dict[str, list[int]] = {}
+        for variant, seed, _ in runs:
+            by_variant.setdefault(variant, []).append(seed)
+        which = "; ".join(f"{v} seed{'s' if len(s) > 1 else ''} {_seed_ranges(s)}" for v, s in by_variant.items())
+        dates = sorted(started for *_, started in runs)
+        when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+        clauses.append(f"{which}: {device}, code {code}, started {when}")
+    return "Runs: " + " · ".join(clauses) + "."
+
+
 def _learned_means(rows: list[dict]) -> str:
     """Per variant, the mean over its runs of the learned-PDE columns of ``results.csv``."""
     from pdeconv.experiment.results import _LEARNED
@@ -231,6 +264,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
         f"torch {meta.get('torch_version')}; pdeconv {meta.get('pdeconv_version')}; "
         f"code {code_revision() or 'unknown'} when the report was written; first run started "
         f"{min(_started(out, rows))}.",
+        "",
+        provenance(out, rows),
         "",
         f"Test accuracy at the last epoch. Seed s gives every variant the same data order, augmentation draws and "
         f"(in the layers it shares with the baseline) initial weights, so each variant is compared with "
