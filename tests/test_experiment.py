@@ -68,6 +68,31 @@ def test_compare_writes_results_report_and_plots_then_skips(tmp_path, data_dir, 
         assert list(csv.DictReader(f)) == rows
 
 
+def test_a_variant_with_its_own_learning_rate_trains_at_it_and_is_paired_with_the_reference(tmp_path, data_dir,
+                                                                                             capsys):
+    """`baseline+lr=0.2` is the baseline's architecture (the same initial weights for a seed) trained at peak rate
+    0.2 while the experiment's rate is 0.05: its runs record 0.2, the others 0.05, and the report says the rate is
+    set per variant instead of listing it as shared. A `--lr` that contradicts a variant's own is refused."""
+    out = tmp_path / "exp"
+    assert main(["compare", "--variants", "baseline,baseline+lr=0.2", "--seeds", "1", "--epochs", "1",
+                 "--batch-size", "32", "--lr", "0.05", "--data-dir", str(data_dir), "--out", str(out),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    rates = {v: json.loads((out / "runs" / v / "seed0" / engine.CONFIG).read_text())["config"]["lr"]
+             for v in ("baseline", "baseline+lr=0.2")}
+    assert rates == {"baseline": 0.05, "baseline+lr=0.2": 0.2}
+    first = {v: torch.load(out / "runs" / v / "seed0" / engine.CHECKPOINT, weights_only=True)["epoch"]
+             for v in rates}
+    assert first == {"baseline": 1, "baseline+lr=0.2": 1}
+    report = (out / "report.md").read_text()
+    shared = next(line for line in report.splitlines() if line.startswith("Settings shared by every run"))
+    assert "`lr=" not in shared and "Set per variant: `lr` (baseline: 0.05, baseline+lr=0.2: 0.2)." in shared
+    assert "| baseline+lr=0.2 | 1 |" in report
+    with pytest.raises(ValueError, match="variant 'seed\\+lr=0.4' sets its own, 0.4"):
+        run.make_config(variant="seed+lr=0.4", lr=0.1)
+    assert run.make_config(variant="seed+lr=0.4", preset="fast").lr == 0.4  # the variant's rate beats the preset's
+
+
 def test_compare_resumes_an_unfinished_run(tmp_path, data_dir, capsys):
     out = tmp_path / "exp"
     args = ["--variants", "baseline", "--seeds", "1", "--batch-size", "32", "--data-dir", str(data_dir),

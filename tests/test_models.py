@@ -112,7 +112,7 @@ def test_hyperbolic_is_the_baseline_architecture_with_a_penalty_weight():
     assert M.get_variant("hyperbolic+baseline") == M.VariantOptions(name="hyperbolic+baseline")
     from pdeconv.models.variants import PARAMETERS
 
-    assert PARAMETERS == {"bc": str, "dw": int, "order": int, "varcoef": int, "penalty": float}
+    assert PARAMETERS == {"bc": str, "dw": int, "order": int, "varcoef": int, "penalty": float, "lr": float}
     assert M.variant_penalty_weight("hyperbolic") == 0.1 and M.variant_penalty_weight("baseline") == 0.0
     assert M.variant_penalty_weight("seed+hyperbolic") == 0.1 and M.variant_penalty_weight("dw4") == 0.0
 
@@ -343,15 +343,21 @@ def test_variant_parts_may_set_one_option_to_a_value():
     assert M.variant_penalty_weight("penalty=10") == 10.0 and M.get_variant("penalty=10") == M.VariantOptions(
         name="penalty=10")  # the penalty is training, not architecture
     assert M.variant_penalty_weight("penalty=0.1") == M.variant_penalty_weight("hyperbolic")
+    # a learning rate of its own is training too: the architecture is the variant's, the runs take the rate
+    assert M.get_variant("seed+lr=0.4") == replace(M.get_variant("seed"), name="seed+lr=0.4")
+    assert M.variant_training("seed+lr=0.4") == {"lr": 0.4}
+    assert M.variant_training("hyperbolic+lr=0.1") == {"penalty_weight": 0.1, "lr": 0.1}
+    assert M.variant_training("baseline") == {} and M.variant_training(M.VariantOptions()) == {}
     dw1 = M.pde_resnet20(variant="dw=1")
     assert dw1.layer1[0].conv1.weight.shape == (16, 1, 3, 3)  # one operator per channel, then the 1×1
     for spec, message in [("dw4+dw=2", "conflict: dw=4 vs dw=2"), ("dw=x", "takes an integer"),
                           ("size=3", "unknown variant option 'size'"), ("penalty=-1", "must be ≥ 0"),
                           ("bc=robin", "unknown boundary condition"), ("order=2", "set dw too"),
-                          ("hyperbolic+penalty=1", "different penalty weights")]:
+                          ("hyperbolic+penalty=1", "sets penalty_weight twice: 0.1 ('hyperbolic') and 1"),
+                          ("lr=0", "lr must be > 0"), ("seed+lr=0.1+lr=0.4", "sets lr twice")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             M.get_variant(spec)
-            M.variant_penalty_weight(spec)
+            M.variant_training(spec)
 
 
 def test_wave_variant_is_two_leapfrog_steps_per_block_with_the_baselines_parameter_count():

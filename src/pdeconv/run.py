@@ -134,11 +134,13 @@ def make_config(
     """The :class:`~pdeconv.engine.TrainConfig` of one run.
 
     Settings come from ``preset`` (if named), then ``options`` (any TrainConfig field, e.g. ``epochs=5``;
-    these win). ``model`` defaults to the preset's, else ``pde_resnet20``. ``penalty_weight`` defaults to the
-    variant's own (:func:`pdeconv.models.variant_penalty_weight`: 0.1 for ``hyperbolic``, else 0). Unknown
-    model, variant or option names are a ``ValueError`` naming the valid ones.
+    these win), then the variant's own training settings (:func:`pdeconv.models.variant_training`: the
+    penalty 0.1 for ``hyperbolic``, ``lr`` for ``seed+lr=0.4``). ``penalty_weight`` given here wins over the
+    variant's; an ``lr`` option that differs from the variant's own is an error (two rates asked for one run).
+    ``model`` defaults to the preset's, else ``pde_resnet20``. Unknown model, variant or option names are a
+    ``PdeconvError`` naming the valid ones.
     """
-    from pdeconv.models import list_models, variant_penalty_weight
+    from pdeconv.models import list_models, variant_training
 
     settings = p.train_settings() if (p := _preset(preset)) else {}
     known = {f.name for f in fields(engine.TrainConfig)}
@@ -149,8 +151,15 @@ def make_config(
     settings["model"] = model or settings.get("model", "pde_resnet20")
     if settings["model"] not in list_models():
         raise PdeconvError(f"unknown model {settings['model']!r}; valid ones: {', '.join(list_models())}")
-    weight = variant_penalty_weight(variant) if penalty_weight is None else penalty_weight
-    return engine.TrainConfig(variant=variant, penalty_weight=weight, **settings)
+    own = variant_training(variant)
+    if "lr" in own and "lr" in options and options["lr"] != own["lr"]:
+        raise PdeconvError(f"`lr` is {options['lr']:g} but variant {variant!r} sets its own, {own['lr']:g}; give "
+                           "one of them")
+    settings.update(own)
+    if penalty_weight is not None:
+        settings["penalty_weight"] = penalty_weight
+    settings.setdefault("penalty_weight", 0.0)
+    return engine.TrainConfig(variant=variant, **settings)
 
 
 def describe_config(config: engine.TrainConfig) -> str:
@@ -175,10 +184,12 @@ def describe_config(config: engine.TrainConfig) -> str:
 
 
 def variant_config(base: engine.TrainConfig, variant: str, seed: int, out: str | Path) -> engine.TrainConfig:
-    """The run of ``variant`` with ``seed`` in directory ``out``: ``base``'s settings, the variant's penalty."""
-    from pdeconv.models import variant_penalty_weight
+    """The run of ``variant`` with ``seed`` in directory ``out``: ``base``'s settings with the variant's own
+    training settings (its penalty weight, 0 if it has none; its learning rate, if it sets one)."""
+    from pdeconv.models import variant_training
 
-    return replace(base, variant=variant, seed=seed, out=str(out), penalty_weight=variant_penalty_weight(variant))
+    own = {"penalty_weight": 0.0, **variant_training(variant)}
+    return replace(base, variant=variant, seed=seed, out=str(out), **own)
 
 
 def build_model(model: str, variant: str, info: DatasetInfo, **kwargs: Any) -> nn.Module:

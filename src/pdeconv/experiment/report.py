@@ -226,6 +226,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
     The report says how it was made: ``command`` (when given), the code revision, the machine and the thread
     count of the runs, the date of the first run.
     """
+    from pdeconv.models import variant_training
     from pdeconv.runtime import code_revision, cpu_description
 
     table = summary_table(rows, reference)
@@ -254,6 +255,13 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
     plots = plot_experiment(out, rows, paired_, reference)
     meta = json.loads((Path(out) / rows[0]["run"] / engine.CONFIG).read_text())
     settings = shared_settings(base)
+    own = {v: variant_training(v) for v in dict.fromkeys(r["variant"] for r in rows)}
+    per_variant = sorted({k for training in own.values() for k in training} & set(settings))
+    for k in per_variant:  # a variant that sets its own (seed+lr=0.4) makes the setting no longer shared
+        settings.pop(k)
+    own_text = "".join(
+        f" Set per variant: `{k}` ({', '.join(f'{v}: {t.get(k, getattr(base, k)):g}' for v, t in own.items())})."
+        for k in per_variant)
     text = [
         f"# {base.model} on {base.dataset}: {len({r['variant'] for r in rows})} variants, "
         f"{len({r['seed'] for r in rows})} seeds",
@@ -277,7 +285,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], base: engine.TrainConfig
         "",
         *[f"- {v}" for v in verdicts],
         "",
-        "Settings shared by every run: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()) + ".",
+        "Settings shared by every run: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()) + "." + own_text,
         "",
         "## The learned PDE",
         "",

@@ -17,7 +17,15 @@ from pdeconv.models.profile import Profile, profile, saved_activation_bytes
 from pdeconv.models.registry import MODELS, create, list_models, register_model, timm_too_old
 from pdeconv.models.resnet import PDEResNet, pde_resnet18, pde_resnet34, pde_resnet50, pde_resnet101, pde_resnet152
 from pdeconv.models.small import CifarResNet, pde_resnet18_small, pde_resnet20, pde_resnet32, pde_resnet56
-from pdeconv.models.variants import VARIANTS, Variant, VariantOptions, get_variant, variant_penalty_weight, variants
+from pdeconv.models.variants import (
+    VARIANTS,
+    Variant,
+    VariantOptions,
+    get_variant,
+    variant_penalty_weight,
+    variant_training,
+    variants,
+)
 from pdeconv.models.weights import LoadReport, load_torchvision_weights
 
 __all__ = [
@@ -52,6 +60,7 @@ __all__ = [
     "register_model",
     "register_timm",
     "variant_penalty_weight",
+    "variant_training",
     "variants",
 ]
 

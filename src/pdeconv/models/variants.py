@@ -2,14 +2,16 @@
 
 A variant spec is a name or several joined by ``+`` (``"seed+neumann"``). A part may also set one option to a
 value, ``FIELD=VALUE``: ``bc=replicate``, ``dw=2`` (depthwise ×2), ``order=1`` (with ``dw``), ``varcoef=1``, or
-``penalty=1`` (the hyperbolicity penalty's weight), so ablations along one axis need no new names
+``penalty=1`` (the hyperbolicity penalty's weight) or ``lr=0.4`` (the peak learning rate), so ablations along one
+axis need no new names
 (``dw=1``, ``dw=2``, ``dw4``, ``dw=9``). Parts merge field by field: a field left at its default takes the
 other's value; two different non-default values are a conflict (``ValueError``). The blocks in
 :mod:`pdeconv.models.blocks` read the merged :class:`VariantOptions`.
 
-A variant may also change how the model is trained (``hyperbolic``: a penalty added to the loss). That is not
-architecture, so it is not a :class:`VariantOptions` field: it is part of the variant's :class:`Variant` entry,
-and :func:`variant_penalty_weight` merges it for a spec; the run module (:mod:`pdeconv.run`) reads it.
+A variant may also change how the model is trained (``hyperbolic``: a penalty added to the loss; ``seed+lr=0.4``:
+the block at its own learning rate). That is not architecture, so it is not a :class:`VariantOptions` field: it is
+part of the variant's :class:`Variant` entry or a ``penalty=``/``lr=`` part, and :func:`variant_training` merges it
+for a spec into the training settings it overrides; the run module (:mod:`pdeconv.run`) applies them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from dataclasses import dataclass, field, fields
 from pdeconv.boundary import boundary_condition
 from pdeconv.errors import PdeconvError
 
-__all__ = ["PARAMETERS", "Variant", "VariantOptions", "VARIANTS", "variants", "get_variant", "variant_penalty_weight"]
+__all__ = ["PARAMETERS", "TRAINING_PARAMETERS", "Variant", "VariantOptions", "VARIANTS", "variants", "get_variant",
+           "variant_penalty_weight", "variant_training"]
 
 
 @dataclass(frozen=True)
@@ -135,14 +138,17 @@ def _spec_type(name: str) -> type:
     return next(t for t in (int, float, str) if hint is t or t in typing.get_args(hint))
 
 
+#: The training settings a spec part may set as ``NAME=VALUE``: its name in the spec → the
+#: :class:`~pdeconv.engine.TrainConfig` field it overrides for the runs of that variant.
+TRAINING_PARAMETERS: dict[str, str] = {"penalty": "penalty_weight", "lr": "lr"}
 #: The options a spec part may set as ``FIELD=VALUE``, with their types (the :class:`VariantOptions` fields marked
-#: ``spec`` in their metadata); ``penalty`` is the training setting.
+#: ``spec`` in their metadata, then the training settings of :data:`TRAINING_PARAMETERS`).
 PARAMETERS: dict[str, type] = {f.name: _spec_type(f.name) for f in fields(VariantOptions) if f.metadata.get("spec")}
-PARAMETERS["penalty"] = float
+PARAMETERS.update(dict.fromkeys(TRAINING_PARAMETERS, float))
 
 
-def _parts(spec: str) -> list[tuple[str, dict, float]]:
-    """Each part of ``spec`` as (its text, the option fields it sets, its penalty weight)."""
+def _parts(spec: str) -> list[tuple[str, dict, dict]]:
+    """Each part of ``spec`` as (its text, the option fields it sets, the training settings it sets)."""
     if not isinstance(spec, str) or not spec.strip():
         raise PdeconvError(f"variant must be a name like 'seed' or 'seed+neumann'; got {spec!r}")
     parts = []
@@ -159,17 +165,19 @@ def _parts(spec: str) -> list[tuple[str, dict, float]]:
             except ValueError:
                 raise PdeconvError(f"variant option {key} takes a{'n integer' if PARAMETERS[key] is int else ' number'}"
                                  f"; got {part!r} in {spec!r}") from None
-            if key == "penalty":
-                if not value >= 0:
-                    raise PdeconvError(f"penalty must be ≥ 0; got {part!r}")
-                parts.append((part, {}, value))
+            if key == "penalty" and not value >= 0:
+                raise PdeconvError(f"penalty must be ≥ 0; got {part!r}")
+            if key == "lr" and not value > 0:
+                raise PdeconvError(f"lr must be > 0; got {part!r}")
+            if key in TRAINING_PARAMETERS:
+                parts.append((part, {}, {TRAINING_PARAMETERS[key]: value}))
             else:
-                parts.append((part, {key: value}, 0.0))
+                parts.append((part, {key: value}, {}))
         elif part in VARIANTS:
             v = VARIANTS[part]
             set_fields = {f.name: getattr(v.options, f.name) for f in fields(VariantOptions)
                           if f.name != "name" and getattr(v.options, f.name) != getattr(defaults, f.name)}
-            parts.append((part, set_fields, v.penalty_weight))
+            parts.append((part, set_fields, {"penalty_weight": v.penalty_weight} if v.penalty_weight else {}))
         else:
             raise PdeconvError(f"unknown variant {part!r} in {spec!r}; valid ones: {', '.join(VARIANTS)} "
                              f"(or FIELD=VALUE with FIELD one of {', '.join(PARAMETERS)})")
@@ -192,12 +200,24 @@ def get_variant(spec: str | VariantOptions) -> VariantOptions:
     return VariantOptions(**merged, name=spec.strip())
 
 
-def variant_penalty_weight(spec: str | VariantOptions) -> float:
-    """The hyperbolicity-penalty weight a spec trains with by default (0 for none); ``ValueError`` when two
-    parts of the spec ask for different non-zero weights. Options objects carry no training setting: 0."""
+def variant_training(spec: str | VariantOptions) -> dict[str, float]:
+    """The training settings a spec sets for its runs, as :class:`~pdeconv.engine.TrainConfig` fields
+    (``{"penalty_weight": 0.1}`` for ``hyperbolic``, ``{"lr": 0.4}`` for ``seed+lr=0.4``; ``{}`` for none);
+    a ``PdeconvError`` when two parts set one setting to different values. Options objects carry none."""
     if isinstance(spec, VariantOptions):
-        return 0.0
-    weights = {w for _, _, w in _parts(spec)} - {0.0}
-    if len(weights) > 1:
-        raise PdeconvError(f"variant {spec!r} combines different penalty weights {sorted(weights)}")
-    return weights.pop() if weights else 0.0
+        return {}
+    merged: dict[str, float] = {}
+    owner: dict[str, str] = {}
+    for part, _, training in _parts(spec):
+        for key, value in training.items():
+            if key in merged and merged[key] != value:
+                raise PdeconvError(f"variant {spec!r} sets {key} twice: {merged[key]:g} ({owner[key]!r}) and "
+                                   f"{value:g} ({part!r})")
+            merged[key], owner[key] = value, part
+    return merged
+
+
+def variant_penalty_weight(spec: str | VariantOptions) -> float:
+    """The hyperbolicity-penalty weight a spec trains with by default (0 for none): the ``penalty_weight`` of
+    :func:`variant_training`."""
+    return variant_training(spec).get("penalty_weight", 0.0)
