@@ -14,6 +14,8 @@ checkpoint resumes, a run without one starts again.
     python benchmarks/answers.py --summaries     # learned_pde.json for every finished run that has a checkpoint
     python benchmarks/answers.py --summary       # every comparison of docs/results.md, adjusted over the document
     python benchmarks/answers.py --budget        # the essay's block against the baseline at each training budget
+    python benchmarks/answers.py --lr-choice     # each variant's best rate from lr-0.1 lr-0.2 lr-0.4 (validation)
+    python benchmarks/answers.py own-lr          # then: the re-answers, each side at its own best rate (lr-NAME)
 
 Several of these commands may run at once (one per free core, e.g. ``answers.py boundary varcoef`` and
 ``answers.py order operators``): ``compare`` locks each run of the shared store, so none is trained twice, and a
@@ -31,6 +33,7 @@ import csv
 import io
 import json
 import shlex
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -42,6 +45,12 @@ STORE = RESULTS / "store-fast"
 
 
 STORE_RTS = RESULTS / "store-rts"
+STORE_LR = RESULTS / "lr" / "store"
+#: the learning-rate sweep: its rates, its variants (the baseline first) and the validation split every run holds out
+LR_RATES = ("0.1", "0.2", "0.4")
+LR_VARIANTS = ("baseline", "seed", "dw4", "order2", "neumann", "wave", "varcoef")
+VAL_SPLIT = ("--val-split", "5000")
+LR_CHOICE = RESULTS / "lr" / "choice.csv"
 
 
 @dataclass(frozen=True)
@@ -127,20 +136,120 @@ EXPERIMENTS: dict[str, Experiment] = {
         "baseline,seed,varcoef", store=RESULTS / "store-full", amp="bf16", preset="full", setting="full",
     ),
     # Learning-rate fairness: the fast recipe at three peak rates, 2 seeds, each variant's best read from a
-    # validation split of 5,000 training images (results/lr/).
+    # validation split of 5,000 training images (results/lr/). Each run is VARIANT+lr=RATE in one shared store,
+    # so the re-answers at each side's own best rate (own_lr_experiments) reuse the sweep's seeds 0 and 1.
     **{f"lr-{lr}": Experiment(
         f"The fast recipe at peak learning rate {lr}: which rate does each variant's validation accuracy prefer?",
         "(fairness of the recipe: every variant trains with the baseline's learning rate)",
-        "baseline,seed,dw4,order2,neumann,wave,varcoef", store=RESULTS / "lr" / f"store-{lr}", amp="bf16",
-        extra=("--lr", str(lr), "--val-split", "5000"), seeds=2, out=RESULTS / "lr" / f"lr-{lr}",
-        setting=f"lr {lr}", in_family=False,
-    ) for lr in ("0.1", "0.2", "0.4")},
+        ",".join(f"{v}+lr={lr}" for v in LR_VARIANTS), reference=f"baseline+lr={lr}", store=STORE_LR, amp="bf16",
+        extra=VAL_SPLIT, seeds=2, out=RESULTS / "lr" / f"lr-{lr}", setting=f"lr {lr}", in_family=False,
+    ) for lr in LR_RATES},
     "operators": Experiment(
         "How many operators per channel: depthwise ×1, ×2, ×4, ×9 against the full 3×3 convolution",
         "there can only be at most 9 linearly independent kernels … I'd go with ×4",
         "baseline,dw=1,dw=2,dw4,dw=9",
     ),
 }
+
+# ------------------------------------------------------------------------------------------ each variant's own rate
+
+def spec_name(spec: str) -> str:
+    """A variant spec without its learning-rate part: ``"seed+lr=0.4"`` → ``"seed"``."""
+    return "+".join(p for p in spec.split("+") if not p.strip().startswith("lr=")) or "baseline"
+
+
+def lr_choice(results: Path = RESULTS) -> list[dict]:
+    """The learning-rate sweep read back: per variant and rate, the validation accuracy of each seed (its last
+    epoch) and their mean; per variant, the best rate (the highest mean; a tie goes to the recipe's 0.2, then to
+    the lower rate) once the variant has runs at every rate of :data:`LR_RATES`. The test set is not read."""
+    val: dict[tuple[str, str], dict[int, float]] = {}
+    for lr in LR_RATES:
+        path = _where(f"lr-{lr}", results)[1] / "results.csv"
+        if not path.is_file():
+            continue
+        for r in _read_csv(path):
+            if r.get("val_acc") in (None, ""):
+                raise ValueError(f"{path}: {r['variant']} seed {r['seed']} has no val_acc; the sweep's runs hold out "
+                                 f"a validation split ({' '.join(VAL_SPLIT)})")
+            val.setdefault((spec_name(r["variant"]), lr), {})[int(r["seed"])] = float(r["val_acc"])
+    rows = []
+    for variant in dict.fromkeys(v for v, _ in val):
+        mine = {lr: statistics.mean(val[variant, lr].values()) for lr in LR_RATES if (variant, lr) in val}
+        best = (max(mine, key=lambda lr: (mine[lr], lr == "0.2", -float(lr))) if len(mine) == len(LR_RATES)
+                else None)
+        for lr, mean in mine.items():
+            seeds = val[variant, lr]
+            rows.append({"variant": variant, "lr": float(lr), "seeds": len(seeds), "val_acc": mean,
+                         "val_acc_per_seed": " ".join(f"{seeds[k]:.4f}" for k in sorted(seeds)),
+                         "best": "" if best is None else ("yes" if lr == best else "no")})
+    return rows
+
+
+def write_lr_choice(rows: list[dict], out: Path = RESULTS / "lr") -> tuple[Path, Path, Path]:
+    """``choice.csv`` (what :func:`own_lr_experiments` reads), ``choice.md`` (a variant × rate table of mean
+    validation accuracy, the best marked) and ``val_acc.png`` (validation accuracy against the rate)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from pdeconv import storage
+
+    columns = ["variant", "lr", "seeds", "val_acc", "val_acc_per_seed", "best"]
+    storage.write_csv(out / "choice.csv", columns, rows)
+    rates = sorted({r["lr"] for r in rows})
+    by = {(r["variant"], r["lr"]): r for r in rows}
+    lines = ["| variant | " + " | ".join(f"lr {lr:g}" for lr in rates) + " | best |",
+             "|:--|" + "--:|" * len(rates) + ":--|"]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        cells = []
+        for lr in rates:
+            r = by.get((variant, lr))
+            mark = " **best**" if r is not None and r["best"] == "yes" else ""
+            cells.append("–" if r is None else f"{100 * r['val_acc']:.2f}{mark}")
+        chosen = [f"{r['lr']:g}" for r in rows if r["variant"] == variant and r["best"] == "yes"]
+        best = chosen[0] if chosen else "not all rates yet"
+        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {best} |")
+    head = ("# Each variant's learning rate, chosen on the validation split\n\n"
+            "Written by `python benchmarks/answers.py --lr-choice` from `results/lr/lr-*/results.csv`: mean validation "
+            f"accuracy (%, last epoch, {VAL_SPLIT[1]} held-out training images) over each variant's seeds at each "
+            "peak learning rate of the `fast` recipe. The test set is not read for the choice.\n\n")
+    storage.write_text(out / "choice.md", head + "\n".join(lines) + "\n")
+    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, variant in enumerate(dict.fromkeys(r["variant"] for r in rows)):
+        mine = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["lr"])
+        ax.plot([r["lr"] for r in mine], [100 * r["val_acc"] for r in mine], "o-", color=f"C{i}", label=variant)
+        best = [r for r in mine if r["best"] == "yes"]
+        ax.plot([r["lr"] for r in best], [100 * r["val_acc"] for r in best], "*", ms=12, color=f"C{i}")
+    ax.set_xscale("log")
+    ax.set_xticks(rates, [f"{lr:g}" for lr in rates])
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel("peak learning rate (`fast` recipe)")
+    ax.set_ylabel("validation accuracy % (mean over seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    storage.write_figure(out / "val_acc.png", fig)
+    return out / "choice.csv", out / "choice.md", out / "val_acc.png"
+
+
+def own_lr_experiments(choice: Path = LR_CHOICE) -> dict[str, Experiment]:
+    """``lr-NAME`` for each variant whose best rate in ``choice`` (:func:`write_lr_choice`) is not the baseline's:
+    the variant at its own best rate against the baseline at its own, 5 paired seeds, the same validation split,
+    in the sweep's store (so seeds 0 and 1 are the sweep's runs). None before the sweep has chosen."""
+    if not choice.is_file():
+        return {}
+    best = {r["variant"]: r["lr"] for r in _read_csv(choice) if r["best"] == "yes"}
+    if "baseline" not in best:
+        return {}
+    base = best["baseline"]
+    return {f"lr-{v}": Experiment(
+        f"{v} against the baseline, each at its own best learning rate ({lr} and {base}, chosen on the validation "
+        "split)", "(fairness of the recipe: each side at the rate its validation accuracy prefers)",
+        f"baseline+lr={base},{v}+lr={lr}", reference=f"baseline+lr={base}", store=STORE_LR, amp="bf16",
+        extra=VAL_SPLIT, setting="own lr",
+    ) for v, lr in best.items() if v != "baseline" and float(lr) != float(base)}
+
+
+EXPERIMENTS.update(own_lr_experiments())
 
 
 def _where(name: str, root: Path | None) -> tuple[Path, Path]:
@@ -258,13 +367,15 @@ def document_family(results: Path = RESULTS, margin: float | None = None) -> lis
     plain_deltas = {variant: deltas(e, variant) for _, e, variant in reversed(answered)
                     if e.setting == "plain" and e.reference == "baseline"}
     for name, e, variant in answered:
-        add(e.setting, name, f"{variant} − {e.reference}", "paired",
+        # a variant at its own rate (seed+lr=0.4 against baseline+lr=0.2) answers the same question as seed − baseline
+        mine_, reference_ = spec_name(variant), spec_name(e.reference)
+        add(e.setting, name, f"{mine_} − {reference_}", "paired",
             paired(acc[e.setting, variant], acc[e.setting, e.reference]))
-        if e.setting != "plain" and e.reference == "baseline" and variant in plain_deltas:
+        if e.setting != "plain" and reference_ == "baseline" and mine_ in plain_deltas:
             mine = deltas(e, variant)
             if len(mine) >= 2:
-                add(f"{e.setting} vs plain", name, f"Δ({variant}) {e.setting} − Δ({variant}) plain", "welch",
-                    welch(mine, plain_deltas[variant]))
+                add(f"{e.setting} vs plain", name, f"Δ({mine_}) {e.setting} − Δ({mine_}) plain", "welch",
+                    welch(mine, plain_deltas[mine_]))
     for experiment, variant, reference in CONTRASTS:
         if ("plain", variant) in acc and ("plain", reference) in acc and (results / experiment).is_dir():
             add("plain", experiment, f"{variant} − {reference}", "contrast",
@@ -366,12 +477,14 @@ SECTIONS = {"The essay's block": "seed", "Boundary conditions": "boundary", "Ord
             "The essay's block at 2 epochs": "quick-seed"}
 #: each setting's column head in the by-setting table, in the table's order
 SETTINGS = {"plain": "Fashion-MNIST, `fast` (10 epochs)", "quick": "2 epochs (`quick`)",
-            "rts": "rotated, scaled, shifted (`fashion-mnist-rts`, `fast`)", "full": "30 epochs (`full`)"}
+            "rts": "rotated, scaled, shifted (`fashion-mnist-rts`, `fast`)", "full": "30 epochs (`full`)",
+            "own lr": "each side at its own learning rate (`fast`, chosen on a validation split)"}
 #: the question each comparison answers, as the by-setting table's first column says it
 QUESTIONS = {"seed − baseline": "the essay's block", "dw4 − baseline": "depthwise ×4 operators",
              "neumann − baseline": "Neumann boundary", "periodic − baseline": "periodic boundary",
              "varcoef − baseline": "variable coefficients (degree 2)",
-             "varcoef=1 − baseline": "variable coefficients (degree 1)"}
+             "varcoef=1 − baseline": "variable coefficients (degree 1)",
+             "order2 − baseline": "order-≤2 operators", "wave − baseline": "a hyperbolic network"}
 BEGIN_SETTINGS = "<!-- by-setting table: written by `python benchmarks/answers.py --summary`; not edited by hand -->"
 END_SETTINGS = "<!-- end of the by-setting table -->"
 
@@ -571,7 +684,8 @@ def status(names: list[str], seeds: int, store: Path | None = None, *, root: Pat
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("names", nargs="*", help=f"experiments to run: {', '.join(EXPERIMENTS)} (default: all)")
+    p.add_argument("names", nargs="*", help=f"experiments to run: {', '.join(EXPERIMENTS)}, or own-lr for the "
+                   "re-answers at each side's own learning rate once --lr-choice has chosen (default: all)")
     p.add_argument("--seeds", type=int, default=5, help="paired seeds per variant (default: 5)")
     p.add_argument("--target-ci", type=float, default=None, help="instead: seeds until the CI is this narrow")
     p.add_argument("--max-seeds", type=int, default=10)
@@ -597,11 +711,19 @@ def main() -> None:
     p.add_argument("--budget", action="store_true",
                    help="the essay's block against the baseline at each training budget that has results: write "
                         "results/budget.csv and results/budget.png and stop")
+    p.add_argument("--lr-choice", action="store_true",
+                   help="each variant's best learning rate from the sweep (lr-0.1 lr-0.2 lr-0.4) by validation "
+                        "accuracy: write results/lr/choice.csv, choice.md and val_acc.png and stop; then `own-lr` "
+                        "runs the re-answers (lr-NAME) for the variants whose best is not the baseline's")
     p.add_argument("--summaries", action="store_true",
                    help="write each finished run's learned_pde.json (kept in git; checkpoints are not) and stop")
     args = p.parse_args()
+    root = Path(args.results).resolve() if args.results else RESULTS
+    if args.results:  # the re-answers at each side's own rate follow that folder's own sweep
+        for name in [n for n, e in EXPERIMENTS.items() if e.setting == "own lr"]:
+            del EXPERIMENTS[name]
+        EXPERIMENTS.update(own_lr_experiments(root / LR_CHOICE.relative_to(RESULTS)))
     if args.summary:
-        root = Path(args.results).resolve() if args.results else RESULTS
         rows = document_family(root)
         for path in write_summary(rows, root):
             print(f"wrote {_shown(path)}")
@@ -612,13 +734,26 @@ def main() -> None:
             print(f"updated {_shown(PAGE)}: its tables' page-wide p and the by-setting table")
         return
     if args.budget:
-        root = Path(args.results).resolve() if args.results else RESULTS
         for path in write_budget(budget(root), root):
             print(f"wrote {_shown(path)}")
         return
     if args.summaries:
         summaries()
         return
+    if args.lr_choice:
+        for path in write_lr_choice(lr_choice(root), root / "lr"):
+            print(f"wrote {_shown(path)}")
+        return
+    if "own-lr" in args.names:
+        own = [n for n, e in EXPERIMENTS.items() if e.setting == "own lr"]
+        if not own and not (root / LR_CHOICE.relative_to(RESULTS)).is_file():
+            p.error("own-lr: no learning rate chosen yet; run `answers.py lr-0.1 lr-0.2 lr-0.4`, then "
+                    "`answers.py --lr-choice`")
+        if not own:
+            print("# own-lr: every variant's best rate is the baseline's; the shared-recipe answers stand", flush=True)
+        args.names = [n for name in args.names for n in (own if name == "own-lr" else [name])]
+        if not args.names:
+            return
     unknown = [n for n in args.names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"unknown experiments {unknown}; valid ones: {', '.join(EXPERIMENTS)}")

@@ -395,3 +395,52 @@ def test_another_settings_delta_meets_its_plain_delta_from_whichever_experiment_
     welch = by["rts vs plain", "Δ(dw4) rts − Δ(dw4) plain"]
     assert welch["kind"] == "welch" and welch["n"] == 3  # the other setting's seeds
     assert welch["delta"] == pytest.approx(100 * ((0.0 + 0.002 + 0.001) / 3 - (-0.004 - 0.003 - 0.004) / 3))
+
+
+def test_each_variants_own_rate_is_chosen_on_validation_and_answered_again(tmp_path, monkeypatch):
+    """The sweep's results (val_acc and test_acc per run) → the best rate per variant by mean validation accuracy
+    (never the test set: here the test accuracy prefers other rates), the re-answer experiments for the variants
+    whose best differs from the baseline's, and their comparison in the family as `seed − baseline`."""
+    import csv
+
+    answers = _answers(monkeypatch)
+    # (val, test) per variant and rate; seed's best validation rate is 0.4, the baseline's 0.2, dw4's 0.2
+    accs = {("baseline", "0.1"): (0.90, 0.95), ("baseline", "0.2"): (0.92, 0.90), ("baseline", "0.4"): (0.91, 0.90),
+            ("seed", "0.1"): (0.88, 0.99), ("seed", "0.2"): (0.89, 0.90), ("seed", "0.4"): (0.91, 0.80),
+            ("dw4", "0.1"): (0.89, 0.90), ("dw4", "0.2"): (0.90, 0.90), ("dw4", "0.4"): (0.90, 0.99)}
+    for lr in answers.LR_RATES:
+        folder = tmp_path / "lr" / f"lr-{lr}"
+        folder.mkdir(parents=True)
+        with open(folder / "results.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["variant", "seed", "test_acc", "val_acc"])
+            for (variant, rate), (val, test) in accs.items():
+                if rate == lr:
+                    w.writerows([f"{variant}+lr={lr}", s, test, val + 0.001 * s] for s in range(2))
+    rows = answers.lr_choice(tmp_path)
+    best = {r["variant"]: r["lr"] for r in rows if r["best"] == "yes"}
+    assert best == {"baseline": 0.2, "seed": 0.4, "dw4": 0.2}  # dw4's tie (0.90 at 0.2 and 0.4) goes to 0.2
+    seed_04 = next(r for r in rows if r["variant"] == "seed" and r["lr"] == 0.4)
+    assert seed_04["val_acc"] == pytest.approx(0.9105) and seed_04["seeds"] == 2
+    choice, table, png = answers.write_lr_choice(rows, tmp_path / "lr")
+    assert "| seed | 88.05 | 89.05 | 91.05 **best** | 0.4 |" in table.read_text()
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    own = answers.own_lr_experiments(choice)
+    assert list(own) == ["lr-seed"]
+    e = own["lr-seed"]
+    assert (e.variants, e.reference, e.store, e.setting) == ("baseline+lr=0.2,seed+lr=0.4", "baseline+lr=0.2",
+                                                             answers.STORE_LR, "own lr")
+    assert answers.spec_name("seed+lr=0.4") == "seed" and answers.spec_name("lr=0.1") == "baseline"
+    # its answer joins the family as seed − baseline, beside the plain one
+    monkeypatch.setitem(answers.EXPERIMENTS, "lr-seed", e)
+    for name, table_ in (("seed", {"baseline": [0.930, 0.931, 0.929], "seed": [0.925, 0.926, 0.925]}),
+                         ("lr-seed", {"baseline+lr=0.2": [0.930, 0.932, 0.929], "seed+lr=0.4": [0.929, 0.931, 0.929]})):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "results.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["variant", "seed", "test_acc"])
+            for variant, values in table_.items():
+                w.writerows([variant, s, v] for s, v in enumerate(values))
+    by = {(r["setting"], r["comparison"]): r for r in answers.document_family(tmp_path)}
+    assert by["own lr", "seed − baseline"]["delta"] == pytest.approx(100 * (-0.002 / 3))
+    assert ("own lr vs plain", "Δ(seed) own lr − Δ(seed) plain") in by
