@@ -51,6 +51,7 @@ LR_RATES = ("0.1", "0.2", "0.4")
 LR_VARIANTS = ("baseline", "seed", "dw4", "order2", "neumann", "wave", "varcoef")
 VAL_SPLIT = ("--val-split", "5000")
 LR_CHOICE = RESULTS / "lr" / "choice.csv"
+OWN_LR_SEEDS = (2, 3, 4, 5, 6)  # the re-answers' seeds: none of the sweep's (0, 1), which chose the rates
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Experiment:
     amp: str | None = None
     preset: str = "fast"
     extra: tuple[str, ...] = ()  # more compare options (a learning rate, a validation split)
-    seeds: int | None = None  # its own seed count (else --seeds)
+    seeds: int | tuple[int, ...] | None = None  # its own seed count or seeds (else --seeds)
     out: Path | None = None  # default: results/NAME
     setting: str = "plain"  # the setting its answers belong to (docs/results.md's summary table)
     in_family: bool = True  # its test-set comparisons are answers of docs/results.md (a sweep that only chooses
@@ -155,13 +156,15 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 def spec_name(spec: str) -> str:
     """A variant spec without its learning-rate part: ``"seed+lr=0.4"`` → ``"seed"``."""
-    return "+".join(p for p in spec.split("+") if not p.strip().startswith("lr=")) or "baseline"
+    parts = [p.strip() for p in spec.split("+")]
+    return "+".join(p for p in parts if p.partition("=")[0].strip() != "lr") or "baseline"
 
 
 def lr_choice(results: Path = RESULTS) -> list[dict]:
     """The learning-rate sweep read back: per variant and rate, the validation accuracy of each seed (its last
     epoch) and their mean; per variant, the best rate (the highest mean; a tie goes to the recipe's 0.2, then to
-    the lower rate) once the variant has runs at every rate of :data:`LR_RATES`. The test set is not read."""
+    the lower rate) once the variant has runs of the same seeds at every rate of :data:`LR_RATES`. The test set is
+    not read."""
     val: dict[tuple[str, str], dict[int, float]] = {}
     for lr in LR_RATES:
         path = _where(f"lr-{lr}", results)[1] / "results.csv"
@@ -175,8 +178,9 @@ def lr_choice(results: Path = RESULTS) -> list[dict]:
     rows = []
     for variant in dict.fromkeys(v for v, _ in val):
         mine = {lr: statistics.mean(val[variant, lr].values()) for lr in LR_RATES if (variant, lr) in val}
-        best = (max(mine, key=lambda lr: (mine[lr], lr == "0.2", -float(lr))) if len(mine) == len(LR_RATES)
-                else None)
+        same_seeds = len({frozenset(val[variant, lr]) for lr in mine}) == 1  # means over the same seeds
+        best = (max(mine, key=lambda lr: (mine[lr], lr == "0.2", -float(lr)))
+                if len(mine) == len(LR_RATES) and same_seeds else None)
         for lr, mean in mine.items():
             seeds = val[variant, lr]
             rows.append({"variant": variant, "lr": float(lr), "seeds": len(seeds), "val_acc": mean,
@@ -234,7 +238,9 @@ def write_lr_choice(rows: list[dict], out: Path = RESULTS / "lr") -> tuple[Path,
 def own_lr_experiments(choice: Path = LR_CHOICE) -> dict[str, Experiment]:
     """``lr-NAME`` for each variant whose best rate in ``choice`` (:func:`write_lr_choice`) is not the baseline's:
     the variant at its own best rate against the baseline at its own, 5 paired seeds, the same validation split,
-    in the sweep's store (so seeds 0 and 1 are the sweep's runs). None before the sweep has chosen."""
+    in the sweep's store. Its seeds are :data:`OWN_LR_SEEDS`, not the sweep's 0 and 1: the seeds that chose a rate
+    would carry their luck into the answer (a rate is chosen where a seed happened to do well). None before the
+    sweep has chosen."""
     if not choice.is_file():
         return {}
     best = {r["variant"]: r["lr"] for r in _read_csv(choice) if r["best"] == "yes"}
@@ -245,7 +251,7 @@ def own_lr_experiments(choice: Path = LR_CHOICE) -> dict[str, Experiment]:
         f"{v} against the baseline, each at its own best learning rate ({lr} and {base}, chosen on the validation "
         "split)", "(fairness of the recipe: each side at the rate its validation accuracy prefers)",
         f"baseline+lr={base},{v}+lr={lr}", reference=f"baseline+lr={base}", store=STORE_LR, amp="bf16",
-        extra=VAL_SPLIT, setting="own lr",
+        extra=VAL_SPLIT, seeds=OWN_LR_SEEDS, setting="own lr",
     ) for v, lr in best.items() if v != "baseline" and float(lr) != float(base)}
 
 
@@ -281,7 +287,8 @@ def command(name: str, args: argparse.Namespace) -> list[str]:
     if args.target_ci is not None:
         cmd += ["--seeds", "auto", "--target-ci", str(args.target_ci), "--max-seeds", str(args.max_seeds)]
     else:
-        cmd += ["--seeds", str(e.seeds or args.seeds)]
+        own = e.seeds or args.seeds
+        cmd += ["--seeds", ",".join(map(str, own)) if isinstance(own, tuple) else str(own)]
     cmd += ["--data-dir", args.data_dir] if args.data_dir else []
     return cmd + shlex.split(getattr(args, "extra", None) or "")
 
@@ -525,7 +532,8 @@ def by_setting_table(rows: list[dict]) -> str:
             if r is None:
                 cells.append("–")
                 continue
-            cell = f"{_signed(r['delta'])} [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}], {_status(r)}"
+            ci = "" if r["ci_low"] is None else f" [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
+            cell = f"{_signed(r['delta'])}{ci}, {_status(r)}"
             w = welch.get((s, comparison.split(" − ")[0]))
             if w is not None:
                 cell += f"; against plain {_signed(w['delta'])}, {_status(w)}"
@@ -542,7 +550,7 @@ def results_page(text: str, rows: list[dict]) -> str:
     from pdeconv.experiment.report import format_p
 
     by = {(r["experiment"], r["comparison"]): r for r in rows}
-    out, experiment, columns, reference = [], None, None, None
+    out, experiment, columns, reference, section = [], None, None, None, "(before the first section)"
     lines = iter(text.splitlines())
     for line in lines:
         if line == BEGIN_SETTINGS:
@@ -550,11 +558,17 @@ def results_page(text: str, rows: list[dict]) -> str:
             for line in lines:  # skip the old table
                 if line == END_SETTINGS:
                     break
+            else:
+                raise ValueError(f"docs/results.md: {BEGIN_SETTINGS!r} without {END_SETTINGS!r} after it")
             out.append(END_SETTINGS)
             continue
         if line.startswith("## "):
-            experiment, columns = SECTIONS.get(line[3:].strip()), None
-        elif experiment and line.startswith("| variant |") and "p (BH, page)" in line:
+            section, columns = line[3:].strip(), None
+            experiment = SECTIONS.get(section)
+        elif line.startswith("| variant |") and "p (BH, page)" in line:
+            if experiment is None:
+                raise ValueError(f"docs/results.md: section {section!r} has a table with page-wide p-values but no "
+                                 "experiment in answers.SECTIONS")
             columns = [c.strip() for c in line.strip("|").split("|")]
             reference = columns[2].removeprefix("Δ vs ")
         elif columns and line.startswith("| ") and not line.startswith("|:"):
@@ -653,10 +667,11 @@ def status(names: list[str], seeds: int, store: Path | None = None, *, root: Pat
     for name in names:
         e = EXPERIMENTS[name]
         runs = store or _where(name, root)[0]
-        seeds_ = e.seeds or seeds
+        own = e.seeds or seeds
+        seeds_ = list(own) if isinstance(own, tuple) else list(range(own))
         finished, training, interrupted, pending = 0, [], [], 0
         for variant in e.variants.split(","):
-            for seed in range(seeds_):
+            for seed in seeds_:
                 run = runs / variant / f"seed{seed}"
                 if not (run / engine.CONFIG).is_file():
                     pending += 1
@@ -673,7 +688,7 @@ def status(names: list[str], seeds: int, store: Path | None = None, *, root: Pat
                     checkpoint = (run / engine.CHECKPOINT).is_file()
                     interrupted.append(where + (", resumes from its checkpoint)" if checkpoint else
                                                 ", no checkpoint: starts again)"))
-        total = seeds_ * len(e.variants.split(","))
+        total = len(seeds_) * len(e.variants.split(","))
         parts = [f"{name}: {finished}/{total} finished"]
         parts += [f"training now: {', '.join(training)}"] if training else []
         parts += [f"interrupted: {', '.join(interrupted)}"] if interrupted else []

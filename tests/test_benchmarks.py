@@ -285,6 +285,15 @@ def test_document_family_adjusts_every_comparison_together(tmp_path, monkeypatch
     assert plain_cell.startswith("+0.28 [") and "against plain" not in plain_cell
     assert rts_cell.startswith("+1.20 [") and "against plain +0.92" in rts_cell
     assert len(table) == 4  # head, rule, degree 2 and degree 1 (the plain-only contrast is not asked twice)
+    one_seed = [dict(r, ci_low=None, ci_high=None) for r in answers.read_summary(csv_path)]  # no interval from 1
+    assert "| +1.20, " in answers.by_setting_table(one_seed)
+    # the page writer refuses what it cannot place instead of dropping text
+    page = f"# t\n\n{answers.BEGIN_SETTINGS}\nold table\n"
+    with pytest.raises(ValueError, match="without"):
+        answers.results_page(page, rows)
+    page = "## A renamed section\n\n| variant | seeds | Δ vs baseline | p (BH, page) | p (Holm, page) |\n"
+    with pytest.raises(ValueError, match="'A renamed section' has a table with page-wide p-values"):
+        answers.results_page(page, rows)
 
 
 @pytest.mark.slow
@@ -430,9 +439,15 @@ def test_each_variants_own_rate_is_chosen_on_validation_and_answered_again(tmp_p
     e = own["lr-seed"]
     assert (e.variants, e.reference, e.store, e.setting) == ("baseline+lr=0.2,seed+lr=0.4", "baseline+lr=0.2",
                                                              answers.STORE_LR, "own lr")
+    assert e.seeds == (2, 3, 4, 5, 6)  # fresh seeds: not the sweep's 0 and 1, which chose the rates
     assert answers.spec_name("seed+lr=0.4") == "seed" and answers.spec_name("lr=0.1") == "baseline"
+    assert answers.spec_name("seed + lr = 0.4") == "seed" and answers.spec_name("penalty=1") == "penalty=1"
     # its answer joins the family as seed − baseline, beside the plain one
     monkeypatch.setitem(answers.EXPERIMENTS, "lr-seed", e)
+    import argparse
+
+    args = argparse.Namespace(threads=1, target_ci=None, max_seeds=10, seeds=5, data_dir=None)
+    assert "--seeds 2,3,4,5,6" in " ".join(answers.command("lr-seed", args))
     for name, table_ in (("seed", {"baseline": [0.930, 0.931, 0.929], "seed": [0.925, 0.926, 0.925]}),
                          ("lr-seed", {"baseline+lr=0.2": [0.930, 0.932, 0.929], "seed+lr=0.4": [0.929, 0.931, 0.929]})):
         (tmp_path / name).mkdir()

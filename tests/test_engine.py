@@ -170,7 +170,11 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, fmnist, preci
     with pytest.raises(Killed):
         engine.train(stopped, model, on_epoch_end=kill_after(1))
     assert engine.load_checkpoint(tmp_path / "stopped" / engine.CHECKPOINT)["epoch"] == 1
+    first = json.loads((tmp_path / "stopped" / engine.CONFIG).read_text())
     engine.train(config(tmp_path, fmnist, out=str(tmp_path / "stopped"), resume=True, **precision), model)
+    meta = json.loads((tmp_path / "stopped" / engine.CONFIG).read_text())  # when it started, and each resumption
+    assert (meta["started"], meta["code"]) == (first["started"], first["code"]) and "resumed" not in first
+    assert [(r["epoch"], r["code"]) for r in meta["resumed"]] == [(1, code_revision())]
 
     a = engine.load_checkpoint(tmp_path / "straight" / engine.CHECKPOINT)
     b = engine.load_checkpoint(tmp_path / "stopped" / engine.CHECKPOINT)

@@ -88,6 +88,10 @@ def test_a_variant_with_its_own_learning_rate_trains_at_it_and_is_paired_with_th
     shared = next(line for line in report.splitlines() if line.startswith("Settings shared by every run"))
     assert "`lr=" not in shared and "Set per variant: `lr` (baseline: 0.05, baseline+lr=0.2: 0.2)." in shared
     assert "| baseline+lr=0.2 | 1 |" in report
+    # two rates in one spec are refused before anything trains (not when that variant's turn comes)
+    assert main(["compare", "--variants", "baseline,seed+lr=0.1+lr=0.4", "--seeds", "1", "--epochs", "1",
+                 "--data-dir", str(data_dir), "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "sets lr twice" in capsys.readouterr().err and not (tmp_path / "bad" / "runs").exists()
     with pytest.raises(ValueError, match="variant 'seed\\+lr=0.4' sets its own, 0.4"):
         run.make_config(variant="seed+lr=0.4", lr=0.1)
     assert run.make_config(variant="seed+lr=0.4", preset="fast").lr == 0.4  # the variant's rate beats the preset's
@@ -461,6 +465,13 @@ def test_report_says_which_machine_and_code_ran_which_runs(tmp_path):
                     "2026-12-07T07:00:00 to 2026-12-07T07:05:00 · seed seeds 1–2, 4: Xeon; 1 threads, code f149451, "
                     "started 2026-12-07T14:01:00 to 2026-12-07T14:04:00.")
     assert _seed_ranges([3]) == "3" and _seed_ranges([5, 0, 1, 7, 6]) == "0–1, 5–7"
+    # a run continued later on other code: where it started, then its resumption
+    meta = json.loads((tmp_path / "seed" / "seed4" / engine.CONFIG).read_text())
+    meta["resumed"] = [{"at": "2026-12-08T09:00:00", "epoch": 6, "code": "abc1234", "device_name": "EPYC; 1 threads"}]
+    (tmp_path / "seed" / "seed4" / engine.CONFIG).write_text(json.dumps(meta))
+    assert provenance(tmp_path, rows).endswith(
+        "2026-12-07T14:04:00. Resumed: seed seed 4 after epoch 6 on 2026-12-08T09:00:00 (EPYC; 1 threads, code "
+        "abc1234).")
 
 
 def test_the_paired_plot_draws_each_seeds_difference_and_the_mean_with_its_interval(tmp_path, monkeypatch):

@@ -79,12 +79,13 @@ def _given(args: argparse.Namespace, skip: set[str]) -> dict:
 
 
 def _check_model(model: str | None, variant: str | None = None) -> None:
-    from pdeconv.models import get_variant, list_models
+    from pdeconv.models import get_variant, list_models, variant_training
 
     if model is not None and model not in list_models():
         raise UsageError(f"unknown model {model!r}; choose one of: {', '.join(list_models())}")
     if variant is not None:
         get_variant(variant)
+        variant_training(variant)  # two rates or two penalty weights in one spec
 
 
 def _variant_names() -> str:

@@ -88,7 +88,8 @@ class NonFiniteLossError(PdeconvError):
 BF16_MARGIN = 0.10
 
 #: What a training setting is to a run (the ``role`` of each :class:`TrainConfig` field):
-#: ``identity`` — what is trained: the same for every run of an experiment and for a run and its resumption;
+#: ``identity`` — what is trained: the same for every run of an experiment (unless a variant sets its own: the rate
+#: of ``seed+lr=0.4``, :func:`pdeconv.models.variant_training`) and for a run and its resumption;
 #: ``run`` — one run's own within an experiment (its variant and seed): fixed for a run, differs between runs;
 #: ``placement`` — where and how fast it runs (device, threads, compile, the folder, ...): never makes another run.
 ROLES = ("identity", "run", "placement")
@@ -876,9 +877,15 @@ def _open_run(out: Path, config: TrainConfig, procs: Processes, info, params: in
         "params": params,
         "dataset": asdict(info),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "code": code_revision(),  # pdeconv's checkout (git describe) when this run started or resumed; None outside one
+        "code": code_revision(),  # pdeconv's checkout (git describe) when this run started; None outside one
         "paths": autotune.chosen(),
     }
+    if history and (out / CONFIG).is_file():  # a resumption: the run started earlier, perhaps on other code
+        before = json.loads((out / CONFIG).read_text())
+        resumed = {"at": meta["started"], "epoch": len(history), "code": meta["code"],
+                   "device_name": meta["device_name"]}
+        meta["resumed"] = [*before.get("resumed", []), resumed]
+        meta["started"], meta["code"] = before.get("started", meta["started"]), before.get("code")
     storage.write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")
     _write_metrics(out, history)  # drops any epoch logged after the checkpoint we resume from
     return SummaryWriter(str(out), purge_step=len(history) + 1 if history else None), meta

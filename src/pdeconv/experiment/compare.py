@@ -154,11 +154,12 @@ def compare(
     report's record of how it was made. ``say``: what prints the experiment's progress and hints (``print``'s
     signature; the command line passes one that shows flags for the parameters they name).
     """
-    from pdeconv.models import get_variant
+    from pdeconv.models import get_variant, variant_training
 
     variants = list(dict.fromkeys(variants))
-    for v in variants:
-        get_variant(v)  # unknown names fail before anything is trained
+    for v in variants:  # unknown names and contradicting parts fail before anything is trained
+        get_variant(v)
+        variant_training(v)
     if not variants:
         raise PdeconvError("compare needs at least one variant")
     seeds = list(seeds)

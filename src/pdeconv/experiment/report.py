@@ -158,15 +158,20 @@ def _seed_ranges(seeds: list[int]) -> str:
 
 
 def provenance(out: Path, rows: list[dict]) -> str:
-    """Which machine (its CPU or GPU description and thread count) and which code ran which runs, from each run's
-    config.json, with the dates they started: one clause per (device, code) group, runs listed by variant and seed
-    range. Runs written before config.json recorded the code say "code not recorded"."""
+    """Which machine (the run's device description: for a CPU its model, cores, features and threads) and which code
+    ran which runs, from each run's config.json, with the dates they started: one clause per (device, code) group,
+    runs listed by variant and seed range; then each resumption (a run continued later, perhaps elsewhere or on
+    other code). Runs written before config.json recorded the code say "code not recorded"."""
     groups: dict[tuple[str, str], list[tuple[str, int, str]]] = {}
+    resumptions = []
     for r in rows:
         meta = json.loads((Path(out) / r["run"] / engine.CONFIG).read_text())
         device = str(meta.get("device_name", meta.get("device", "unknown device")))
         code = meta.get("code") or "not recorded"
         groups.setdefault((device, code), []).append((r["variant"], int(r["seed"]), str(meta.get("started", "?"))))
+        resumptions += [f"{r['variant']} seed {r['seed']} after epoch {x.get('epoch', '?')} on {x.get('at', '?')} "
+                        f"({x.get('device_name', 'unknown device')}, code {x.get('code') or 'not recorded'})"
+                        for x in meta.get("resumed", [])]
     clauses = []
     for (device, code), runs in groups.items():
         by_variant: dict[str, list[int]] = {}
@@ -176,7 +181,7 @@ def provenance(out: Path, rows: list[dict]) -> str:
         dates = sorted(started for *_, started in runs)
         when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
         clauses.append(f"{which}: {device}, code {code}, started {when}")
-    return "Runs: " + " · ".join(clauses) + "."
+    return "Runs: " + " · ".join(clauses) + "." + (f" Resumed: {'; '.join(resumptions)}." if resumptions else "")
 
 
 def _learned_means(rows: list[dict]) -> str:
