@@ -481,7 +481,9 @@ PAGE = ROOT / "docs" / "results.md"
 SECTIONS = {"The essay's block": "seed", "Boundary conditions": "boundary", "Order-≤2 operators": "order",
             "Operators per channel": "operators", "Variable coefficients": "varcoef",
             "The hyperbolicity penalty": "hyperbolicity", "A hyperbolic network": "wave",
-            "The essay's block at 2 epochs": "quick-seed"}
+            "The essay's block at 2 epochs": "quick-seed",
+            "Boundary conditions on rotated, scaled and shifted images": "rts-boundary",
+            "Variable coefficients on rotated and scaled images": "rts-varcoef"}
 #: each setting's column head in the by-setting table, in the table's order
 SETTINGS = {"plain": "Fashion-MNIST, `fast` (10 epochs)", "quick": "2 epochs (`quick`)",
             "rts": "rotated, scaled, shifted (`fashion-mnist-rts`, `fast`)", "full": "30 epochs (`full`)",
