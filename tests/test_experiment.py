@@ -97,6 +97,27 @@ def test_a_variant_with_its_own_learning_rate_trains_at_it_and_is_paired_with_th
     assert run.make_config(variant="seed+lr=0.4", preset="fast").lr == 0.4  # the variant's rate beats the preset's
 
 
+def test_a_finished_run_keeps_its_learned_pde_before_the_experiment_ends(tmp_path, data_dir, monkeypatch, capsys):
+    """A comparison stopped during its second run (a session cut off): the first run's learned_pde.json is already
+    written, so the summary survives when the (uncommitted) checkpoint is lost."""
+    from pdeconv.experiment.results import LEARNED_PDE
+
+    real, calls = run.train, []
+
+    def train(config, **kwargs):
+        calls.append(config.variant)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stopped during the second run
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(run, "train", train)
+    code = _compare(data_dir, tmp_path / "exp")
+    assert code != 0 and len(calls) == 2
+    first = tmp_path / "exp" / "runs" / "baseline" / "seed0"
+    assert (first / LEARNED_PDE).is_file() and not (tmp_path / "exp" / "results.csv").exists()
+    assert json.loads((first / LEARNED_PDE).read_text())["summary"]["hyperbolicity"] >= 0
+
+
 def test_compare_resumes_an_unfinished_run(tmp_path, data_dir, capsys):
     out = tmp_path / "exp"
     args = ["--variants", "baseline", "--seeds", "1", "--batch-size", "32", "--data-dir", str(data_dir),

@@ -32,7 +32,7 @@ from pdeconv.errors import PdeconvError
 from pdeconv.eta import Progress
 from pdeconv.experiment import store
 from pdeconv.experiment.report import write_report
-from pdeconv.experiment.results import collect, run_dir
+from pdeconv.experiment.results import collect, learned_pde_summary, run_dir
 from pdeconv.experiment.stats import Paired, paired
 from pdeconv.experiment.store import (
     claim_directory,
@@ -241,6 +241,8 @@ def compare(
             run.train(config, on_epoch_end=record)
             progress.finish((variant, seed))
             fix_threads(directory)
+            if procs.main:  # the learned PDE now, while the checkpoint is here: a session stopped before the
+                learned_pde_summary(directory)  # experiment's end would lose it with the (uncommitted) checkpoint
             return True
         finally:
             if procs.main:
