@@ -189,15 +189,22 @@ def get_variant(spec: str | VariantOptions) -> VariantOptions:
     options pass through."""
     if isinstance(spec, VariantOptions):
         return spec
+    merged = _merge(spec, 0, lambda key, old, owner, new, part: f"variants {owner!r} and {part!r} conflict: "
+                    f"{key}={old!r} vs {key}={new!r}")
+    return VariantOptions(**merged, name=spec.strip())
+
+
+def _merge(spec: str, which: int, clash) -> dict:
+    """What the parts of ``spec`` set, merged: ``which`` 0 for the option fields, 1 for the training settings;
+    ``clash(key, old, its part, new, this part)`` words the error when two parts set one key differently."""
     merged: dict = {}
     owner: dict[str, str] = {}
-    for part, set_fields, _ in _parts(spec):
-        for key, value in set_fields.items():
+    for part, *sets in _parts(spec):
+        for key, value in sets[which].items():
             if key in merged and merged[key] != value:
-                raise PdeconvError(f"variants {owner[key]!r} and {part!r} conflict: {key}={merged[key]!r} vs "
-                                 f"{key}={value!r}")
+                raise PdeconvError(clash(key, merged[key], owner[key], value, part))
             merged[key], owner[key] = value, part
-    return VariantOptions(**merged, name=spec.strip())
+    return merged
 
 
 def variant_training(spec: str | VariantOptions) -> dict[str, float]:
@@ -206,15 +213,8 @@ def variant_training(spec: str | VariantOptions) -> dict[str, float]:
     a ``PdeconvError`` when two parts set one setting to different values. Options objects carry none."""
     if isinstance(spec, VariantOptions):
         return {}
-    merged: dict[str, float] = {}
-    owner: dict[str, str] = {}
-    for part, _, training in _parts(spec):
-        for key, value in training.items():
-            if key in merged and merged[key] != value:
-                raise PdeconvError(f"variant {spec!r} sets {key} twice: {merged[key]:g} ({owner[key]!r}) and "
-                                   f"{value:g} ({part!r})")
-            merged[key], owner[key] = value, part
-    return merged
+    return _merge(spec, 1, lambda key, old, owner, new, part: f"variant {spec!r} sets {key} twice: {old:g} "
+                  f"({owner!r}) and {new:g} ({part!r})")
 
 
 def variant_penalty_weight(spec: str | VariantOptions) -> float:
