@@ -238,6 +238,18 @@ def test_every_committed_csv_reads_back_with_one_field_per_header_column():
             assert None not in row and None not in row.values(), f"{path} row {i + 2}: field count != header's"
 
 
+def _write_accuracies(folder: Path, table: dict[str, list[float]]) -> None:
+    """``folder/results.csv`` as compare writes it, reduced to variant, seed (0, 1, ...) and test_acc."""
+    import csv
+
+    folder.mkdir(parents=True)
+    with open(folder / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["variant", "seed", "test_acc"])
+        for variant, values in table.items():
+            w.writerows([variant, s, v] for s, v in enumerate(values))
+
+
 def test_document_family_adjusts_every_comparison_together(tmp_path, monkeypatch):
     """The document-wide table from small CSVs made here: paired Δs, a contrast, an rts-vs-plain Welch row, the
     three adjustments (Holm within an experiment ≤ Holm over the document; BH ≤ Holm) and the answer words."""
@@ -251,12 +263,7 @@ def test_document_family_adjusts_every_comparison_together(tmp_path, monkeypatch
     rts = {"baseline": [0.80, 0.81, 0.79, 0.80, 0.80], "varcoef": [0.81, 0.825, 0.80, 0.815, 0.81],
            "varcoef=1": [0.80, 0.81, 0.792, 0.80, 0.801]}
     for name, table in (("varcoef", accs), ("rts-varcoef", rts)):
-        (tmp_path / name).mkdir()
-        with open(tmp_path / name / "results.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["variant", "seed", "test_acc"])
-            for variant, values in table.items():
-                w.writerows([variant, s, v] for s, v in enumerate(values))
+        _write_accuracies(tmp_path / name, table)
     rows = answers.document_family(tmp_path)
     by = {(r["setting"], r["comparison"]): r for r in rows}
     assert set(by) == {("plain", "varcoef=1 − baseline"), ("plain", "varcoef − baseline"),
@@ -388,18 +395,12 @@ def test_budget_plot_reads_each_budgets_paired_difference(tmp_path, monkeypatch)
 
 def test_another_settings_delta_meets_its_plain_delta_from_whichever_experiment_measured_it(tmp_path, monkeypatch):
     """rts-seed's dw4 is set against the plain Δ(dw4 − baseline) of `operators`, an experiment listed after it."""
-    import csv
 
     answers = _answers(monkeypatch)
     tables = {"operators": {"baseline": [0.930, 0.931, 0.929], "dw4": [0.926, 0.928, 0.925]},
               "rts-seed": {"baseline": [0.80, 0.81, 0.79], "dw4": [0.80, 0.812, 0.791]}}
     for name, table in tables.items():
-        (tmp_path / name).mkdir()
-        with open(tmp_path / name / "results.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["variant", "seed", "test_acc"])
-            for variant, values in table.items():
-                w.writerows([variant, s, v] for s, v in enumerate(values))
+        _write_accuracies(tmp_path / name, table)
     by = {(r["setting"], r["comparison"]): r for r in answers.document_family(tmp_path)}
     welch = by["rts vs plain", "Δ(dw4) rts − Δ(dw4) plain"]
     assert welch["kind"] == "welch" and welch["n"] == 3  # the other setting's seeds
@@ -450,12 +451,7 @@ def test_each_variants_own_rate_is_chosen_on_validation_and_answered_again(tmp_p
     assert "--seeds 2,3,4,5,6" in " ".join(answers.command("lr-seed", args))
     for name, table_ in (("seed", {"baseline": [0.930, 0.931, 0.929], "seed": [0.925, 0.926, 0.925]}),
                          ("lr-seed", {"baseline+lr=0.2": [0.930, 0.932, 0.929], "seed+lr=0.4": [0.929, 0.931, 0.929]})):
-        (tmp_path / name).mkdir()
-        with open(tmp_path / name / "results.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["variant", "seed", "test_acc"])
-            for variant, values in table_.items():
-                w.writerows([variant, s, v] for s, v in enumerate(values))
+        _write_accuracies(tmp_path / name, table_)
     by = {(r["setting"], r["comparison"]): r for r in answers.document_family(tmp_path)}
     assert by["own lr", "seed − baseline"]["delta"] == pytest.approx(100 * (-0.002 / 3))
     assert ("own lr vs plain", "Δ(seed) own lr − Δ(seed) plain") in by
