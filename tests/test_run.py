@@ -44,6 +44,18 @@ def test_make_config_errors_name_the_valid_choices():
         run.make_config(variant="dw5")
 
 
+def test_the_settings_line_says_which_training_images_a_run_uses():
+    def data(**options):
+        line = run.describe_config(engine.TrainConfig(**options))
+        return line[line.index("(") + 1:line.index(")")]
+
+    assert data() == "all training images"
+    assert data(train_subset=2000) == "a fixed subset of 2,000 training images"
+    assert data(val_split=5000) == "all training images but 5,000 held out for validation"
+    assert data(val_split=5000, train_subset=2000) == (
+        "a fixed subset of 2,000 training images from those left after 5,000 held out for validation")
+
+
 def test_a_trained_run_comes_back_with_its_weights(tmp_path, make_fashion_mnist):
     data = make_fashion_mnist(tmp_path / "data", 32, 16)
     config = run.make_config(variant="varcoef", epochs=1, batch_size=16, data_dir=str(data), out=str(tmp_path / "r"),

@@ -166,6 +166,9 @@ def describe_config(config: engine.TrainConfig) -> str:
     """The training settings of ``config`` in one line, as printed at the start of a run or an experiment."""
     data = ("all training images" if config.train_subset is None
             else f"a fixed subset of {config.train_subset:,} training images")
+    if config.val_split is not None:
+        data = ("all training images but " if config.train_subset is None else data + " from those left after ") \
+            + f"{config.val_split:,} held out for validation"
     parts = [
         f"{config.model} on {config.dataset} ({data})",
         f"{config.epochs} epoch{'' if config.epochs == 1 else 's'}",
