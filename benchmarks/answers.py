@@ -296,13 +296,14 @@ def command(name: str, args: argparse.Namespace) -> list[str]:
 # ------------------------------------------------------------------------------------------ the document's family
 
 #: Contrasts the text of docs/results.md draws between two variants of the same store (paired by seed), each in
-#: the family of the experiment named first: (experiment, variant, reference).
+#: the family and the setting of the experiment named first: (experiment, variant, reference).
 CONTRASTS = [
     ("operators", "dw=2", "dw=1"),
     ("operators", "dw4", "dw=2"),
     ("operators", "dw=9", "dw4"),
     ("varcoef", "varcoef", "varcoef=1"),
     ("seed", "seed", "dw4"),
+    ("rts-seed", "seed", "dw4"),  # on rts: what the block's coefficient fields add to dw4's operators
 ]
 
 #: Probes whose per-seed results docs/results.md compares: (folder, metric column, arm, reference arm, unit). The
@@ -384,9 +385,11 @@ def document_family(results: Path = RESULTS, margin: float | None = None) -> lis
                 add(f"{e.setting} vs plain", name, f"Δ({mine_}) {e.setting} − Δ({mine_}) plain", "welch",
                     welch(mine, plain_deltas[mine_]))
     for experiment, variant, reference in CONTRASTS:
-        if ("plain", variant) in acc and ("plain", reference) in acc and (results / experiment).is_dir():
-            add("plain", experiment, f"{variant} − {reference}", "contrast",
-                paired(acc["plain", variant], acc["plain", reference]))
+        setting = EXPERIMENTS[experiment].setting
+        if ((setting, variant) in acc and (setting, reference) in acc
+                and (_where(experiment, results)[1] / "results.csv").is_file()):
+            add(setting, experiment, f"{variant} − {reference}", "contrast",
+                paired(acc[setting, variant], acc[setting, reference]))
     for folder, metric, arm, reference, unit in PROBES:
         path = results / folder / "results.csv"
         if path.is_file():
@@ -483,7 +486,8 @@ SECTIONS = {"The essay's block": "seed", "Boundary conditions": "boundary", "Ord
             "The hyperbolicity penalty": "hyperbolicity", "A hyperbolic network": "wave",
             "The essay's block at 2 epochs": "quick-seed",
             "Boundary conditions on rotated, scaled and shifted images": "rts-boundary",
-            "Variable coefficients on rotated and scaled images": "rts-varcoef"}
+            "Variable coefficients on rotated and scaled images": "rts-varcoef",
+            "The essay's block and dw4 on rotated, scaled and shifted images": "rts-seed"}
 #: each setting's column head in the by-setting table, in the table's order
 SETTINGS = {"plain": "Fashion-MNIST, `fast` (10 epochs)", "quick": "2 epochs (`quick`)",
             "rts": "rotated, scaled, shifted (`fashion-mnist-rts`, `fast`)", "full": "30 epochs (`full`)",

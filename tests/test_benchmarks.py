@@ -303,6 +303,25 @@ def test_document_family_adjusts_every_comparison_together(tmp_path, monkeypatch
         answers.results_page(page, rows)
 
 
+def test_a_contrast_is_drawn_in_its_own_experiments_setting(tmp_path, monkeypatch):
+    """seed − dw4 is a contrast on the plain images and on rts: each pairs the two variants of its own setting's
+    runs (never a plain run with an rts run), and a setting without both variants draws none."""
+    answers = _answers(monkeypatch)
+    _write_accuracies(tmp_path / "rts-seed", {"baseline": [0.80, 0.81, 0.79, 0.80, 0.80],
+                                              "seed": [0.79, 0.80, 0.78, 0.79, 0.79],
+                                              "dw4": [0.795, 0.806, 0.788, 0.797, 0.794]})
+    by = {(r["setting"], r["comparison"]): r for r in answers.document_family(tmp_path)}
+    assert ("plain", "seed − dw4") not in by
+    contrast = by["rts", "seed − dw4"]
+    assert contrast["kind"] == "contrast" and contrast["experiment"] == "rts-seed" and contrast["n"] == 5
+    assert contrast["delta"] == pytest.approx(100 * (3.95 - 3.98) / 5, abs=1e-9)  # the paired mean, in points
+    _write_accuracies(tmp_path / "seed", {"baseline": [0.93] * 5, "seed": [0.925, 0.924, 0.926, 0.925, 0.925]})
+    _write_accuracies(tmp_path / "operators", {"baseline": [0.93] * 5, "dw4": [0.927, 0.926, 0.928, 0.927, 0.926]})
+    by = {(r["setting"], r["comparison"]): r for r in answers.document_family(tmp_path)}
+    assert by["plain", "seed − dw4"]["delta"] == pytest.approx(100 * (4.625 - 4.634) / 5, abs=1e-9)
+    assert by["rts", "seed − dw4"]["delta"] == pytest.approx(contrast["delta"])
+
+
 @pytest.mark.slow
 def test_answers_rerun_on_another_dataset_into_a_folder_of_ones_own(tmp_path, make_cifar, monkeypatch):
     """Someone with CIFAR-10 reruns an answer with one command into their own results folder: the command names
