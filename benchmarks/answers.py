@@ -762,7 +762,12 @@ def main() -> None:
         summaries()
         return
     if args.lr_choice:
-        for path in write_lr_choice(lr_choice(root), root / "lr"):
+        rows = lr_choice(root)
+        if not rows:
+            p.error(f"--lr-choice: no finished sweep yet (none of {_shown(root / 'lr')}/lr-*/results.csv, which "
+                    "each sweep experiment writes when all its runs are done); run `answers.py lr-0.1 lr-0.2 "
+                    "lr-0.4` (`--status lr-0.1 lr-0.2 lr-0.4` shows how far it has got)")
+        for path in write_lr_choice(rows, root / "lr"):
             print(f"wrote {_shown(path)}")
         return
     if "own-lr" in args.names:

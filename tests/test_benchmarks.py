@@ -446,6 +446,10 @@ def test_each_variants_own_rate_is_chosen_on_validation_and_answered_again(tmp_p
             for (variant, rate), (val, test) in accs.items():
                 if rate == lr:
                     w.writerows([f"{variant}+lr={lr}", s, test, val + 0.001 * s] for s in range(2))
+    before = subprocess.run([sys.executable, str(BENCHMARKS / "answers.py"), "--lr-choice", "--results",
+                             str(tmp_path / "none")], capture_output=True, text=True)
+    assert before.returncode == 2 and "no finished sweep yet" in before.stderr  # and it writes nothing
+    assert not (tmp_path / "none").exists()
     rows = answers.lr_choice(tmp_path)
     best = {r["variant"]: r["lr"] for r in rows if r["best"] == "yes"}
     assert best == {"baseline": 0.2, "seed": 0.4, "dw4": 0.2}  # dw4's tie (0.90 at 0.2 and 0.4) goes to 0.2
