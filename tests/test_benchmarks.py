@@ -433,10 +433,12 @@ def test_each_variants_own_rate_is_chosen_on_validation_and_answered_again(tmp_p
     import csv
 
     answers = _answers(monkeypatch)
-    # (val, test) per variant and rate; seed's best validation rate is 0.4, the baseline's 0.2, dw4's 0.2
+    # (val, test) per variant and rate; seed's best validation rate is 0.4, the baseline's 0.2, dw4's 0.2, order2's
+    # 0.1 (its question is against dw4, so its re-answer is too)
     accs = {("baseline", "0.1"): (0.90, 0.95), ("baseline", "0.2"): (0.92, 0.90), ("baseline", "0.4"): (0.91, 0.90),
             ("seed", "0.1"): (0.88, 0.99), ("seed", "0.2"): (0.89, 0.90), ("seed", "0.4"): (0.91, 0.80),
-            ("dw4", "0.1"): (0.89, 0.90), ("dw4", "0.2"): (0.90, 0.90), ("dw4", "0.4"): (0.90, 0.99)}
+            ("dw4", "0.1"): (0.89, 0.90), ("dw4", "0.2"): (0.90, 0.90), ("dw4", "0.4"): (0.90, 0.99),
+            ("order2", "0.1"): (0.895, 0.88), ("order2", "0.2"): (0.89, 0.90), ("order2", "0.4"): (0.88, 0.90)}
     for lr in answers.LR_RATES:
         folder = tmp_path / "lr" / f"lr-{lr}"
         folder.mkdir(parents=True)
@@ -452,14 +454,15 @@ def test_each_variants_own_rate_is_chosen_on_validation_and_answered_again(tmp_p
     assert not (tmp_path / "none").exists()
     rows = answers.lr_choice(tmp_path)
     best = {r["variant"]: r["lr"] for r in rows if r["best"] == "yes"}
-    assert best == {"baseline": 0.2, "seed": 0.4, "dw4": 0.2}  # dw4's tie (0.90 at 0.2 and 0.4) goes to 0.2
+    assert best == {"baseline": 0.2, "seed": 0.4, "dw4": 0.2, "order2": 0.1}  # dw4's tie (0.90 at 0.2, 0.4): 0.2
     seed_04 = next(r for r in rows if r["variant"] == "seed" and r["lr"] == 0.4)
     assert seed_04["val_acc"] == pytest.approx(0.9105) and seed_04["seeds"] == 2
     choice, table, png = answers.write_lr_choice(rows, tmp_path / "lr")
     assert "| seed | 88.05 | 89.05 | 91.05 **best** | 0.4 |" in table.read_text()
     assert png.read_bytes()[:4] == b"\x89PNG"
     own = answers.own_lr_experiments(choice)
-    assert list(own) == ["lr-seed"]
+    assert list(own) == ["lr-seed", "lr-order2"]
+    assert (own["lr-order2"].variants, own["lr-order2"].reference) == ("dw4+lr=0.2,order2+lr=0.1", "dw4+lr=0.2")
     e = own["lr-seed"]
     assert (e.variants, e.reference, e.store, e.setting) == ("baseline+lr=0.2,seed+lr=0.4", "baseline+lr=0.2",
                                                              answers.STORE_LR, "own lr")
@@ -472,9 +475,18 @@ def test_each_variants_own_rate_is_chosen_on_validation_and_answered_again(tmp_p
 
     args = argparse.Namespace(threads=1, target_ci=None, max_seeds=10, seeds=5, data_dir=None)
     assert "--seeds 2,3,4,5,6" in " ".join(answers.command("lr-seed", args))
+    monkeypatch.setitem(answers.EXPERIMENTS, "lr-order2", own["lr-order2"])
     for name, table_ in (("seed", {"baseline": [0.930, 0.931, 0.929], "seed": [0.925, 0.926, 0.925]}),
-                         ("lr-seed", {"baseline+lr=0.2": [0.930, 0.932, 0.929], "seed+lr=0.4": [0.929, 0.931, 0.929]})):
+                         ("lr-seed", {"baseline+lr=0.2": [0.930, 0.932, 0.929], "seed+lr=0.4": [0.929, 0.931, 0.929]}),
+                         ("order", {"dw4": [0.930, 0.931, 0.929], "order2": [0.926, 0.928, 0.925]}),
+                         ("lr-order2", {"dw4+lr=0.2": [0.931, 0.930, 0.929], "order2+lr=0.1": [0.929, 0.930, 0.928]})):
         _write_accuracies(tmp_path / name, table_)
     by = {(r["setting"], r["comparison"]): r for r in answers.document_family(tmp_path)}
     assert by["own lr", "seed − baseline"]["delta"] == pytest.approx(100 * (-0.002 / 3))
     assert ("own lr vs plain", "Δ(seed) own lr − Δ(seed) plain") in by
+    # order2 at its own rate answers its plain question, against dw4, and is set against the plain answer to it
+    assert by["own lr", "order2 − dw4"]["delta"] == pytest.approx(100 * (-0.003 / 3))
+    welch = by["own lr vs plain", "Δ(order2) own lr − Δ(order2) plain"]
+    assert welch["delta"] == pytest.approx(100 * (-0.003 / 3 - (-0.011 / 3)))
+    assert "| order-≤2 operators (against free depthwise ×4 kernels): order2 − dw4 | −0.37 [" in (
+        answers.by_setting_table(list(by.values())))
