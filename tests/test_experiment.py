@@ -329,6 +329,12 @@ def test_a_preset_applies_only_when_named_or_when_no_training_option_is_given(mo
     calls.clear()
     main(["compare", "--seeds", "auto", "--target-ci", "0.2", "--epochs", "1"])
     assert calls[0][1] == [0, 1, 2, 3, 4] and calls[0][3]["target_ci"] == 0.2
+    capsys.readouterr()
+    main(["compare", "--preset", "fast", "--variants", "baseline+lr=0.1,seed+lr=0.4,hyperbolic", "--val-split", "50"])
+    printed = capsys.readouterr().out  # the settings line gives the shared rate; the variants' own are said too
+    assert "sgd lr 0.2 (onecycle)" in printed and "but 50 held out for validation" in printed
+    assert "where a variant sets its own: baseline+lr=0.1: lr 0.1; seed+lr=0.4: lr 0.4; hyperbolic: penalty 0.1" in (
+        printed)
 
 
 def test_experiments_share_runs_through_a_run_store_and_rebuild_without_checkpoints(tmp_path, data_dir, capsys):

@@ -211,6 +211,13 @@ def _compare(args: argparse.Namespace) -> int:
         why = (f"preset {preset_name}" + ("" if args.preset else " (no training option given)") if preset_name
                else f"no preset (you gave --{training[0].replace('_', '-')}); defaults for the rest")
         print(f"settings: {why}: {run.describe_config(base)}", flush=True)
+        from pdeconv.models import variant_training
+
+        own = {v: variant_training(v) for v in variants}
+        own = {v: ", ".join(f"{k.removesuffix('_weight')} {value:g}" for k, value in t.items())
+               for v, t in own.items() if t}
+        if own:
+            print("  where a variant sets its own: " + "; ".join(f"{v}: {t}" for v, t in own.items()), flush=True)
     command = " ".join(shlex.quote(a) for a in ["pdeconv", *args.argv])
     compare(variants, seeds, out, base=base, force=force, reference=args.reference, target_ci=args.target_ci,
             max_seeds=args.max_seeds, runs=args.runs, command=command,
