@@ -138,7 +138,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     # Learning-rate fairness: the fast recipe at three peak rates, 2 seeds, each variant's best read from a
     # validation split of 5,000 training images (results/lr/). Each run is VARIANT+lr=RATE in one shared store,
-    # so the re-answers at each side's own best rate (own_lr_experiments) reuse the sweep's seeds 0 and 1.
+    # which the re-answers at each side's own best rate (own_lr_experiments) share, on fresh seeds (OWN_LR_SEEDS).
     **{f"lr-{lr}": Experiment(
         f"The fast recipe at peak learning rate {lr}: which rate does each variant's validation accuracy prefer?",
         "(fairness of the recipe: every variant trains with the baseline's learning rate)",
@@ -248,7 +248,11 @@ def own_lr_experiments(choice: Path = LR_CHOICE) -> dict[str, Experiment]:
     (:func:`plain_reference`: the baseline, or dw4 for order2): the variant at its own best rate against the
     reference at its own, 5 paired seeds, the same validation split, in the sweep's store. Its seeds are
     :data:`OWN_LR_SEEDS`, not the sweep's 0 and 1: the seeds that chose a rate would carry their luck into the
-    answer (a rate is chosen where a seed happened to do well). None before the sweep has chosen."""
+    answer (a rate is chosen where a seed happened to do well). None before the sweep has chosen.
+
+    Where both sides prefer one rate, the shared recipe treats them alike (both at the same distance from their
+    best), so the recipe is fair to that variant and its shared-recipe answer stands, even when that rate is not the
+    recipe's 0.2: the question here is the recipe's fairness between the two, not each answer's best rate."""
     if not choice.is_file():
         return {}
     best = {r["variant"]: r["lr"] for r in _read_csv(choice) if r["best"] == "yes"}
@@ -532,7 +536,8 @@ def by_setting_table(rows: list[dict]) -> str:
     adjustment it survives; in another setting also its difference from the plain Δ (Welch) and that one's status.
     Rows and columns come from the comparisons that exist, so the table grows as experiments finish."""
     paired = {(r["setting"], r["comparison"]): r for r in rows if r["kind"] == "paired" and r["setting"] in SETTINGS}
-    welch = {(r["setting"].removesuffix(" vs plain"), r["comparison"].split(")")[0].removeprefix("Δ(")): r
+    # a Welch row belongs to the paired row of its experiment and variant (an experiment has one reference)
+    welch = {(r["experiment"], r["comparison"].split(")")[0].removeprefix("Δ(")): r
              for r in rows if r["kind"] == "welch"}
     order = list(QUESTIONS)
     asked = sorted(dict.fromkeys(c for s, c in paired if s != "plain"),
@@ -551,7 +556,7 @@ def by_setting_table(rows: list[dict]) -> str:
                 continue
             ci = "" if r["ci_low"] is None else f" [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
             cell = f"{_signed(r['delta'])}{ci}, {_status(r)}"
-            w = welch.get((s, comparison.split(" − ")[0]))
+            w = welch.get((r["experiment"], comparison.split(" − ")[0]))
             if w is not None:
                 cell += f"; against plain {_signed(w['delta'])}, {_status(w)}"
             cells.append(cell)
@@ -746,7 +751,8 @@ def main() -> None:
     p.add_argument("--lr-choice", action="store_true",
                    help="each variant's best learning rate from the sweep (lr-0.1 lr-0.2 lr-0.4) by validation "
                         "accuracy: write results/lr/choice.csv, choice.md and val_acc.png and stop; then `own-lr` "
-                        "runs the re-answers (lr-NAME) for the variants whose best is not the baseline's")
+                        "runs the re-answers (lr-NAME) for the variants whose best is not their reference's "
+                        "(the baseline's; dw4's for order2)")
     p.add_argument("--summaries", action="store_true",
                    help="write each finished run's learned_pde.json (kept in git; checkpoints are not) and stop")
     args = p.parse_args()
@@ -787,7 +793,8 @@ def main() -> None:
             p.error("own-lr: no learning rate chosen yet; run `answers.py lr-0.1 lr-0.2 lr-0.4`, then "
                     "`answers.py --lr-choice`")
         if not own:
-            print("# own-lr: every variant's best rate is the baseline's; the shared-recipe answers stand", flush=True)
+            print("# own-lr: every variant's best rate is its reference's (the baseline's; dw4's for order2): the "
+                  "shared-recipe answers stand", flush=True)
         args.names = [n for name in args.names for n in (own if name == "own-lr" else [name])]
         if not args.names:
             return
