@@ -154,6 +154,11 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 # ------------------------------------------------------------------------------------------ each variant's own rate
 
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def spec_name(spec: str) -> str:
     """A variant spec without its learning-rate part: ``"seed+lr=0.4"`` → ``"seed"``."""
     parts = [p.strip() for p in spec.split("+")]
@@ -330,11 +335,6 @@ TRUNCATION = "probe-truncation"
 SUMMARY_COLUMNS = ["setting", "experiment", "comparison", "kind", "n", "delta", "ci_low", "ci_high", "unit", "p",
                    "p_experiment_holm", "p_document_bh", "p_document_holm", "p_equivalent", "p_equivalent_holm",
                    "answer"]
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _accuracies(results: Path = RESULTS) -> dict[tuple[str, str], dict[int, float]]:
