@@ -188,7 +188,7 @@ def lr_choice(results: Path = RESULTS) -> list[dict]:
                 if len(mine) == len(LR_RATES) and same_seeds else None)
         for lr, mean in mine.items():
             seeds = val[variant, lr]
-            rows.append({"variant": variant, "lr": float(lr), "seeds": len(seeds), "val_acc": mean,
+            rows.append({"variant": variant, "lr": float(lr), "seeds": len(seeds), "val_acc": round(mean, 6),
                          "val_acc_per_seed": " ".join(f"{seeds[k]:.4f}" for k in sorted(seeds)),
                          "best": "" if best is None else ("yes" if lr == best else "no")})
     return rows
@@ -233,7 +233,7 @@ def write_lr_choice(rows: list[dict], out: Path = RESULTS / "lr") -> tuple[Path,
     ax.set_xscale("log")
     ax.set_xticks(rates, [f"{lr:g}" for lr in rates])
     ax.set_xticks([], minor=True)
-    ax.set_xlabel("peak learning rate (`fast` recipe)")
+    ax.set_xlabel("peak learning rate (fast recipe)")
     ax.set_ylabel("validation accuracy % (mean over seeds)")
     ax.legend(fontsize=7, ncol=2)
     storage.write_figure(out / "val_acc.png", fig)
