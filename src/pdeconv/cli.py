@@ -214,9 +214,9 @@ def _compare(args: argparse.Namespace) -> int:
         from pdeconv.models import variant_training
         from pdeconv.models.variants import TRAINING_PARAMETERS
 
-        spec_name = {setting: name for name, setting in TRAINING_PARAMETERS.items()}  # penalty_weight → penalty
+        spec_key = {setting: name for name, setting in TRAINING_PARAMETERS.items()}  # penalty_weight → penalty
         own = {v: variant_training(v) for v in variants}
-        own = {v: ", ".join(f"{spec_name[k]} {value:g}" for k, value in t.items()) for v, t in own.items() if t}
+        own = {v: ", ".join(f"{spec_key[k]} {value:g}" for k, value in t.items()) for v, t in own.items() if t}
         if own:
             print("  where a variant sets its own: " + "; ".join(f"{v}: {t}" for v, t in own.items()), flush=True)
     command = " ".join(shlex.quote(a) for a in ["pdeconv", *args.argv])
