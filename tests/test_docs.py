@@ -195,3 +195,14 @@ def test_the_results_page_is_what_answers_summary_writes_from_the_committed_summ
     assert answers.BEGIN_SETTINGS in page and answers.END_SETTINGS in page
     rewritten = answers.results_page(page, answers.read_summary(ROOT / "results" / "summary.csv"))
     assert rewritten == page
+
+
+def test_the_results_page_shows_the_learning_rate_choice_that_answers_lr_choice_wrote():
+    """docs/results.md's learning-rate table is results/lr/choice.md's (written by `answers.py --lr-choice` from the
+    committed sweep), row for row: a rate chosen again must show on the page."""
+    choice = ROOT / "results" / "lr" / "choice.md"
+    if not choice.is_file():
+        pytest.skip("the learning-rate sweep has not chosen yet")
+    rows = [line for line in choice.read_text().splitlines() if line.startswith("|")]
+    page = (ROOT / "docs" / "results.md").read_text().splitlines()
+    assert len(rows) == 9 and all(row in page for row in rows), [row for row in rows if row not in page]
